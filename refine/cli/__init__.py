@@ -1,0 +1,1 @@
+"""The ``stem-refine`` command-line interface (see :mod:`refine.cli.main`)."""

@@ -1,0 +1,857 @@
+"""The DEAP genetic algorithm: individual types, toolbox factory, loop, checkpoints.
+
+Usage
+-----
+::
+
+    rng = np.random.default_rng(seed)
+    population = make_population("Pt309", 20, rng)
+    result = run_ga(fitness, population, GASettings(generations=200), "out/", rng=rng)
+    result.best            # ase.Atoms, info: cost, chi2, energy, alpha
+    result.logbook         # deap.tools.Logbook, also out/logbook.csv
+
+``fitness`` is any object with ``evaluate(atoms)`` (or a plain callable)
+returning a result with ``.cost``, ``.chi2`` and ``.energy`` (a mapping with
+those keys, or a bare float cost, also work). When ``settings.alpha`` is
+``"auto"`` and the object has ``calibrate_alpha(population)``, that is
+called once on the evaluated-to-be starting population; a numeric
+``settings.alpha`` is assigned to ``fitness.alpha``. The α in use (read from
+``fitness.alpha``) is logged, checkpointed and restored on resume.
+
+The loop
+--------
+Generation 0 evaluates the starting population. Each generation then makes
+λ offspring (``offspring_size``): with probability ``crossover_probability``
+two tournament-selected parents are cloned and cut-and-spliced, each child
+then mutated with probability ``mutation_probability``; otherwise one parent
+is cloned and mutated (one mutation drawn by weight). Every offspring is
+repaired to the minimum distance (inside the operators) and optionally
+relaxed (FIRE, few steps). Offspring are evaluated with ``toolbox.map`` in
+list order (results are assigned by position, so a Dask map gives the same
+run). Survival: duplicates (:class:`refine.operators.SimilarityCriterion`)
+are removed from parents + offspring, then the best μ survive
+(``replacement="plus"``), or the ``elite`` hall-of-fame members plus the
+best μ − elite offspring (``"generational"``). Multi-objective mode
+minimises (χ², E) with NSGA-II survival and a (rank, crowding) tournament
+and keeps a Pareto front.
+
+Stopping: ``generations``, ``stagnation`` (generations without a relative
+improvement of the best cost beyond ``stagnation_tol``) or ``time_limit``
+seconds of wall time (summed over resumed segments).
+
+Checkpoints (``checkpoint.pkl`` in ``out_dir`` every ``checkpoint_every``
+generations and at the end): population, hall of fame, logbook,
+generation, the stagnation state, α, Python's ``random`` state and the
+NumPy generator's ``bit_generator.state``; pickled to a temporary file and
+moved into place with :func:`os.replace`. With ``resume=True`` the run
+continues from it exactly: the same seed gives the same best structure
+whether or not the run was killed in between.
+
+All randomness comes from the one :class:`numpy.random.Generator` given to
+:func:`run_ga` (and shared with the toolbox's operators).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+import math
+import os
+import pickle
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from deap import base, creator, tools
+
+from .exceptions import InputError, RefineError
+from .operators import (
+    CutSpliceCrossover,
+    ImageGuidedMutation,
+    LocalRelaxation,
+    MirrorMutation,
+    MutationSelector,
+    PermutationMutation,
+    RattleMutation,
+    RotationMutation,
+    SimilarityCriterion,
+    SurfaceMoveMutation,
+    composition_of,
+    default_min_distance,
+    diversity,
+    nearest_neighbour_distance,
+)
+
+__all__ = [
+    "StemFitnessMin",
+    "StemFitnessPareto",
+    "StemIndividual",
+    "StemParetoIndividual",
+    "GASettings",
+    "GAResult",
+    "CostEvaluator",
+    "make_toolbox",
+    "to_individual",
+    "as_atoms",
+    "run_ga",
+    "load_checkpoint",
+    "LOGBOOK_COLUMNS",
+    "CHECKPOINT_NAME",
+    "LOGBOOK_NAME",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pkl"
+LOGBOOK_NAME = "logbook.csv"
+_CHECKPOINT_VERSION = 1
+
+#: columns of the logbook (and of logbook.csv), in order
+LOGBOOK_COLUMNS = (
+    "gen", "nevals", "best_cost", "best_chi2", "best_energy",
+    "min_cost", "mean_cost", "min_chi2", "mean_chi2", "min_energy", "mean_energy",
+    "diversity", "n_unique", "alpha", "elapsed_s",
+)
+
+# --- DEAP types: created once, here. -------------------------------------------------
+# Their __module__ is set to this module and they are bound to module attributes
+# of the same name, so pickle finds them as refine.ga.<Name> (importing this
+# module re-creates them in a Dask worker or a resumed process).
+
+
+def _create_types():
+    if not hasattr(creator, "StemFitnessMin"):
+        creator.create("StemFitnessMin", base.Fitness, weights=(-1.0,))
+    if not hasattr(creator, "StemFitnessPareto"):
+        creator.create("StemFitnessPareto", base.Fitness, weights=(-1.0, -1.0))
+    if not hasattr(creator, "StemIndividual"):
+        creator.create("StemIndividual", Atoms, fitness=creator.StemFitnessMin)
+    if not hasattr(creator, "StemParetoIndividual"):
+        creator.create("StemParetoIndividual", Atoms, fitness=creator.StemFitnessPareto)
+    for name in ("StemFitnessMin", "StemFitnessPareto", "StemIndividual", "StemParetoIndividual"):
+        getattr(creator, name).__module__ = __name__
+
+
+_create_types()
+#: single-objective fitness, minimising the cost E + α·χ²
+StemFitnessMin = creator.StemFitnessMin
+#: two-objective fitness, minimising (χ², E)
+StemFitnessPareto = creator.StemFitnessPareto
+#: an ``ase.Atoms`` with a ``fitness`` (StemFitnessMin)
+StemIndividual = creator.StemIndividual
+#: an ``ase.Atoms`` with a ``fitness`` (StemFitnessPareto)
+StemParetoIndividual = creator.StemParetoIndividual
+
+
+def to_individual(atoms: Atoms, multi_objective: bool = False):
+    """A GA individual (Atoms subclass with an empty fitness) holding a copy of ``atoms``.
+
+    Keeps numbers, positions and ``info``; drops cell, calculator and other arrays.
+    """
+    cls = StemParetoIndividual if multi_objective else StemIndividual
+    ind = cls(numbers=np.array(atoms.numbers), positions=np.array(atoms.positions, dtype=float))
+    ind.info = {k: v for k, v in atoms.info.items()}
+    return ind
+
+
+def as_atoms(ind) -> Atoms:
+    """A plain :class:`ase.Atoms` copy of an individual (numbers, positions, info)."""
+    atoms = Atoms(numbers=np.array(ind.numbers), positions=np.array(ind.positions, dtype=float))
+    atoms.info = dict(ind.info)
+    return atoms
+
+
+# --- settings and result ---------------------------------------------------------------
+
+_DEFAULT_WEIGHTS = {"rattle": 1.0, "permutation": 1.0, "surface_move": 1.0, "image_guided": 1.0,
+                    "rotation": 1.0, "mirror": 0.5}
+
+
+@dataclass
+class GASettings:
+    """Settings of :func:`run_ga` (all keyword, with defaults).
+
+    Parameters
+    ----------
+    population_size : int
+        μ, individuals kept per generation.
+    offspring_size : int, optional
+        λ, offspring made per generation; default μ.
+    generations : int
+        Maximum number of generations after generation 0.
+    crossover_probability, mutation_probability : float
+        See the module docstring.
+    mutation_weights : dict
+        Relative weights of ``rattle``, ``permutation`` (alloys only),
+        ``surface_move``, ``image_guided`` (only with a ``difference``
+        function), ``rotation``, ``mirror``.
+    tournament_size : int
+        Parent tournament size (single objective).
+    hall_of_fame_size : int
+        Best distinct structures kept over the run.
+    replacement : {"plus", "generational"}
+        (μ+λ) truncation, or offspring replacing the parents except ``elite``.
+    elite : int
+        Hall-of-fame members carried over in ``"generational"`` replacement.
+    stagnation : int, optional
+        Stop after this many generations without improvement.
+    stagnation_tol : float
+        Relative improvement of the best cost that counts.
+    time_limit : float, optional
+        Wall-time limit in seconds (over all resumed segments).
+    checkpoint_every : int
+        Checkpoint period in generations (needs an ``out_dir``).
+    multi_objective : bool
+        NSGA-II on (χ², E); the result has a Pareto front.
+    alpha : "auto", float or None
+        ``"auto"``: ``fitness.calibrate_alpha(population)`` before generation 0;
+        a number: set ``fitness.alpha``; ``None``: leave the fitness as is.
+    min_distance : float, optional
+        Minimum interatomic distance in Å; default 0.75 × the composition's
+        nearest-neighbour distance.
+    rattle_sigma : float
+        Rattle displacement σ in Å.
+    rotation_max_angle : float
+        Largest rotation of the rotation mutation, radians.
+    relax_steps : int
+        FIRE steps on each offspring (0: none; needs a calculator).
+    relax_fmax : float
+        FIRE force criterion, eV/Å.
+    duplicate_cost_tol, duplicate_fingerprint_tol : float
+        See :class:`refine.operators.SimilarityCriterion`.
+    progress : bool
+        Show a tqdm bar on stderr.
+    """
+
+    population_size: int = 20
+    offspring_size: int | None = None
+    generations: int = 100
+    crossover_probability: float = 0.5
+    mutation_probability: float = 0.3
+    mutation_weights: dict = field(default_factory=lambda: dict(_DEFAULT_WEIGHTS))
+    tournament_size: int = 3
+    hall_of_fame_size: int = 10
+    replacement: str = "plus"
+    elite: int = 2
+    stagnation: int | None = None
+    stagnation_tol: float = 1e-6
+    time_limit: float | None = None
+    checkpoint_every: int = 1
+    multi_objective: bool = False
+    alpha: object = "auto"
+    min_distance: float | None = None
+    rattle_sigma: float = 0.25
+    rotation_max_angle: float = math.pi / 12
+    relax_steps: int = 0
+    relax_fmax: float = 0.05
+    duplicate_cost_tol: float = 1e-6
+    duplicate_fingerprint_tol: float = 0.02
+    progress: bool = True
+
+    def validate(self) -> "GASettings":
+        """Check the values; raise :class:`InputError` with what was expected."""
+        def positive_int(name, minimum=1):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                raise InputError(f"{name} must be an integer ≥ {minimum}, got {v!r}")
+
+        positive_int("population_size", 1)
+        positive_int("generations", 0)
+        positive_int("tournament_size", 1)
+        positive_int("hall_of_fame_size", 1)
+        positive_int("checkpoint_every", 1)
+        positive_int("elite", 0)
+        if self.offspring_size is not None:
+            positive_int("offspring_size", 1)
+        if self.stagnation is not None:
+            positive_int("stagnation", 1)
+        for name in ("crossover_probability", "mutation_probability"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {v!r}")
+        if self.replacement not in ("plus", "generational"):
+            raise InputError(f"replacement must be 'plus' or 'generational', got {self.replacement!r}")
+        if self.replacement == "generational" and self.lam + self.elite < self.population_size:
+            raise InputError("generational replacement needs offspring_size + elite ≥ population_size")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise InputError(f"time limit must be a positive number of seconds, got {self.time_limit!r}")
+        if not (self.alpha is None or self.alpha == "auto"
+                or (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0)):
+            raise InputError(f"alpha must be 'auto' or a non-negative number, got {self.alpha!r}")
+        unknown = set(self.mutation_weights) - set(_DEFAULT_WEIGHTS)
+        if unknown:
+            raise InputError(f"unknown mutation(s) {sorted(unknown)}; known: {sorted(_DEFAULT_WEIGHTS)}")
+        return self
+
+    @property
+    def lam(self) -> int:
+        return self.offspring_size or self.population_size
+
+
+@dataclass
+class GAResult:
+    """What :func:`run_ga` returns.
+
+    Attributes
+    ----------
+    best : ase.Atoms
+        Lowest-cost structure found (in multi-objective mode: the lowest
+        cost on the Pareto front); ``info`` has ``cost``, ``chi2``,
+        ``energy``, ``alpha``, ``generation``.
+    population : list of ase.Atoms
+        The final population.
+    hall_of_fame : list of ase.Atoms
+        Best distinct structures, best first (single objective), or the
+        Pareto front sorted by χ² (multi-objective).
+    pareto_front : list of ase.Atoms
+        Non-dominated (χ², E) structures sorted by χ²; empty in single-objective mode.
+    logbook : deap.tools.Logbook
+        One record per generation, columns :data:`LOGBOOK_COLUMNS`.
+    generation : int
+        Last completed generation.
+    stop_reason : str
+        ``"generations"``, ``"stagnation"`` or ``"time_limit"``.
+    alpha : float or None
+        α in use.
+    evaluations : int
+        Fitness evaluations over the whole run (all segments).
+    """
+
+    best: Atoms
+    population: list
+    hall_of_fame: list
+    pareto_front: list
+    logbook: tools.Logbook
+    generation: int
+    stop_reason: str
+    alpha: float | None
+    evaluations: int
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+class CostEvaluator:
+    """Adapts a fitness object to ``evaluate(atoms) -> (cost, chi2, energy)`` floats.
+
+    ``fitness`` may have an ``evaluate`` method or be callable; its result
+    may have ``cost``/``chi2``/``energy`` attributes, be a mapping with
+    those keys, or be a number (the cost; χ² and E are then NaN). Picklable
+    when ``fitness`` is (for a Dask ``map``).
+    """
+
+    def __init__(self, fitness):
+        if not (hasattr(fitness, "evaluate") or callable(fitness)):
+            raise TypeError("fitness must have an evaluate(atoms) method or be callable")
+        self.fitness = fitness
+
+    def __call__(self, atoms) -> tuple[float, float, float]:
+        fn = self.fitness.evaluate if hasattr(self.fitness, "evaluate") else self.fitness
+        r = fn(atoms)
+        if isinstance(r, (int, float, np.floating, np.integer)):
+            return float(r), math.nan, math.nan
+        if isinstance(r, Mapping):
+            return float(r["cost"]), float(r.get("chi2", math.nan)), float(r.get("energy", math.nan))
+        return float(r.cost), float(getattr(r, "chi2", math.nan)), float(getattr(r, "energy", math.nan))
+
+
+def _assign(ind, values: tuple[float, float, float], multi_objective: bool, alpha):
+    cost, chi2, energy = values
+    if multi_objective:
+        if not (math.isfinite(chi2) and math.isfinite(energy)):
+            raise RefineError("multi-objective mode needs a fitness that returns finite chi2 and energy")
+        ind.fitness.values = (chi2, energy)
+    else:
+        if not math.isfinite(cost):
+            cost = math.inf
+        ind.fitness.values = (cost,)
+    ind.info["cost"] = cost
+    ind.info["chi2"] = chi2
+    ind.info["energy"] = energy
+    if alpha is not None:
+        ind.info["alpha"] = float(alpha)
+    ind.calc = None  # keep individuals picklable
+
+
+def _cost(ind) -> float:
+    c = ind.info.get("cost", math.inf)
+    return math.inf if c is None or not math.isfinite(c) else float(c)
+
+
+# --- selection -------------------------------------------------------------------------
+
+class _Tournament:
+    """Tournament selection on the cost with the injected generator (DEAP's uses ``random``)."""
+
+    def __init__(self, rng: np.random.Generator, size: int):
+        self.rng, self.size = rng, int(size)
+
+    def __call__(self, population, k):
+        costs = np.array([_cost(ind) for ind in population])
+        chosen = []
+        for _ in range(k):
+            idx = self.rng.integers(len(population), size=self.size)
+            chosen.append(population[int(idx[np.argmin(costs[idx])])])
+        return chosen
+
+
+class _ParetoTournament:
+    """Binary tournament on (non-domination rank, −crowding distance), NSGA-II style."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def __call__(self, population, k):
+        rank, crowd = _rank_and_crowding(population)
+        chosen = []
+        for _ in range(k):
+            a, b = (int(v) for v in self.rng.integers(len(population), size=2))
+            if (rank[a], -crowd[a]) <= (rank[b], -crowd[b]):
+                chosen.append(population[a])
+            else:
+                chosen.append(population[b])
+        return chosen
+
+
+def _rank_and_crowding(population):
+    fronts = tools.sortNondominated(population, len(population))
+    pos = {id(ind): i for i, ind in enumerate(population)}
+    rank = np.zeros(len(population), dtype=int)
+    crowd = np.zeros(len(population))
+    for r, front in enumerate(fronts):
+        # crowding distance on copies of the fitnesses, so nothing is stored on individuals
+        fits = [copy.deepcopy(ind.fitness) for ind in front]
+        _crowding(fits)
+        for ind, fit in zip(front, fits):
+            rank[pos[id(ind)]] = r
+            crowd[pos[id(ind)]] = fit.crowding_dist
+    return rank, crowd
+
+
+def _crowding(fitnesses):
+    n = len(fitnesses)
+    dist = [0.0] * n
+    values = [f.values for f in fitnesses]
+    for m in range(len(values[0]) if n else 0):
+        order = sorted(range(n), key=lambda i: values[i][m])
+        dist[order[0]] = dist[order[-1]] = math.inf
+        span = values[order[-1]][m] - values[order[0]][m]
+        if span == 0:
+            continue
+        for a, b, c in zip(order[:-2], order[1:-1], order[2:]):
+            dist[b] += (values[c][m] - values[a][m]) / span
+    for f, d in zip(fitnesses, dist):
+        f.crowding_dist = d
+
+
+def _unique(individuals, similar) -> tuple[list, list]:
+    """Split into (distinct, duplicates), scanning in cost order (the best copy is kept)."""
+    order = sorted(range(len(individuals)), key=lambda i: _cost(individuals[i]))
+    kept, dups = [], []
+    for i in order:
+        ind = individuals[i]
+        if any(similar(ind, other) for other in kept):
+            dups.append(ind)
+        else:
+            kept.append(ind)
+    return kept, dups
+
+
+class _Survival:
+    """Next population from parents + offspring (see the module docstring)."""
+
+    def __init__(self, settings: GASettings, similar):
+        self.settings, self.similar = settings, similar
+
+    def __call__(self, parents, offspring, hall_of_fame):
+        s = self.settings
+        mu = s.population_size
+        if s.multi_objective:
+            distinct, dups = _unique(list(parents) + list(offspring), self.similar)
+            pool = distinct if len(distinct) >= mu else distinct + dups[: mu - len(distinct)]
+            return tools.selNSGA2(pool, mu)
+        if s.replacement == "generational":
+            elites = [copy.deepcopy(h) for h in list(hall_of_fame)[: s.elite]]
+            distinct, dups = _unique(offspring, self.similar)
+            rest = [ind for ind in distinct if not any(self.similar(ind, e) for e in elites)]
+            pool = elites + rest + dups
+            return pool[:mu]
+        distinct, dups = _unique(list(parents) + list(offspring), self.similar)
+        return (distinct + dups)[:mu]
+
+
+# --- toolbox ---------------------------------------------------------------------------
+
+def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, rng: np.random.Generator, *,
+                 difference: Callable | None = None, calculator=None, map_func: Callable = map) -> base.Toolbox:
+    """A DEAP toolbox for one refinement.
+
+    Registers ``evaluate`` (a :class:`CostEvaluator`), ``mate``
+    (:class:`~refine.operators.CutSpliceCrossover`), ``mutate`` (a
+    :class:`~refine.operators.MutationSelector` over the weighted
+    mutations), ``select`` (parent selection), ``survive`` (next
+    population), ``map`` (``map_func``; must preserve order), ``clone``
+    (deep copy), ``individual`` (Atoms → individual), ``similar``
+    (duplicate test) and, with ``calculator`` and ``settings.relax_steps``,
+    ``relax`` (:class:`~refine.operators.LocalRelaxation`).
+
+    Parameters
+    ----------
+    fitness : object
+        See :class:`CostEvaluator`.
+    composition : mapping
+        Exact species counts kept by crossover and mirror.
+    settings : GASettings
+    rng : numpy.random.Generator
+        Shared by every operator; :func:`run_ga` must get the same one.
+    difference : callable, optional
+        ``difference(atoms) -> (sim − exp image, ProbeGrid)`` enabling the
+        image-guided mutation.
+    calculator : ase calculator or factory, optional
+        For the offspring relaxation.
+    map_func : callable
+        ``map``-like, e.g. a Dask client's ``lambda f, xs: client.gather(client.map(f, xs))``.
+    """
+    settings.validate()
+    comp = dict(composition)
+    d_min = settings.min_distance or default_min_distance(comp)
+    d_nn = nearest_neighbour_distance(comp)
+    kw = {"nn_distance": d_nn}
+    tb = base.Toolbox()
+    tb.register("evaluate", CostEvaluator(fitness))
+    tb.register("map", map_func)
+    tb.register("clone", copy.deepcopy)
+    tb.register("individual", to_individual, multi_objective=settings.multi_objective)
+    tb.register("mate", CutSpliceCrossover(rng, d_min, comp, **kw))
+    weights = {**_DEFAULT_WEIGHTS, **settings.mutation_weights}
+    ops = [
+        (weights["rattle"], RattleMutation(rng, d_min, sigma=settings.rattle_sigma, **kw)),
+        (weights["surface_move"], SurfaceMoveMutation(rng, d_min, **kw)),
+        (weights["rotation"], RotationMutation(rng, d_min, max_angle=settings.rotation_max_angle, **kw)),
+        (weights["mirror"], MirrorMutation(rng, d_min, comp, **kw)),
+    ]
+    if len(comp) > 1:
+        ops.append((weights["permutation"], PermutationMutation(rng, d_min, **kw)))
+    if difference is not None:
+        ops.append((weights["image_guided"], ImageGuidedMutation(rng, d_min, difference, **kw)))
+    tb.register("mutate", MutationSelector(rng, ops))
+    if settings.multi_objective:
+        tb.register("select", _ParetoTournament(rng))
+    else:
+        tb.register("select", _Tournament(rng, settings.tournament_size))
+    similar = SimilarityCriterion(settings.duplicate_cost_tol, settings.duplicate_fingerprint_tol)
+    tb.register("similar", similar)
+    tb.register("survive", _Survival(settings, similar))
+    if calculator is not None and settings.relax_steps > 0:
+        tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
+                                             min_distance=d_min, rng=rng))
+    return tb
+
+
+# --- checkpoints and logbook files -----------------------------------------------------
+
+def _atomic_write_bytes(path: Path, data: bytes):
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _write_logbook_csv(path: Path, logbook):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(LOGBOOK_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for rec in logbook:
+        writer.writerow({k: rec.get(k) for k in LOGBOOK_COLUMNS})
+    _atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint written by :func:`run_ga` (a dict; see the module docstring)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    try:
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"no checkpoint at {str(path)!r}") from None
+    except Exception as exc:
+        raise InputError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
+        raise InputError(f"{str(path)!r} is not a checkpoint of this version of stem-refine")
+    return state
+
+
+# --- the loop --------------------------------------------------------------------------
+
+def _record(gen, nevals, population, alpha, elapsed, similar) -> dict:
+    costs = np.array([_cost(i) for i in population])
+    chi2 = np.array([i.info.get("chi2", math.nan) for i in population], dtype=float)
+    energy = np.array([i.info.get("energy", math.nan) for i in population], dtype=float)
+    b = int(np.argmin(costs))
+
+    def nanstat(f, a):
+        return float(f(a)) if np.isfinite(a).any() else math.nan
+
+    distinct, _ = _unique(population, similar)
+    return {
+        "gen": gen, "nevals": nevals,
+        "best_cost": float(costs[b]), "best_chi2": float(chi2[b]), "best_energy": float(energy[b]),
+        "min_cost": float(costs.min()), "mean_cost": nanstat(np.nanmean, np.where(np.isfinite(costs), costs, np.nan)),
+        "min_chi2": nanstat(np.nanmin, chi2), "mean_chi2": nanstat(np.nanmean, chi2),
+        "min_energy": nanstat(np.nanmin, energy), "mean_energy": nanstat(np.nanmean, energy),
+        "diversity": diversity(population), "n_unique": len(distinct),
+        "alpha": math.nan if alpha is None else float(alpha), "elapsed_s": round(elapsed, 3),
+    }
+
+
+def _alpha_of(fitness):
+    a = getattr(fitness, "alpha", None)
+    return float(a) if isinstance(a, (int, float, np.floating)) else None
+
+
+def _set_alpha(fitness, alpha):
+    try:
+        fitness.alpha = alpha
+    except AttributeError as exc:
+        raise RefineError(f"cannot set alpha on {type(fitness).__name__}: {exc}") from exc
+
+
+def _evaluate(toolbox, individuals, multi_objective, alpha) -> int:
+    if not individuals:
+        return 0
+    values = list(toolbox.map(toolbox.evaluate, individuals))
+    for ind, v in zip(individuals, values):
+        _assign(ind, v, multi_objective, alpha)
+    return len(individuals)
+
+
+def _vary(toolbox, population, settings: GASettings, rng: np.random.Generator) -> list:
+    offspring = []
+    lam = settings.lam
+    while len(offspring) < lam:
+        if len(population) >= 2 and lam - len(offspring) >= 1 and rng.random() < settings.crossover_probability:
+            p1, p2 = toolbox.select(population, 2)
+            c1, c2 = toolbox.clone(p1), toolbox.clone(p2)
+            c1, c2 = toolbox.mate(c1, c2)
+            children = [c1, c2][: lam - len(offspring)]
+            for k, c in enumerate(children):
+                if rng.random() < settings.mutation_probability:
+                    (children[k],) = toolbox.mutate(c)
+        else:
+            (p,) = toolbox.select(population, 1)
+            (c,) = toolbox.mutate(toolbox.clone(p))
+            children = [c]
+        for c in children:
+            del c.fitness.values
+            for key in ("cost", "chi2", "energy"):
+                c.info.pop(key, None)
+            if hasattr(toolbox, "relax"):
+                toolbox.relax(c)
+        offspring.extend(children)
+    return offspring
+
+
+def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | None = None, out_dir=None, *,
+           rng: np.random.Generator, composition: Mapping[str, int] | None = None, difference: Callable | None = None,
+           calculator=None, map_func: Callable = map, resume: bool = False,
+           toolbox: base.Toolbox | None = None) -> GAResult:
+    """Run the genetic algorithm (see the module docstring for the loop).
+
+    Parameters
+    ----------
+    fitness : object
+        ``evaluate(atoms)`` (or callable) → result with ``cost``, ``chi2``,
+        ``energy``; optional ``calibrate_alpha(population)`` and ``alpha``.
+    population : sequence of ase.Atoms or None
+        Starting structures (μ of them are used; fewer are cycled). May be
+        ``None`` only when resuming from an existing checkpoint.
+    settings : GASettings, optional
+    out_dir : path, optional
+        Where ``logbook.csv`` and ``checkpoint.pkl`` go (created). Without
+        it nothing is written and resume is impossible.
+    rng : numpy.random.Generator
+        The run's only source of randomness (shared with the toolbox).
+    composition : mapping, optional
+        Default: the first starting structure's.
+    difference, calculator, map_func
+        See :func:`make_toolbox`.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pkl`` if it exists (else start
+        fresh, with a log message).
+    toolbox : deap.base.Toolbox, optional
+        A custom toolbox (built with the same ``rng``) instead of :func:`make_toolbox`'s.
+
+    Returns
+    -------
+    GAResult
+    """
+    settings = (settings or GASettings()).validate()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    state = None
+    if resume:
+        if ckpt_path is None:
+            raise InputError("resuming needs the output directory of the earlier run")
+        if ckpt_path.exists():
+            state = load_checkpoint(ckpt_path)
+            old = state["settings"]
+            if old.get("multi_objective") != settings.multi_objective:
+                raise InputError("cannot resume: the checkpoint was written in the other objective mode")
+        else:
+            log.info("no checkpoint in %s; starting a new run", out)
+    if state is None and not population:
+        raise InputError("need a starting population (or a checkpoint to resume from)")
+    if composition is None:
+        composition = composition_of(state["population"][0] if state else population[0])
+    comp = dict(composition)
+    if toolbox is None:
+        toolbox = make_toolbox(fitness, comp, settings, rng, difference=difference, calculator=calculator,
+                               map_func=map_func)
+    mo = settings.multi_objective
+    similar = toolbox.similar if hasattr(toolbox, "similar") else SimilarityCriterion()
+
+    t_start = time.perf_counter()
+    if state is not None:
+        pop = state["population"]
+        hof = state["hall_of_fame"]
+        logbook = state["logbook"]
+        gen = state["generation"]
+        best_cost, stale = state["best_cost"], state["stale"]
+        evaluations = state["evaluations"]
+        elapsed0 = state["elapsed"]
+        alpha = state["alpha"]
+        if alpha is not None and _alpha_of(fitness) != alpha:
+            _set_alpha(fitness, alpha)
+        rng.bit_generator.state = state["rng_state"]
+        random.setstate(state["py_random_state"])
+        log.info("resumed from %s at generation %d (best cost %.6g)", ckpt_path, gen, best_cost)
+    else:
+        comp_total = sum(comp.values())
+        starts = [population[k % len(population)] for k in range(settings.population_size)]
+        for k, a in enumerate(starts):
+            if composition_of(a) != comp or len(a) != comp_total:
+                raise InputError(f"starting structure {k} has composition {composition_of(a)}, expected {comp}")
+        pop = [toolbox.individual(a) for a in starts]
+        if settings.alpha == "auto" and hasattr(fitness, "calibrate_alpha"):
+            fitness.calibrate_alpha([as_atoms(i) for i in pop])
+        elif isinstance(settings.alpha, (int, float)) and not isinstance(settings.alpha, bool):
+            _set_alpha(fitness, float(settings.alpha))
+        alpha = _alpha_of(fitness)
+        if alpha is not None:
+            log.info("alpha = %.6g", alpha)
+        hof = tools.ParetoFront(similar=similar) if mo else tools.HallOfFame(settings.hall_of_fame_size,
+                                                                             similar=similar)
+        logbook = tools.Logbook()
+        logbook.header = list(LOGBOOK_COLUMNS)
+        gen = 0
+        elapsed0 = 0.0
+        evaluations = _evaluate(toolbox, pop, mo, alpha)
+        if mo:
+            pop = toolbox.survive(pop, [], hof)
+        hof.update(pop)
+        best_cost = min(_cost(i) for i in pop)
+        stale = 0
+        logbook.record(**_record(0, evaluations, pop, alpha, 0.0, similar))
+
+    def elapsed():
+        return elapsed0 + time.perf_counter() - t_start
+
+    def checkpoint():
+        if ckpt_path is None:
+            return
+        data = {
+            "version": _CHECKPOINT_VERSION, "generation": gen, "population": pop, "hall_of_fame": hof,
+            "logbook": logbook, "best_cost": best_cost, "stale": stale, "evaluations": evaluations,
+            "elapsed": elapsed(), "alpha": alpha, "rng_state": rng.bit_generator.state,
+            "py_random_state": random.getstate(), "settings": asdict(settings), "composition": comp,
+        }
+        _atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        _write_logbook_csv(out / LOGBOOK_NAME, logbook)
+
+    if state is None:
+        checkpoint()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.generations, initial=min(gen, settings.generations), desc="GA", unit="gen",
+               file=sys.stderr, disable=not settings.progress, dynamic_ncols=True)
+
+    def postfix():
+        rec = logbook[-1]
+        bar.set_postfix_str(f"χ²={rec['best_chi2']:.4g} E={rec['best_energy']:.4g} α={rec['alpha']:.3g}")
+
+    postfix()
+    stop_reason = "generations"
+    try:
+        while True:
+            if gen >= settings.generations:
+                stop_reason = "generations"
+                break
+            if settings.stagnation is not None and stale >= settings.stagnation:
+                stop_reason = "stagnation"
+                break
+            if settings.time_limit is not None and elapsed() >= settings.time_limit:
+                stop_reason = "time_limit"
+                break
+            gen += 1
+            offspring = _vary(toolbox, pop, settings, rng)
+            nevals = _evaluate(toolbox, offspring, mo, alpha)
+            evaluations += nevals
+            pop = toolbox.survive(pop, offspring, hof)
+            hof.update(pop)
+            new_best = min(_cost(i) for i in pop)
+            if new_best < best_cost - settings.stagnation_tol * max(1.0, abs(best_cost)):
+                stale = 0
+            else:
+                stale += 1
+            best_cost = min(best_cost, new_best)
+            logbook.record(**_record(gen, nevals, pop, alpha, elapsed(), similar))
+            log.debug("generation %d: best cost %.6g", gen, best_cost)
+            bar.update(1)
+            postfix()
+            if out is not None:
+                if gen % settings.checkpoint_every == 0:
+                    checkpoint()
+                else:
+                    _write_logbook_csv(out / LOGBOOK_NAME, logbook)
+    finally:
+        bar.close()
+    checkpoint()
+    log.info("GA stopped after generation %d (%s); best cost %.6g", gen, stop_reason, best_cost)
+
+    if mo:
+        front = sorted(hof, key=lambda i: (i.fitness.values[0], i.fitness.values[1]))
+        pareto = [as_atoms(i) for i in front]
+        best_ind = min(front, key=_cost)
+        fame = pareto
+    else:
+        pareto = []
+        fame = [as_atoms(i) for i in hof]
+        best_ind = hof[0]
+    best = as_atoms(best_ind)
+    best.info["generation"] = gen
+    if alpha is not None:
+        best.info["alpha"] = alpha
+    return GAResult(best=best, population=[as_atoms(i) for i in pop], hall_of_fame=fame, pareto_front=pareto,
+                    logbook=logbook, generation=gen, stop_reason=stop_reason, alpha=alpha, evaluations=evaluations)

@@ -1,0 +1,794 @@
+"""Genetic operators on nanoparticle structures, and the repairs they share.
+
+Every operator is a small class built with an injected
+:class:`numpy.random.Generator` (never the global random state) and follows
+DEAP's contract: it is called with one individual (mutations) or two
+(crossover), modifies them **in place** and returns them as a tuple. The GA
+clones parents before varying them (:func:`refine.ga.make_toolbox`).
+Individuals are :class:`ase.Atoms` (or the GA's ``Atoms`` subclass); the
+number of atoms never changes.
+
+After its move every operator repairs the structure to a minimum interatomic
+distance (:func:`repair_min_distance`), and operators that can change the
+species counts (crossover, mirror) restore the exact composition
+(:func:`repair_composition`). The operator's name is recorded in
+``atoms.info["operator"]``.
+
+Geometry helpers (nearest-neighbour distances, coordination, surface
+hollow sites) and duplicate control (:class:`Fingerprint`,
+:class:`SimilarityCriterion`, :func:`diversity`) live here too, because the
+operators, the starting populations and the GA loop all use them.
+
+Lengths in Å, energies in eV.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from .exceptions import InputError
+
+__all__ = [
+    "nearest_neighbour_distance",
+    "default_min_distance",
+    "coordination_numbers",
+    "hollow_sites",
+    "repair_min_distance",
+    "repair_composition",
+    "min_interatomic_distance",
+    "composition_of",
+    "Operator",
+    "CutSpliceCrossover",
+    "RattleMutation",
+    "PermutationMutation",
+    "SurfaceMoveMutation",
+    "ImageGuidedMutation",
+    "RotationMutation",
+    "MirrorMutation",
+    "MutationSelector",
+    "LocalRelaxation",
+    "Fingerprint",
+    "SimilarityCriterion",
+    "diversity",
+]
+
+log = logging.getLogger(__name__)
+
+#: fraction of the nearest-neighbour distance used as the default minimum distance
+MIN_DISTANCE_FRACTION = 0.75
+#: neighbours are atoms closer than this factor times the nearest-neighbour distance
+NEIGHBOUR_FACTOR = 1.2
+
+
+# ---------------------------------------------------------------------------
+# geometry helpers
+# ---------------------------------------------------------------------------
+
+def _element_nn_distance(symbol: str) -> float:
+    """Bulk nearest-neighbour distance (Å) of an element from ASE's reference states."""
+    z = atomic_numbers[symbol]
+    state = reference_states[z] or {}
+    sym, a = state.get("symmetry"), state.get("a")
+    if sym == "fcc":
+        return a / np.sqrt(2.0)
+    if sym == "bcc":
+        return a * np.sqrt(3.0) / 2.0
+    if sym == "hcp":
+        return a
+    if sym == "diamond":
+        return a * np.sqrt(3.0) / 4.0
+    return 2.0 * float(covalent_radii[z])
+
+
+def nearest_neighbour_distance(symbols) -> float:
+    """Mean bulk nearest-neighbour distance (Å) of a set of element symbols.
+
+    ``symbols`` is an iterable of symbols or a composition mapping (counts
+    weight the mean).
+    """
+    if isinstance(symbols, Mapping):
+        items = [(s, n) for s, n in symbols.items() if n > 0]
+    else:
+        syms = list(symbols)
+        items = [(s, syms.count(s)) for s in dict.fromkeys(syms)]
+    if not items:
+        raise InputError("need at least one element to estimate a nearest-neighbour distance")
+    total = sum(n for _, n in items)
+    return float(sum(_element_nn_distance(s) * n for s, n in items) / total)
+
+
+def default_min_distance(symbols) -> float:
+    """Default minimum interatomic distance (Å): 0.75 × the nearest-neighbour distance."""
+    return MIN_DISTANCE_FRACTION * nearest_neighbour_distance(symbols)
+
+
+def composition_of(atoms) -> dict[str, int]:
+    """Species counts of a structure, ``{"Pt": 557, "Mo": 29}`` (order of first appearance)."""
+    numbers = np.asarray(atoms.numbers)
+    out: dict[str, int] = {}
+    for z in dict.fromkeys(numbers.tolist()):
+        out[chemical_symbols[z]] = int(np.count_nonzero(numbers == z))
+    return out
+
+
+def min_interatomic_distance(positions) -> float:
+    """Smallest pair distance (Å) of an (n, 3) array; ``inf`` for fewer than 2 atoms."""
+    pos = np.asarray(positions, dtype=float)
+    if len(pos) < 2:
+        return float("inf")
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(d[:, 1].min())
+
+
+def coordination_numbers(positions, cutoff: float) -> np.ndarray:
+    """Number of neighbours within ``cutoff`` Å of each atom, shape ``(n,)``."""
+    pos = np.asarray(positions, dtype=float)
+    tree = cKDTree(pos)
+    return np.asarray(tree.query_ball_point(pos, cutoff, return_length=True)) - 1
+
+
+def _random_unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.normal(size=(n, 3))
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    norm[norm == 0] = 1.0
+    return v / norm
+
+
+def hollow_sites(positions, nn_distance: float, rng: np.random.Generator, *, n_triples: int = 64,
+                 min_distance: float | None = None, anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate adsorption (hollow) sites on the surface of a cluster.
+
+    Triples of mutually neighbouring atoms are drawn at random (starting from
+    ``anchors`` if given, else from the less coordinated atoms); for each the
+    two points at ``nn_distance`` from all three are candidates. Candidates
+    closer than ``min_distance`` to any atom are dropped.
+
+    Returns
+    -------
+    sites : ndarray, shape (m, 3)
+        Site positions in Å (m may be 0).
+    coordination : ndarray of int, shape (m,)
+        Number of atoms within ``NEIGHBOUR_FACTOR × nn_distance`` of each site.
+    """
+    pos = np.asarray(positions, dtype=float)
+    d_min = MIN_DISTANCE_FRACTION * nn_distance if min_distance is None else min_distance
+    cutoff = NEIGHBOUR_FACTOR * nn_distance
+    if len(pos) < 3:
+        return np.empty((0, 3)), np.empty(0, dtype=int)
+    tree = cKDTree(pos)
+    neigh = tree.query_ball_point(pos, cutoff)
+    if anchors is None:
+        cn = np.array([len(n) - 1 for n in neigh])
+        weights = np.exp(-(cn - cn.min()) * 0.7)
+        anchors = rng.choice(len(pos), size=n_triples, p=weights / weights.sum())
+    triples = []
+    for a in np.asarray(anchors, dtype=int):
+        nb = [b for b in neigh[a] if b != a]
+        if len(nb) < 2:
+            continue
+        b = nb[rng.integers(len(nb))]
+        common = [c for c in nb if c != b and np.linalg.norm(pos[c] - pos[b]) < cutoff]
+        if not common:
+            continue
+        c = common[rng.integers(len(common))]
+        triples.append((a, b, c))
+    if not triples:
+        return np.empty((0, 3)), np.empty(0, dtype=int)
+    t = np.asarray(triples)
+    p1, p2, p3 = pos[t[:, 0]], pos[t[:, 1]], pos[t[:, 2]]
+    # trilateration with three equal radii r = nn_distance
+    e12 = p2 - p1
+    d = np.linalg.norm(e12, axis=1)
+    ex = e12 / d[:, None]
+    v13 = p3 - p1
+    i = np.einsum("ij,ij->i", ex, v13)
+    ey = v13 - i[:, None] * ex
+    ey_norm = np.linalg.norm(ey, axis=1)
+    ok = ey_norm > 1e-6
+    ey = ey / np.where(ok, ey_norm, 1.0)[:, None]
+    ez = np.cross(ex, ey)
+    j = np.einsum("ij,ij->i", ey, v13)
+    x = d / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = (i * i + j * j) / (2.0 * j) - i * x / j
+    z2 = nn_distance ** 2 - x * x - y * y
+    ok &= np.isfinite(y) & (z2 > 0)
+    z = np.sqrt(np.where(ok, z2, 0.0))
+    base = p1 + x[:, None] * ex + y[:, None] * ey
+    cand = np.concatenate([(base + z[:, None] * ez)[ok], (base - z[:, None] * ez)[ok]])
+    if len(cand) == 0:
+        return np.empty((0, 3)), np.empty(0, dtype=int)
+    dist, _ = tree.query(cand)
+    cand = cand[dist >= d_min * (1.0 - 1e-9)]
+    if len(cand) == 0:
+        return np.empty((0, 3)), np.empty(0, dtype=int)
+    cand = np.unique(np.round(cand, 6), axis=0)
+    coord = np.asarray(tree.query_ball_point(cand, cutoff, return_length=True))
+    return cand, coord
+
+
+def _best_site(positions, nn_distance, rng, *, min_distance, avoid=None, n_triples=64):
+    """A hollow site of maximal coordination (random among ties), or None."""
+    sites, coord = hollow_sites(positions, nn_distance, rng, n_triples=n_triples, min_distance=min_distance)
+    if avoid is not None and len(sites):
+        keep = np.linalg.norm(sites - avoid, axis=1) > 0.5 * nn_distance
+        sites, coord = sites[keep], coord[keep]
+    if len(sites) == 0:
+        return None
+    best = np.flatnonzero(coord == coord.max())
+    return sites[best[rng.integers(len(best))]]
+
+
+def _outside_point(positions, min_distance, rng):
+    """A point guaranteed at least ``min_distance`` from every atom (just outside the cluster)."""
+    pos = np.asarray(positions, dtype=float)
+    centre = pos.mean(axis=0)
+    u = _random_unit_vectors(rng, 1)[0]
+    # the atom farthest along u, then one min_distance further: every atom's projection on u is
+    # smaller, so its distance to the new point is at least min_distance.
+    proj = (pos - centre) @ u
+    return centre + (proj.max() + min_distance * 1.0001) * u
+
+
+def repair_min_distance(atoms, min_distance: float, rng: np.random.Generator, *, max_iter: int = 300,
+                        nn_distance: float | None = None) -> int:
+    """Push atoms apart until no pair is closer than ``min_distance`` Å (in place).
+
+    Overlapping pairs are moved apart symmetrically along their connecting
+    line (a random direction for coincident atoms), iterating up to
+    ``max_iter`` sweeps; atoms still in conflict then are moved to a free
+    surface hollow site (or just outside the cluster), which always succeeds.
+
+    Returns the number of sweeps used (0 when nothing was too close).
+    """
+    pos = np.array(atoms.positions, dtype=float)
+    n = len(pos)
+    if n < 2:
+        return 0
+    r = min_distance * (1.0 - 1e-9)
+    target = min_distance * 1.01
+    sweeps = 0
+    for sweeps in range(1, max_iter + 1):
+        pairs = cKDTree(pos).query_pairs(r, output_type="ndarray")
+        if len(pairs) == 0:
+            sweeps -= 1
+            break
+        i, j = pairs[:, 0], pairs[:, 1]
+        v = pos[j] - pos[i]
+        d = np.linalg.norm(v, axis=1)
+        zero = d < 1e-9
+        if zero.any():
+            v[zero] = _random_unit_vectors(rng, int(zero.sum())) * 1e-3
+            d[zero] = 1e-3
+        u = v / d[:, None]
+        push = 0.5 * (target - d)[:, None] * u
+        disp = np.zeros_like(pos)
+        np.add.at(disp, i, -push)
+        np.add.at(disp, j, push)
+        # an atom in many conflicts would over-shoot: average its pushes
+        count = np.bincount(np.concatenate([i, j]), minlength=n)
+        pos += disp / np.maximum(count, 1)[:, None] ** 0.5
+    else:
+        nn = nn_distance if nn_distance is not None else min_distance / MIN_DISTANCE_FRACTION
+        while True:
+            pairs = cKDTree(pos).query_pairs(r, output_type="ndarray")
+            if len(pairs) == 0:
+                break
+            k = int(pairs[0, 1])
+            others = np.delete(pos, k, axis=0)
+            site = _best_site(others, nn, rng, min_distance=min_distance)
+            pos[k] = site if site is not None else _outside_point(others, min_distance, rng)
+        log.debug("min-distance repair fell back to relocating atoms after %d sweeps", max_iter)
+    atoms.positions = pos
+    return sweeps
+
+
+def repair_composition(atoms, composition: Mapping[str, int], rng: np.random.Generator,
+                       *, candidates: np.ndarray | None = None) -> int:
+    """Relabel atoms so that the species counts equal ``composition`` exactly (in place).
+
+    Atoms of over-represented elements (chosen at random, from ``candidates``
+    first when given, e.g. the atoms near a crossover cut) become atoms of
+    under-represented ones. The number of atoms must already be right.
+
+    Returns the number of atoms relabelled.
+    """
+    numbers = np.array(atoms.numbers)
+    want = {atomic_numbers[s]: int(n) for s, n in composition.items()}
+    if sum(want.values()) != len(numbers):
+        raise InputError(f"structure has {len(numbers)} atoms but the composition needs {sum(want.values())}")
+    have = {z: int(np.count_nonzero(numbers == z)) for z in set(numbers.tolist()) | set(want)}
+    deficit: list[int] = []
+    for z in sorted(have):
+        deficit += [z] * max(want.get(z, 0) - have[z], 0)
+    if not deficit:
+        return 0
+    rng.shuffle(deficit)
+    pool: list[int] = []
+    preferred = set() if candidates is None else set(np.asarray(candidates).tolist())
+    for z in sorted(have):
+        excess = have[z] - want.get(z, 0)
+        if excess <= 0:
+            continue
+        idx = np.flatnonzero(numbers == z)
+        first = np.array([k for k in idx if k in preferred], dtype=int)
+        rest = np.array([k for k in idx if k not in preferred], dtype=int)
+        order = np.concatenate([rng.permutation(first), rng.permutation(rest)]).astype(int)
+        pool += order[:excess].tolist()
+    for k, z in zip(pool, deficit):
+        numbers[k] = z
+    atoms.numbers = numbers
+    return len(deficit)
+
+
+# ---------------------------------------------------------------------------
+# operators
+# ---------------------------------------------------------------------------
+
+class Operator:
+    """Base of all operators: an injected generator and the minimum-distance repair.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of all randomness of this operator.
+    min_distance : float
+        Minimum interatomic distance (Å) every result is repaired to.
+    nn_distance : float, optional
+        Nearest-neighbour distance (Å) for site finding; default
+        ``min_distance / 0.75``.
+    """
+
+    name = "operator"
+
+    def __init__(self, rng: np.random.Generator, min_distance: float, *, nn_distance: float | None = None):
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError("operators need a numpy.random.Generator")
+        if not (np.isfinite(min_distance) and min_distance > 0):
+            raise InputError(f"minimum distance must be a positive number of Å, got {min_distance!r}")
+        self.rng = rng
+        self.min_distance = float(min_distance)
+        self.nn_distance = float(nn_distance) if nn_distance else self.min_distance / MIN_DISTANCE_FRACTION
+
+    def _finish(self, atoms):
+        repair_min_distance(atoms, self.min_distance, self.rng, nn_distance=self.nn_distance)
+        atoms.info["operator"] = self.name
+        return atoms
+
+    def __repr__(self):
+        return f"{type(self).__name__}(min_distance={self.min_distance:g})"
+
+
+class CutSpliceCrossover(Operator):
+    """Deaven–Ho cut-and-splice crossover with exact composition repair.
+
+    Both parents are put on a common centre of mass; a random plane through
+    it (random normal) cuts them. Child 1 takes the ``k`` atoms of parent 1
+    farthest on the + side and the ``n − k`` atoms of parent 2 farthest on
+    the − side; child 2 the complement (parent 2's + side, parent 1's − side).
+    ``k`` is drawn uniformly in ``[n/4, 3n/4]``. The particle orientation is
+    kept (it matters for the image). Species counts are then repaired,
+    relabelling atoms near the cut first, and overlaps at the cut removed.
+
+    Parameters
+    ----------
+    composition : mapping
+        Target species counts, e.g. ``{"Pt": 557, "Mo": 29}``.
+    """
+
+    name = "cut_splice"
+
+    def __init__(self, rng, min_distance, composition: Mapping[str, int], **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.composition = dict(composition)
+
+    def __call__(self, ind1, ind2):
+        n = len(ind1)
+        if len(ind2) != n:
+            raise InputError(f"crossover parents differ in size ({n} and {len(ind2)} atoms)")
+        p1 = np.array(ind1.positions, dtype=float)
+        p2 = np.array(ind2.positions, dtype=float)
+        z1, z2 = np.array(ind1.numbers), np.array(ind2.numbers)
+        c1 = p1.mean(axis=0)
+        p2 = p2 - p2.mean(axis=0) + c1
+        normal = _random_unit_vectors(self.rng, 1)[0]
+        k = int(self.rng.integers(max(n // 4, 1), max(3 * n // 4, 1) + 1)) if n > 1 else n
+        s1 = np.argsort(-((p1 - c1) @ normal), kind="stable")  # + side first
+        s2 = np.argsort(-((p2 - c1) @ normal), kind="stable")
+        # child 1: top k of parent 1, bottom n-k of parent 2; child 2: top k of parent 2, bottom n-k of parent 1
+        a_idx, b_idx = s1[:k], s2[k:]
+        c_idx, d_idx = s2[:k], s1[k:]
+        children = []
+        for (pa, za, ia), (pb, zb, ib) in (((p1, z1, a_idx), (p2, z2, b_idx)), ((p2, z2, c_idx), (p1, z1, d_idx))):
+            pos = np.concatenate([pa[ia], pb[ib]])
+            num = np.concatenate([za[ia], zb[ib]])
+            # atoms nearest the cut plane are relabelled first
+            near_cut = np.argsort(np.abs((pos - c1) @ normal), kind="stable")[: max(n // 5, 1)]
+            children.append((pos, num, near_cut))
+        for ind, (pos, num, near_cut) in zip((ind1, ind2), children):
+            ind.numbers = num
+            ind.positions = pos
+            repair_composition(ind, self.composition, self.rng, candidates=near_cut)
+            self._finish(ind)
+        return ind1, ind2
+
+
+class RattleMutation(Operator):
+    """Displace a random fraction of the atoms by Gaussian noise.
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation of each displacement component, Å.
+    fraction : float
+        Probability that an atom moves (at least one atom always moves).
+    """
+
+    name = "rattle"
+
+    def __init__(self, rng, min_distance, *, sigma: float = 0.25, fraction: float = 0.25, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.sigma, self.fraction = float(sigma), float(fraction)
+
+    def __call__(self, ind):
+        n = len(ind)
+        move = self.rng.random(n) < self.fraction
+        if not move.any():
+            move[self.rng.integers(n)] = True
+        pos = np.array(ind.positions)
+        pos[move] += self.rng.normal(scale=self.sigma, size=(int(move.sum()), 3))
+        ind.positions = pos
+        return (self._finish(ind),)
+
+
+class PermutationMutation(Operator):
+    """Swap the species of random pairs of unlike atoms (alloys; a no-op for one element).
+
+    Parameters
+    ----------
+    n_swaps : int
+        Number of swaps; default ``max(1, round(0.05 × n_minority))``.
+    """
+
+    name = "permutation"
+
+    def __init__(self, rng, min_distance, *, n_swaps: int | None = None, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.n_swaps = n_swaps
+
+    def __call__(self, ind):
+        numbers = np.array(ind.numbers)
+        species = np.unique(numbers)
+        if len(species) < 2:
+            ind.info["operator"] = self.name
+            return (ind,)
+        minority = min(np.count_nonzero(numbers == z) for z in species)
+        n_swaps = self.n_swaps or max(1, int(round(0.05 * minority)))
+        for _ in range(n_swaps):
+            i = int(self.rng.integers(len(numbers)))
+            others = np.flatnonzero(numbers != numbers[i])
+            j = int(others[self.rng.integers(len(others))])
+            numbers[i], numbers[j] = numbers[j], numbers[i]
+        ind.numbers = numbers
+        return (self._finish(ind),)
+
+
+class SurfaceMoveMutation(Operator):
+    """Move low-coordinated atoms to the best-coordinated free hollow site on the surface.
+
+    The atom is drawn with probability ∝ exp(−0.7·(CN − CN_min)) and placed
+    on a site of maximal coordination among random hollow sites of the
+    rest of the cluster (not its own old site).
+
+    Parameters
+    ----------
+    n_moves : int
+        Atoms moved per call.
+    """
+
+    name = "surface_move"
+
+    def __init__(self, rng, min_distance, *, n_moves: int = 1, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.n_moves = int(n_moves)
+
+    def __call__(self, ind):
+        pos = np.array(ind.positions, dtype=float)
+        for _ in range(self.n_moves):
+            cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * self.nn_distance)
+            w = np.exp(-0.7 * (cn - cn.min()))
+            k = int(self.rng.choice(len(pos), p=w / w.sum()))
+            others = np.delete(pos, k, axis=0)
+            site = _best_site(others, self.nn_distance, self.rng, min_distance=self.min_distance, avoid=pos[k])
+            if site is not None:
+                pos[k] = site
+        ind.positions = pos
+        return (self._finish(ind),)
+
+
+class ImageGuidedMutation(Operator):
+    """Move an atom from where the simulated image is too bright to where it is too dark.
+
+    Parameters
+    ----------
+    difference : callable
+        ``difference(atoms) -> (diff, grid)``: the simulated minus the
+        experimental image (after the fitness's alignment and intensity map),
+        shape ``grid.shape``, on a :class:`surrogate.ProbeGrid` in the
+        atoms' frame (``diff[i, j]`` at ``x0 + iΔ, y0 + jΔ``).
+    n_moves : int
+        Atoms moved per call.
+    power : float
+        Pixel (target) and atom (source) choice probabilities ∝ (excess)^power.
+
+    Notes
+    -----
+    Source: an atom with probability ∝ max(diff at its (x, y), 0)^power
+    (uniform if no atom sits on a too-bright pixel). Target column: a pixel
+    with probability ∝ max(−diff, 0)^power. Along that column the height z
+    with the highest coordination that keeps the minimum distance is chosen
+    (scanned in 0.1 Å steps over the local extent of the particle ± one
+    nearest-neighbour distance).
+    """
+
+    name = "image_guided"
+
+    def __init__(self, rng, min_distance, difference: Callable, *, n_moves: int = 1, power: float = 2.0, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.difference = difference
+        self.n_moves = int(n_moves)
+        self.power = float(power)
+
+    def __call__(self, ind):
+        diff, grid = self.difference(ind)
+        diff = np.asarray(diff, dtype=float)
+        pos = np.array(ind.positions, dtype=float)
+        dx = grid.pixel_size
+        x0, y0 = grid.origin
+        dark = np.clip(-diff, 0.0, None) ** self.power
+        total = dark.sum()
+        if not np.isfinite(total) or total <= 0:
+            ind.info["operator"] = self.name
+            return (self._finish(ind),)
+        pix_p = (dark / total).ravel()
+        cutoff = NEIGHBOUR_FACTOR * self.nn_distance
+        for _ in range(self.n_moves):
+            ii = np.clip(np.rint((pos[:, 0] - x0) / dx).astype(int), 0, diff.shape[0] - 1)
+            jj = np.clip(np.rint((pos[:, 1] - y0) / dx).astype(int), 0, diff.shape[1] - 1)
+            bright = np.clip(diff[ii, jj], 0.0, None) ** self.power
+            if bright.sum() > 0:
+                k = int(self.rng.choice(len(pos), p=bright / bright.sum()))
+            else:
+                k = int(self.rng.integers(len(pos)))
+            flat = int(self.rng.choice(pix_p.size, p=pix_p))
+            ti, tj = np.unravel_index(flat, diff.shape)
+            x, y = x0 + ti * dx, y0 + tj * dx
+            others = np.delete(pos, k, axis=0)
+            near = np.hypot(others[:, 0] - x, others[:, 1] - y) < 2.0 * self.nn_distance
+            zs = others[near, 2] if near.any() else others[:, 2]
+            zgrid = np.arange(zs.min() - self.nn_distance, zs.max() + self.nn_distance + 1e-9, 0.1)
+            cand = np.column_stack([np.full_like(zgrid, x), np.full_like(zgrid, y), zgrid])
+            tree = cKDTree(others)
+            dist, _ = tree.query(cand)
+            ok = dist >= self.min_distance
+            if ok.any():
+                cand = cand[ok]
+                coord = np.asarray(tree.query_ball_point(cand, cutoff, return_length=True))
+                best = np.flatnonzero(coord == coord.max())
+                pos[k] = cand[best[self.rng.integers(len(best))]]
+            else:  # the column is full: the hollow site nearest to it in projection
+                sites, _ = hollow_sites(others, self.nn_distance, self.rng, min_distance=self.min_distance)
+                if len(sites):
+                    pos[k] = sites[np.argmin(np.hypot(sites[:, 0] - x, sites[:, 1] - y))]
+        ind.positions = pos
+        return (self._finish(ind),)
+
+
+class RotationMutation(Operator):
+    """Rotate the whole particle about its centre of mass.
+
+    With probability ``in_plane_probability`` the rotation is about the beam
+    (z) axis, else about a uniformly random axis; the angle is uniform in
+    ``[−max_angle, max_angle]`` (radians).
+    """
+
+    name = "rotation"
+
+    def __init__(self, rng, min_distance, *, max_angle: float = np.pi / 6, in_plane_probability: float = 0.5, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.max_angle = float(max_angle)
+        self.in_plane_probability = float(in_plane_probability)
+
+    def __call__(self, ind):
+        if self.rng.random() < self.in_plane_probability:
+            axis = np.array([0.0, 0.0, 1.0])
+        else:
+            axis = _random_unit_vectors(self.rng, 1)[0]
+        angle = self.rng.uniform(-self.max_angle, self.max_angle)
+        pos = np.array(ind.positions, dtype=float)
+        com = pos.mean(axis=0)
+        ind.positions = Rotation.from_rotvec(angle * axis).apply(pos - com) + com
+        return (self._finish(ind),)
+
+
+class MirrorMutation(Operator):
+    """Keep one half of the particle and replace the other half by its mirror image.
+
+    A random plane through the median projection (random normal) splits the
+    atoms; the ``⌈n/2⌉`` atoms on the + side are kept and the ``⌊n/2⌋`` of
+    them farthest from the plane are reflected through it (for odd ``n`` the
+    kept atom nearest the plane is not duplicated). Species follow their
+    atom; the exact composition is then restored.
+    """
+
+    name = "mirror"
+
+    def __init__(self, rng, min_distance, composition: Mapping[str, int], **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.composition = dict(composition)
+
+    def __call__(self, ind):
+        pos = np.array(ind.positions, dtype=float)
+        num = np.array(ind.numbers)
+        n = len(pos)
+        if n < 2:
+            return (self._finish(ind),)
+        normal = _random_unit_vectors(self.rng, 1)[0]
+        proj = pos @ normal
+        order = np.argsort(-proj, kind="stable")
+        keep = order[: (n + 1) // 2]
+        plane = 0.5 * (proj[order[(n + 1) // 2 - 1]] + proj[order[min((n + 1) // 2, n - 1)]])
+        mirrored = keep[: n // 2]  # farthest from the plane
+        refl = pos[mirrored] - 2.0 * ((pos[mirrored] @ normal) - plane)[:, None] * normal
+        ind.positions = np.concatenate([pos[keep], refl])
+        ind.numbers = np.concatenate([num[keep], num[mirrored]])
+        repair_composition(ind, self.composition, self.rng)
+        return (self._finish(ind),)
+
+
+class MutationSelector:
+    """Apply one of several mutations, drawn with given weights (DEAP ``mutate``).
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    operators : sequence of (weight, operator)
+    """
+
+    def __init__(self, rng: np.random.Generator, operators: Sequence[tuple[float, Callable]]):
+        ops = [(float(w), op) for w, op in operators if w > 0]
+        if not ops:
+            raise InputError("need at least one mutation with a positive weight")
+        self.rng = rng
+        self.operators = [op for _, op in ops]
+        w = np.array([w for w, _ in ops])
+        self.probabilities = w / w.sum()
+
+    def __call__(self, ind):
+        k = int(self.rng.choice(len(self.operators), p=self.probabilities))
+        return self.operators[k](ind)
+
+    def __repr__(self):
+        parts = ", ".join(f"{p:.2f}:{op.name}" for p, op in zip(self.probabilities, self.operators))
+        return f"MutationSelector({parts})"
+
+
+class LocalRelaxation:
+    """A short FIRE relaxation of an individual with a given calculator (in place).
+
+    Parameters
+    ----------
+    calculator : ase calculator or callable
+        A calculator instance (re-attached to each structure; asap3's EMT
+        allows this) or a zero-argument factory returning one.
+    steps : int
+        Maximum FIRE steps.
+    fmax : float
+        Force convergence criterion, eV/Å.
+    min_distance : float, optional
+        When given, the result is repaired to this minimum distance again.
+    rng : numpy.random.Generator, optional
+        Needed for that repair.
+
+    The structure keeps its (absent) cell: a large enough box is set only
+    while relaxing (asap3 needs a non-zero cell), and the calculator is
+    detached afterwards so that individuals stay picklable.
+    """
+
+    name = "relax"
+
+    def __init__(self, calculator, *, steps: int = 10, fmax: float = 0.05, min_distance: float | None = None,
+                 rng: np.random.Generator | None = None):
+        self.calculator = calculator
+        self.steps = int(steps)
+        self.fmax = float(fmax)
+        self.min_distance = min_distance
+        self.rng = rng
+
+    def _calc(self):
+        c = self.calculator
+        return c() if callable(c) and not hasattr(c, "get_potential_energy") and not hasattr(c, "calculate") else c
+
+    def __call__(self, ind):
+        from ase.optimize import FIRE
+
+        if self.steps <= 0:
+            return (ind,)
+        cell, pbc = ind.cell.copy(), ind.pbc.copy()
+        if ind.cell.rank < 3:
+            span = np.ptp(ind.positions, axis=0) + 20.0
+            ind.cell = np.diag(span)
+            ind.pbc = False
+        ind.calc = self._calc()
+        try:
+            FIRE(ind, logfile=None).run(fmax=self.fmax, steps=self.steps)
+        finally:
+            ind.calc = None
+            ind.cell, ind.pbc = cell, pbc
+        if self.min_distance is not None and self.rng is not None:
+            repair_min_distance(ind, self.min_distance, self.rng)
+        return (ind,)
+
+
+# ---------------------------------------------------------------------------
+# duplicates and diversity
+# ---------------------------------------------------------------------------
+
+class Fingerprint:
+    """Sorted distances of the atoms from the centre of mass (Å), shape ``(n,)``.
+
+    Invariant to atom order, rotation and translation; cheap (O(n log n)).
+    """
+
+    def __call__(self, atoms) -> np.ndarray:
+        pos = np.asarray(atoms.positions, dtype=float)
+        return np.sort(np.linalg.norm(pos - pos.mean(axis=0), axis=1))
+
+
+class SimilarityCriterion:
+    """Two individuals are duplicates when both their costs and fingerprints agree.
+
+    ``|cost₁ − cost₂| ≤ cost_tol · max(1, |cost₁|)`` and the RMS difference of
+    their :class:`Fingerprint` ≤ ``fingerprint_tol`` Å. The cost (from
+    ``atoms.info["cost"]``, set by the GA after evaluation) is orientation
+    dependent, so the same particle in a different pose is not a duplicate.
+    Picklable; usable as DEAP ``HallOfFame(similar=...)``.
+    """
+
+    def __init__(self, cost_tol: float = 1e-6, fingerprint_tol: float = 0.02):
+        self.cost_tol = float(cost_tol)
+        self.fingerprint_tol = float(fingerprint_tol)
+        self._fp = Fingerprint()
+
+    def __call__(self, a, b) -> bool:
+        if len(a) != len(b):
+            return False
+        ca, cb = a.info.get("cost"), b.info.get("cost")
+        if ca is not None and cb is not None and abs(ca - cb) > self.cost_tol * max(1.0, abs(ca)):
+            return False
+        fa, fb = self._fp(a), self._fp(b)
+        return float(np.sqrt(np.mean((fa - fb) ** 2))) <= self.fingerprint_tol
+
+
+def diversity(population, max_pairs: int = 2000) -> float:
+    """Mean RMS fingerprint difference (Å) over pairs of individuals (all pairs up to ``max_pairs``).
+
+    Deterministic: when there are more pairs, a fixed stride through them is used.
+    """
+    fp = Fingerprint()
+    prints = [fp(a) for a in population]
+    m = len(prints)
+    if m < 2:
+        return 0.0
+    iu, ju = np.triu_indices(m, k=1)
+    if len(iu) > max_pairs:
+        step = int(np.ceil(len(iu) / max_pairs))
+        iu, ju = iu[::step], ju[::step]
+    F = np.asarray(prints)
+    return float(np.mean(np.sqrt(np.mean((F[iu] - F[ju]) ** 2, axis=1))))

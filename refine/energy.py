@@ -65,6 +65,17 @@ def _particles_factory():
     return getattr(mod, "energy_calculator", None)
 
 
+def _call_factory(factory, elements):
+    try:
+        return factory(list(elements))
+    except ValueError as exc:  # surrogate's InputError is a ValueError of another family
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(str(exc)) from None
+    except ImportError as exc:
+        raise InputError(f"the alloy potential for {', '.join(elements)} is not available ({exc})") from None
+
+
 def _check_symbols(symbols) -> tuple[str, ...]:
     out = []
     for s in symbols:
@@ -116,7 +127,7 @@ def make_calculator(name="auto", symbols=()):
             return make_calculator("asap-emt", elements)
         factory = _particles_factory()
         if factory is not None:
-            return factory(list(elements))
+            return _call_factory(factory, elements)
         raise _unsupported(elements, ASAP_EMT_ELEMENTS, "asap3 EMT (and no alloy potential is available yet)")
     if key in ("emt", "asap-emt", "asap3-emt", "asap"):
         if not set(elements) <= set(ASAP_EMT_ELEMENTS):
@@ -135,7 +146,7 @@ def make_calculator(name="auto", symbols=()):
         if factory is None:
             raise InputError("surrogate.particles provides no energy_calculator(symbols) yet; "
                              f"use one of {', '.join(CALCULATOR_NAMES)} or a dotted path")
-        return factory(list(elements))
+        return _call_factory(factory, elements)
     # a dotted path
     modname, sep, attr = name.partition(":")
     if not sep:
@@ -178,6 +189,7 @@ class Energy:
         self.per_atom = bool(per_atom)
         self._calc = make_calculator(calculator, self.elements)
         self._atoms = None
+        self._present = frozenset()
 
     @property
     def calculator(self):
@@ -208,13 +220,21 @@ class Energy:
                 self.elements = _check_symbols(tuple(self.elements) + tuple(missing))
             atoms.calc = self.calculator
             self._atoms = atoms
+            self._present = frozenset(np.unique(numbers).tolist())
             return atoms
         if not np.array_equal(atoms.numbers, numbers):
             new = sorted(set(chemical_symbols[z] for z in np.unique(numbers)) - set(self.elements))
             if new:
                 raise InputError(f"structure has element(s) {', '.join(new)} this Energy was not built for "
                                  f"({', '.join(self.elements)})")
+            present = frozenset(np.unique(numbers).tolist())
             atoms.numbers = numbers
+            if present != self._present:
+                # asap3 sets its per-element tables up when attached: a new set of
+                # elements needs a fresh calculator (a permutation does not)
+                self._calc = make_calculator(self._spec, self.elements)
+                atoms.calc = self._calc
+                self._present = present
         atoms.positions = positions
         return atoms
 

@@ -72,8 +72,11 @@ For a candidate structure s (positions in Å, atomic numbers):
 ``(χ², E)`` for NSGA-II instead of ``(cost,)``.
 
 **Domain warning.** The first time a candidate's convolution image has a
-pixel outside the model's training input range (``model.input_range_``,
-which bounds every degree-1 feature), a warning is logged once and
+pixel above the model's training input range (``model.input_range_``,
+which bounds every degree-1 feature; convolution pixels are never below
+the training minimum 0) by more than ``domain_tolerance`` of the range
+(checked on the box only, one pass over the buffer; the higher-degree
+feature ranges are not checked per evaluation), a warning is logged once and
 :attr:`Fitness.out_of_domain` becomes True; :attr:`Fitness.n_out_of_domain`
 counts such evaluations (for the run summary).
 
@@ -481,11 +484,17 @@ class Fitness:
         triggers the FFT cross-correlation.
     max_iter : int
         Image recomputations allowed for the alignment.
+    domain_tolerance : float
+        A convolution pixel counts as outside the training range when it
+        exceeds ``input_range_[1]`` by more than this fraction of the range
+        (the training maximum itself depends on where the probe grid samples
+        the columns, by ~1 % at the paper's σ/Δ).
     """
 
     def __init__(self, model, image: ExperimentalImage, *, alpha="auto", noise="estimate", dose=None,
                  calculator="auto", symbols=None, align="auto", per_atom_energy: bool = False,
-                 mode: str = "weighted", tol: float = 0.25, coarse_threshold: float = 1.5, max_iter: int = 4):
+                 mode: str = "weighted", tol: float = 0.25, coarse_threshold: float = 1.5, max_iter: int = 4,
+                 domain_tolerance: float = 0.02):
         if not isinstance(image, ExperimentalImage):
             raise InputError("image must be an ExperimentalImage (see refine.images.read_image)")
         if not hasattr(model, "predict_into"):
@@ -543,7 +552,10 @@ class Fitness:
         self._numbers = None
         self._atom_w = None
         self._fft = None
-        self.input_range = tuple(getattr(model, "input_range_", (-np.inf, np.inf)))
+        self.input_range = tuple(float(v) for v in getattr(model, "input_range_", (-np.inf, np.inf)))
+        self.domain_tolerance = float(domain_tolerance)
+        span = self.input_range[1] - self.input_range[0]
+        self._domain_max = self.input_range[1] + self.domain_tolerance * span if np.isfinite(span) else np.inf
         self.out_of_domain = False
         self.n_out_of_domain = 0
         self._last_conv_max = np.nan
@@ -578,7 +590,10 @@ class Fitness:
             raise InputError(f"unknown atomic number in a candidate: {sorted(set(numbers.tolist()))}")
         symbols = [chemical_symbols[z] for z in np.unique(numbers)]
         if hasattr(self.model, "check_elements"):
-            self.model.check_elements(symbols)
+            try:
+                self.model.check_elements(symbols)
+            except ValueError as exc:
+                raise InputError(f"candidate structure: {exc}") from None
         w = atom_weights(numbers, self.params.exponent, self.params.weights)
         if self.params.cross_section is not None:
             w = w * self.params.cross_section
@@ -608,7 +623,7 @@ class Fitness:
         sub = ProbeGrid(origin=(x0 + (i0 - h) * dx, y0 + (j0 - h) * dx), shape=conv.shape, pixel_size=dx)
         convolution_from_positions(self._xy, self._atom_w, sub, self.params.sigma, out=conv)
         cmax = _max_value(conv)
-        ood = cmax > self.input_range[1] * (1 + 1e-9) + 1e-300
+        ood = cmax > self._domain_max
         if ood:
             self._last_conv_max = cmax
         t1 = time.perf_counter() if self.profile else 0.0

@@ -141,12 +141,13 @@ def test_fitness_recovers_the_map_exactly_on_the_box(model, truth, grid, clean):
 
 # --------------------------------------------------------------------------- alignment
 
+@pytest.mark.parametrize("method", ["interpolate", "render"])
 @pytest.mark.parametrize("align", ["auto", "fft", "local"])
 @pytest.mark.parametrize("d_px", [(0.37, -0.52), (-0.81, 0.23), (0.0, 0.0)])
-def test_alignment_recovers_a_subpixel_shift(model, truth, grid, clean, align, d_px):
+def test_alignment_recovers_a_subpixel_shift(model, truth, grid, clean, align, d_px, method):
     sigma = 0.01 * (3.0 * clean.max())
     f = Fitness(model, experiment(clean, grid, sigma=sigma, seed=3), alpha=1.0, noise=sigma, align=align,
-                calculator=None)
+                calculator=None, shift_method=method)
     r = f.evaluate(shifted(truth, np.array(d_px) * PIXEL))
     err_px = np.abs(np.array(r.shift) / PIXEL - d_px)
     assert err_px.max() < 0.05
@@ -160,6 +161,19 @@ def test_large_shifts_are_found_by_cross_correlation(model, truth, grid, clean, 
     r = f.evaluate(shifted(truth, d_px * PIXEL))
     assert np.abs(np.array(r.shift) / PIXEL - d_px).max() < 0.05
     assert r.scale == pytest.approx(3.0, rel=1e-3)
+
+
+def test_interpolated_shift_matches_exact_rerender(model, truth, grid, clean):
+    sigma = 0.01 * (3.0 * clean.max())
+    img = experiment(clean, grid, sigma=sigma, seed=5)
+    fast = Fitness(model, img, alpha=1.0, noise=sigma, calculator=None)
+    exact = Fitness(model, img, alpha=1.0, noise=sigma, calculator=None, shift_method="render", tol=0.01,
+                    max_iter=10)
+    for d in [(0.137, -0.262), (-0.91, 0.45)]:
+        r1, r2 = fast.evaluate(shifted(truth, d)), exact.evaluate(shifted(truth, d))
+        assert np.array(r1.shift) == pytest.approx(np.array(r2.shift), abs=0.01 * PIXEL)
+        assert r1.chi2 == pytest.approx(r2.chi2, rel=2e-3)
+        assert r1.scale == pytest.approx(r2.scale, rel=1e-3)
 
 
 def test_unaligned_shift_costs_chi2(model, truth, grid, clean):

@@ -119,7 +119,8 @@ class FitnessResult:
     Attributes
     ----------
     cost : float
-        E + α·χ² (NaN-free; α as when evaluated).
+        E + α·χ² with α as when evaluated (NaN only in ``mode="pareto"``
+        before α is known).
     chi2 : float
         Weighted χ² over the valid pixels (dimensionless).
     chi2_per_pixel : float
@@ -548,6 +549,11 @@ class Fitness:
         exceeds ``input_range_[1]`` by more than this fraction of the range
         (the training maximum itself depends on where the probe grid samples
         the columns, by ~1 % at the paper's σ/Δ).
+
+    Notes
+    -----
+    Not thread-safe: an instance reuses its buffers across evaluations. Use
+    one instance per worker (it pickles, for Dask or multiprocessing).
     """
 
     def __init__(self, model, image: ExperimentalImage, *, alpha="auto", noise="estimate", dose=None,
@@ -913,9 +919,10 @@ class Fitness:
         Raises
         ------
         RefineError
-            ``alpha="auto"`` and :meth:`calibrate_alpha` was not called yet.
+            ``alpha="auto"`` and :meth:`calibrate_alpha` was not called yet
+            (in ``mode="pareto"`` the cost is not needed: it is NaN until then).
         """
-        if self.alpha is None:
+        if self.alpha is None and self.mode != "pareto":
             raise RefineError("alpha='auto' is not calibrated yet: call calibrate_alpha(population) first")
         return self._evaluate(atoms, numbers, self.alpha)
 

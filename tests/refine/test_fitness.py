@@ -255,6 +255,7 @@ def test_alpha_rule_and_calibration_requirement(model, truth, grid, clean):
 def test_pareto_mode_returns_chi2_and_energy(model, truth, grid, clean):
     f = Fitness(model, experiment(clean, grid, sigma=0.01), noise=0.01, mode="pareto", calculator="emt")
     chi2, e = f(truth)  # no α needed
+    assert np.isnan(f.evaluate(truth).cost)
     f.alpha = 1.0
     r = f.evaluate(truth)
     assert (chi2, e) == pytest.approx((r.chi2, r.energy))
@@ -339,3 +340,23 @@ def test_real_masked_image(model):
     cand.positions[:, :2] += np.array(img.centroid())
     r = f.evaluate(cand)
     assert np.isfinite(r.chi2) and r.chi2 > 0 and r.scale > 0
+
+
+@pytest.mark.parametrize("align", ["none", "local"])
+def test_hot_path_allocates_nothing_image_sized(model, truth, grid, clean, align, seed):
+    import tracemalloc
+
+    f = Fitness(model, experiment(clean, grid, sigma=0.01), alpha=1.0, noise=0.01, align=align,
+                calculator="emt", symbols=["Pt"])
+    rng = np.random.default_rng(seed)
+    cands = [truth.positions + rng.normal(0, 0.05, truth.positions.shape) for _ in range(4)]
+    f.evaluate(cands[0], truth.numbers)  # first call sets buffers and caches up
+    tracemalloc.start()
+    try:
+        for pos in cands[1:]:
+            f.evaluate(pos, truth.numbers)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    image_bytes = clean.size * 8
+    assert peak < image_bytes / 10, f"{peak} B allocated at peak for a {image_bytes} B image"

@@ -523,7 +523,9 @@ def read_image(source, *, pixel_size: float | None = None, target_pixel_size: fl
         step = file_pixel
         meta["calibration"] = "file"
     else:
-        raise InputError(f"{name} has no pixel-size calibration; give the pixel size in Å "
+        units = meta.get("unrecognized_units")
+        why = f" (its axis units {units} are not lengths)" if units else ""
+        raise InputError(f"{name} has no pixel-size calibration{why}; give the pixel size in Å "
                          "(pixel_size=..., or --pixel-size on the command line)")
     meta["file_pixel_size"] = file_pixel
     x0, y0 = (float(v) for v in (origin if origin is not None else file_origin))

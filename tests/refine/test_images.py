@@ -215,3 +215,14 @@ def test_real_velox_emd_calibration():
     assert out.pixel_size == pytest.approx(0.074984, rel=1e-4)  # 7.498 pm
     assert out.shape == (479, 504)
     assert out.origin[0] == pytest.approx(-76.78363 + 634 * 0.074984, abs=1e-3)
+
+
+def test_reciprocal_units_are_not_a_calibration(tmp_path):
+    from rsciio.tiff import file_writer
+
+    data = blob((32, 32), 0.1, (1.0, 1.0)).astype(np.float32)
+    axes = [{"name": n, "size": 32, "scale": 0.1, "offset": 0.0, "units": "1/nm", "navigate": False}
+            for n in ("y", "x")]
+    file_writer(str(tmp_path / "fft.tif"), {"data": data, "axes": axes, "metadata": {}, "original_metadata": {}})
+    with pytest.raises(InputError, match="no pixel-size calibration"):
+        read_image(tmp_path / "fft.tif")

@@ -185,7 +185,8 @@ def crystalline_particle(family: str, n_atoms: int, rng: np.random.Generator, sy
         cn = _coordination(pos[idx], 1.2 * nn)
         low = idx[cn == cn.min()]
         keep[rng.choice(low)] = False
-    atoms = atoms[keep]
+    # A plain Atoms: ase.cluster.Cluster's extra state does not survive slicing.
+    atoms = Atoms(np.array(atoms.get_chemical_symbols())[keep].tolist(), positions=pos[keep])
     atoms.info["family"] = family
     atoms.positions = atoms.positions - atoms.positions.mean(axis=0)
     atoms.cell = None

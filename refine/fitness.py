@@ -221,7 +221,8 @@ def _box_sums(sim, e, w, i0, j0, bg, acc):  # pragma: no cover - jitted
     """Accumulate the 4×4 normal-equation sums of (I, 1, ∂ᵢI, ∂ⱼI) over the box.
 
     acc (15,): [sII, sI, sIgi, sIgj, s1, sgi, sgj, sgigi, sgigj, sgjgj, eI, e1, egi, egj, ee]
-    Neighbours outside the box are the vacuum value ``bg``.
+    with I measured from ``bg`` (I − bg: 0 outside the box, which keeps the
+    sums well conditioned). Neighbours outside the box are ``bg``.
     """
     bi, bj = sim.shape
     for k in range(15):
@@ -240,7 +241,7 @@ def _box_sums(sim, e, w, i0, j0, bg, acc):  # pragma: no cover - jitted
             ww = wr[j0 + b]
             if ww == 0.0:
                 continue
-            s = s_row[b]
+            s = s_row[b] - bg
             sp = dn[b] if has_dn else bg
             sm = up[b] if has_up else bg
             gi = 0.5 * (sp - sm)
@@ -603,8 +604,12 @@ class Fitness:
         self.exp = np.ascontiguousarray(image.data, dtype=np.float64)
         self.n_valid = image.n_valid
         self.w_tot = float(self.weights.sum())
-        self.we_tot = float((self.weights * self.exp).sum())
-        self.wee_tot = float((self.weights * self.exp * self.exp).sum())
+        # sums use the image minus its weighted mean ē (and I − c₀, see _box_sums):
+        # the same fit, without cancellation when the image sits on a large offset
+        self.exp_mean = float((self.weights * self.exp).sum() / self.w_tot)
+        self._exp_c = np.ascontiguousarray(self.exp - self.exp_mean)
+        self.we_tot = float((self.weights * self._exp_c).sum())
+        self.wee_tot = float((self.weights * self._exp_c * self._exp_c).sum())
         # vacuum value of the surrogate: an all-zero input pixel grid
         s = 2 * self.h + 1
         self.background = float(model.predict_into(np.zeros((s, s)), np.empty((1, 1)))[0, 0])
@@ -708,11 +713,13 @@ class Fitness:
 
     def _fit_box(self, sim, i0, j0, nparam):
         if sim.size:
-            _box_sums(sim, self.exp, self.weights, i0, j0, self.background, self._acc)
+            _box_sums(sim, self._exp_c, self.weights, i0, j0, self.background, self._acc)
         else:
             self._acc[:] = 0.0
-        return _fit(self._acc, self.background, self.w_tot, self.we_tot, self.wee_tot, nparam,
-                    self._g, self._r, self._x)
+        a, b, ci, cj, chi2 = _fit(self._acc, 0.0, self.w_tot, self.we_tot, self.wee_tot, nparam,
+                                  self._g, self._r, self._x)
+        # E − ē ≈ a·(I − c₀) + b'  ⇔  E ≈ a·I + (b' − a·c₀ + ē)
+        return a, b - a * self.background + self.exp_mean, ci, cj, chi2
 
     def _coarse_shift(self, sim, i0, j0):
         """Pixel shift (di, dj) of the FFT cross-correlation peak (parabolic sub-pixel fit)."""
@@ -1022,6 +1029,18 @@ class Fitness:
         diff = self.exp - self.simulated_image(atoms, numbers)
         diff[~self.image.mask] = np.nan
         return diff
+
+    @staticmethod
+    def aligned(atoms, result: FitnessResult):
+        """A copy of ``atoms`` moved by ``result.shift`` (xy, Å) onto the experimental image.
+
+        Keeping GA individuals aligned lets the next evaluations start at the
+        optimum (Gauss–Newton only, no cross-correlation).
+        """
+        out = atoms.copy()
+        out.positions[:, 0] += result.shift[0]
+        out.positions[:, 1] += result.shift[1]
+        return out
 
     def summary(self) -> dict:
         """What a run summary reports about the fitness."""

@@ -128,15 +128,17 @@ def test_anticorrelated_candidate_gets_a_flat_fit(seed):
     assert chi2 == pytest.approx(np.sum((s - s.mean()) ** 2))
 
 
-def test_fitness_recovers_the_map_exactly_on_the_box(model, truth, grid, clean):
+@pytest.mark.parametrize("a, b", [(2.5, -0.125), (4.0e5, 15000.0)])  # the second: raw counts on an offset
+def test_fitness_recovers_the_map_exactly_on_the_box(model, truth, grid, clean, a, b):
     # the box-restricted render plus the vacuum outside equals the full-grid simulation
-    f = Fitness(model, experiment(clean, grid, a=2.5, b=-0.125), alpha=1.0, noise=1.0, align="none",
+    f = Fitness(model, experiment(clean, grid, a=a, b=b), alpha=1.0, noise=1.0, align="none",
                 calculator=None)
     r = f.evaluate(truth)
-    assert r.scale == pytest.approx(2.5, rel=1e-10) and r.offset == pytest.approx(-0.125, abs=1e-10)
-    # χ² comes from the normal-equation sums: exact up to rounding of Σ w·I_exp²
-    assert r.chi2 < 1e-12 * f.wee_tot and r.energy == 0.0 and r.shift == (0.0, 0.0)
-    np.testing.assert_allclose(f.simulated_image(truth), 2.5 * clean - 0.125, atol=1e-12)
+    assert r.scale == pytest.approx(a, rel=1e-10) and r.offset == pytest.approx(b, rel=1e-10)
+    # χ² comes from the normal-equation sums of the mean-centred image: exact up to
+    # rounding of Σ w·(I_exp − ē)²
+    assert r.chi2 < 1e-13 * f.wee_tot and r.energy == 0.0 and r.shift == (0.0, 0.0)
+    np.testing.assert_allclose(f.simulated_image(truth), a * clean + b, rtol=1e-12, atol=1e-12 * a)
 
 
 # --------------------------------------------------------------------------- alignment
@@ -360,3 +362,13 @@ def test_hot_path_allocates_nothing_image_sized(model, truth, grid, clean, align
         tracemalloc.stop()
     image_bytes = clean.size * 8
     assert peak < image_bytes / 10, f"{peak} B allocated at peak for a {image_bytes} B image"
+
+
+def test_aligned_copy_needs_no_further_shift(model, truth, grid, clean):
+    f = Fitness(model, experiment(clean, grid, sigma=0.01, seed=2), alpha=1.0, noise=0.01, calculator=None)
+    moved = shifted(truth, (0.83, -0.41))
+    r = f.evaluate(moved)
+    back = Fitness.aligned(moved, r)
+    assert np.allclose(moved.positions, shifted(truth, (0.83, -0.41)).positions)  # input untouched
+    r2 = f.evaluate(back)
+    assert np.abs(r2.shift).max() < 0.005 and r2.chi2 == pytest.approx(r.chi2, rel=1e-3)

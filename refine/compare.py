@@ -263,7 +263,9 @@ def _starts(P: np.ndarray, Q: np.ndarray, mode: str, aligner) -> np.ndarray:
     if mode == "beam":
         return _rot_z(np.arange(_N_STARTS_BEAM) * 2 * np.pi / _N_STARTS_BEAM)
     scanned = _scan(P, aligner.groups, aligner.centred_trees, _N_SCAN_KEEP)
-    return np.concatenate([_principal_starts(P, Q), scanned])
+    # the identity first: among equally good (symmetry-equivalent) answers the
+    # least motion wins, so a structure compared with itself keeps its order
+    return np.concatenate([np.eye(3)[None], _principal_starts(P, Q), scanned])
 
 
 # --------------------------------------------------------------------------- alignment
@@ -470,7 +472,8 @@ def align_structures(
         P = al.P0 @ M.T
         starts = _starts(P - P.mean(axis=0), al.Q - al.cq, mode, al)
         R, t, score = al.coarse(P, starts)
-        order = np.argsort(score, kind="stable")
+        # scores equal to ~1e-10 Å² are ties: keep the start order (identity first)
+        order = np.argsort(np.round(score, 10), kind="stable")
         kept = []
         for k in order:
             if any(_angle(R[k], R[j]) < 0.1 for j in kept):
@@ -480,12 +483,14 @@ def align_structures(
                 break
         for k in kept:
             candidates.append((flip, M, P, R[k], t[k], score[k]))
-    best = None
+    results = []
     for flip, M, P, R0, t0, _ in candidates:
         R, t, ref, X, d, msd = al.fine(P, R0, t0)
-        if best is None or msd < best[-1] - 1e-12:
-            best = (flip, M, R, t, ref, X, d, msd)
-    flip, M, R, t, ref, X, d, msd = best
+        results.append((flip, M, R, t, ref, X, d, msd))
+    # ties (symmetric particles): prefer no mirror, then the smallest rotation
+    lowest = min(r[-1] for r in results)
+    tied = [r for r in results if r[-1] <= lowest + 1e-9 * (1.0 + lowest)]
+    flip, M, R, t, ref, X, d, msd = min(tied, key=lambda r: (r[0], _angle(r[2] @ r[1], np.eye(3))))
     return Alignment(R @ M, t, bool(flip), ref, X, d)
 
 

@@ -731,7 +731,7 @@ class Comparison:
             "max_displacement": self.max_displacement,
         }
         for thr, frac in self.within.items():
-            out[f"within_{thr:g}"] = frac
+            out[f"within_{float(thr)!r}"] = frac  # within_0.3, within_0.5, within_1.0
         out.update(
             {
                 "n_refined": len(self.aligned),

@@ -221,7 +221,7 @@ def test_comparison_to_dict_and_figure(tmp_path, seed):
     moved, displaced = _moved_copy(truth, np.random.default_rng(seed), n_displaced=7)
     c = compare_structures(moved, truth)
     d = c.to_dict(per_atom=True)
-    for key in ("rmsd", "max_displacement", "within_0.3", "within_0.5", "within_1"):
+    for key in ("rmsd", "max_displacement", "within_0.3", "within_0.5", "within_1.0"):
         assert key in d
     assert d["within_0.3"] == pytest.approx(0.95)
     assert sorted(i for i, v in enumerate(d["displacements"]) if v > 0.5) == sorted(displaced.tolist())

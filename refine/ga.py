@@ -252,8 +252,8 @@ class GASettings:
     rotation_max_angle: float = math.pi / 12
     relax_steps: int = 0
     relax_fmax: float = 0.05
-    duplicate_cost_tol: float = 1e-6
-    duplicate_fingerprint_tol: float = 0.02
+    duplicate_cost_tol: float = 1e-4
+    duplicate_fingerprint_tol: float = 0.03
     progress: bool = True
 
     def validate(self) -> "GASettings":

@@ -713,7 +713,9 @@ class LocalRelaxation:
 
     def _calc(self):
         c = self.calculator
-        return c() if callable(c) and not hasattr(c, "get_potential_energy") and not hasattr(c, "calculate") else c
+        if isinstance(c, type) or (callable(c) and not hasattr(c, "calculate")):
+            return c()  # a class or a factory function
+        return c
 
     def __call__(self, ind):
         from ase.optimize import FIRE

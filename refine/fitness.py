@@ -598,8 +598,8 @@ class Fitness:
 
     def __init__(self, model, image: ExperimentalImage, *, alpha="auto", noise="estimate", dose=None,
                  calculator="auto", symbols=None, align="auto", per_atom_energy: bool = False,
-                 mode: str = "weighted", tol: float | None = None, coarse_threshold: float = 1.5, max_iter: int | None = None,
-                 domain_tolerance: float = 0.02, shift_method: str = "interpolate"):
+                 mode: str = "weighted", tol: float | None = None, coarse_threshold: float = 1.5,
+                 max_iter: int | None = None, domain_tolerance: float = 0.02, shift_method: str = "interpolate"):
         if not isinstance(image, ExperimentalImage):
             raise InputError("image must be an ExperimentalImage (see refine.images.read_image)")
         if not hasattr(model, "predict_into"):

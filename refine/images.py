@@ -55,6 +55,7 @@ __all__ = [
     "read_image",
     "validate_image",
     "resample",
+    "with_mask",
     "UNIT_TO_ANGSTROM",
 ]
 

@@ -753,11 +753,13 @@ class Fitness:
             self.timings["polynomial"] += t2 - t1
         return sim, i0, j0, ood
 
-    def _fit_box(self, sim, i0, j0, nparam):
-        if sim.size:
-            _box_sums(sim, self._exp_c, self.weights, i0, j0, self.background, self._acc)
-        else:
-            self._acc[:] = 0.0
+    def _fit_box(self, sim, i0, j0, nparam, *, sums: bool = True):
+        """Intensity map (and alignment terms when nparam=4) of a box; ``sums=False`` reuses the last sums."""
+        if sums:
+            if sim.size:
+                _box_sums(sim, self._exp_c, self.weights, i0, j0, self.background, self._acc)
+            else:
+                self._acc[:] = 0.0
         a, b, ci, cj, chi2 = _fit(self._acc, 0.0, self.w_tot, self.we_tot, self.wee_tot, nparam,
                                   self._g, self._r, self._x)
         # E − ē ≈ a·(I − c₀) + b'  ⇔  E ≈ a·I + (b' − a·c₀ + ē)
@@ -812,60 +814,69 @@ class Fitness:
         return self._align_interpolate(pos)
 
     def _align_interpolate(self, pos):
-        """One render; the sub-pixel search shifts the rendered box by cubic interpolation."""
+        """One render; the sub-pixel search shifts the rendered box by cubic interpolation.
+
+        Gauss–Newton with a safeguard: every visited shift's plain (a, b) χ²
+        is known from the same sums, a step that raises it is halved back
+        towards the best shift so far, and without convergence the best
+        visited shift is returned.
+        """
         import time
 
         sim, i0, j0, ood = self._render(pos, (0.0, 0.0))
         t = time.perf_counter() if self.profile else 0.0
-        m, n = self.image.shape
         mode = self.align
         total = [0.0, 0.0]  # pixels
         coarse_done = False
         if mode == "fft" and sim.size:
             total[0], total[1] = self._coarse_shift(sim, i0, j0)
             coarse_done = True
-        a = b = chi2 = 0.0
-        converged = False
+        best = None  # (χ², a, b, di, dj) of the best visited shift, 2-parameter fit
+        result = None
+        lim = self.coarse_threshold
         for it in range(self.max_iter + 1):
             if total[0] == 0.0 and total[1] == 0.0:
                 box, bi0, bj0 = sim, i0, j0
             else:
                 box, bi0, bj0 = self._shift_box(sim, i0, j0, total[0], total[1])
-            a, b, ci, cj, chi2 = self._fit_box(box, bi0, bj0, 4)
+            a2, b2, _, _, chi2_2 = self._fit_box(box, bi0, bj0, 2)
+            if best is not None and chi2_2 > best[0]:
+                # worse than the best shift so far: halve the step back towards it
+                total[0] = 0.5 * (total[0] + best[3])
+                total[1] = 0.5 * (total[1] + best[4])
+                continue
+            best = (chi2_2, a2, b2, total[0], total[1])
+            a, b, ci, cj, chi2 = self._fit_box(box, bi0, bj0, 4, sums=False)
             if a > 0:
                 di, dj = -ci / a, -cj / a
             else:
                 di = dj = np.inf
-            big = not (abs(di) <= self.coarse_threshold and abs(dj) <= self.coarse_threshold)
+            big = not (abs(di) <= lim and abs(dj) <= lim)
             if big and mode == "auto" and not coarse_done and sim.size:
                 total[0], total[1] = self._coarse_shift(sim, i0, j0)
                 coarse_done = True
+                best = None  # the coarse shift restarts the search
                 continue
             if not np.isfinite(di):
                 break
-            if big:  # damp large Gauss-Newton steps
-                lim = self.coarse_threshold
-                di, dj = float(np.clip(di, -lim, lim)), float(np.clip(dj, -lim, lim))
             if abs(di) <= self.tol and abs(dj) <= self.tol:
-                # accept the last, small step to first order (χ² already includes it)
-                total[0] += di
-                total[1] += dj
-                converged = True
+                # converged: accept the last, small step to first order (χ² includes it)
+                result = (a, b, chi2, total[0] + di, total[1] + dj)
                 break
-            if it == self.max_iter:
-                break
-            total[0] += di
-            total[1] += dj
-            if max(abs(total[0]), abs(total[1])) > max(m, n):
-                break
-        if not converged:
-            # no usable alignment: the unshifted image with the best intensity map
-            a, b, _, _, chi2 = self._fit_box(sim, i0, j0, 2)
-            total = [0.0, 0.0]
+            # damp large Gauss–Newton steps
+            total[0] += float(np.clip(di, -lim, lim))
+            total[1] += float(np.clip(dj, -lim, lim))
+        if result is None:
+            if best is None:  # nothing usable: the unshifted image with its best map
+                a, b, _, _, chi2 = self._fit_box(sim, i0, j0, 2)
+                result = (a, b, chi2, 0.0, 0.0)
+            else:
+                result = (best[1], best[2], best[0], best[3], best[4])
         if self.profile:
             self.timings["alignment"] += time.perf_counter() - t
         dx = self.image.pixel_size
-        return a, b, chi2, (total[0] * dx, total[1] * dx), ood
+        a, b, chi2, di, dj = result
+        return a, b, chi2, (di * dx, dj * dx), ood
 
     def _shift_box(self, sim, i0, j0, di, dj):
         """The rendered box moved by (di, dj) pixels (Keys cubic interpolation), clipped to the image."""

@@ -122,9 +122,12 @@ LOGBOOK_COLUMNS = (
 )
 
 # --- DEAP types: created once, here. -------------------------------------------------
-# Their __module__ is set to this module and they are bound to module attributes
-# of the same name, so pickle finds them as refine.ga.<Name> (importing this
-# module re-creates them in a Dask worker or a resumed process).
+# DEAP >= 1.4 pickles creator classes by value (deap.creator.meta_create re-creates
+# them on unpickling), so individuals load in a process that never imported this
+# module (a Dask worker). Such a re-created class is a distinct class object of the
+# same name, weights and base: code here never relies on isinstance checks against
+# StemIndividual. For older DEAP, the classes are also bound here under their own
+# names with __module__ = "refine.ga", so pickle can find them by reference.
 
 
 def _create_types():
@@ -743,6 +746,12 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         alpha = state["alpha"]
         if alpha is not None and _alpha_of(fitness) != alpha:
             _set_alpha(fitness, alpha)
+        if state.get("operators") != repr(getattr(toolbox, "mutate", None)):
+            log.warning("resuming with other mutations than the checkpointed run (%s, now %s): the run will "
+                        "not repeat an uninterrupted one", state.get("operators"), getattr(toolbox, "mutate", None))
+        if old != asdict(settings):
+            changed = sorted(k for k in old if old[k] != asdict(settings).get(k))
+            log.info("resuming with changed settings: %s", ", ".join(changed))
         rng.bit_generator.state = state["rng_state"]
         random.setstate(state["py_random_state"])
         log.info("resumed from %s at generation %d (best cost %.6g)", ckpt_path, gen, best_cost)
@@ -785,6 +794,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             "logbook": logbook, "best_cost": best_cost, "stale": stale, "evaluations": evaluations,
             "elapsed": elapsed(), "alpha": alpha, "rng_state": rng.bit_generator.state,
             "py_random_state": random.getstate(), "settings": asdict(settings), "composition": comp,
+            "operators": repr(getattr(toolbox, "mutate", None)),
         }
         _atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         _write_logbook_csv(out / LOGBOOK_NAME, logbook)

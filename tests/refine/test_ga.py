@@ -1,0 +1,268 @@
+"""The DEAP loop: types, toolbox, logbook, stopping, checkpoints and exact resume (refine.ga)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.cluster import Icosahedron
+
+from refine.exceptions import InputError, RefineError
+from refine.ga import (
+    CHECKPOINT_NAME,
+    LOGBOOK_COLUMNS,
+    LOGBOOK_NAME,
+    GASettings,
+    StemIndividual,
+    as_atoms,
+    load_checkpoint,
+    make_toolbox,
+    run_ga,
+    to_individual,
+)
+from refine.operators import composition_of, default_min_distance, min_interatomic_distance
+from refine.population import make_population
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from ga_toy import ToyFitness  # noqa: E402
+
+
+def _target():
+    t = Icosahedron("Pt", 2)  # Pt13
+    t.positions -= t.positions.mean(axis=0)
+    return t
+
+
+def _settings(**kw):
+    base = dict(population_size=6, generations=4, progress=False, hall_of_fame_size=3)
+    base.update(kw)
+    return GASettings(**base)
+
+
+def _run(tmp_path, seed=11, fitness=None, **kw):
+    rng = np.random.default_rng(seed)
+    fit = fitness or ToyFitness(_target())
+    pop = make_population("Pt13", 6, rng)
+    return run_ga(fit, pop, _settings(**kw), tmp_path, rng=rng, difference=getattr(fit, "difference", None))
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_individuals_pickle_in_a_fresh_process():
+    ind = to_individual(_target())
+    ind.fitness.values = (1.5,)
+    ind.info["cost"] = 1.5
+    blob = pickle.dumps([ind])
+    # a fresh interpreter that never imported refine (as a Dask worker might be)
+    code = ("import pickle, sys, ase; (ind,) = pickle.loads(sys.stdin.buffer.read()); "
+            "print(isinstance(ind, ase.Atoms), type(ind).__name__, ind.fitness.weights[0], ind.fitness.values[0], "
+            "len(ind), 'refine' in sys.modules and 'refine.ga' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=REPO, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    words = out.stdout.decode().split()
+    assert words[:5] == ["True", "StemIndividual", "-1.0", "1.5", "13"]
+
+
+def test_individual_is_atoms_with_fitness():
+    ind = to_individual(_target())
+    assert isinstance(ind, StemIndividual) and not ind.fitness.valid
+    copy = ind.copy()
+    assert isinstance(copy, StemIndividual) and composition_of(copy) == {"Pt": 13}
+    plain = as_atoms(ind)
+    assert type(plain).__name__ == "Atoms" and np.array_equal(plain.positions, ind.positions)
+
+
+def test_make_toolbox_registers_the_deap_contract():
+    rng = np.random.default_rng(0)
+    tb = make_toolbox(ToyFitness(_target()), {"Pt": 13}, _settings(), rng)
+    for name in ("mate", "mutate", "select", "evaluate", "map", "clone", "survive", "individual"):
+        assert hasattr(tb, name), name
+    ind = tb.individual(_target())
+    cost, chi2, energy = tb.evaluate(ind)
+    assert chi2 == pytest.approx(0.0, abs=1e-12) and cost == pytest.approx(energy)
+    (m,) = tb.mutate(tb.clone(ind))
+    assert composition_of(m) == {"Pt": 13}
+
+
+def test_logbook_columns_csv_and_consistency(tmp_path):
+    res = _run(tmp_path, generations=5, alpha=2.0)
+    rows = _rows(tmp_path / LOGBOOK_NAME)
+    assert tuple(rows[0].keys()) == LOGBOOK_COLUMNS
+    assert [int(r["gen"]) for r in rows] == list(range(6))
+    assert len(res.logbook) == 6 and res.generation == 5 and res.stop_reason == "generations"
+    best = [float(r["best_cost"]) for r in rows]
+    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))  # (μ+λ) is elitist
+    for r in rows:
+        assert float(r["best_cost"]) == pytest.approx(float(r["best_energy"]) + 2.0 * float(r["best_chi2"]))
+        assert float(r["min_cost"]) <= float(r["mean_cost"])
+        assert float(r["alpha"]) == 2.0
+    assert res.evaluations == sum(int(r["nevals"]) for r in rows) == 6 * 6
+    # the best structure is the hall of fame's first, consistent with the logbook
+    assert res.best.info["cost"] == pytest.approx(best[-1])
+    assert res.hall_of_fame[0].info["cost"] == res.best.info["cost"]
+    assert composition_of(res.best) == {"Pt": 13}
+    assert min_interatomic_distance(res.best.positions) >= default_min_distance({"Pt": 13}) * (1 - 1e-6)
+
+
+def test_ga_improves_on_the_starting_population(tmp_path):
+    res = _run(tmp_path, generations=25, alpha=1.0, relax_steps=0)
+    first, last = res.logbook[0]["best_cost"], res.logbook[-1]["best_cost"]
+    assert last < first - 0.2 * abs(first)
+
+
+def test_alpha_auto_calls_calibrate(tmp_path):
+    fit = ToyFitness(_target(), alpha=123.0)
+    res = _run(tmp_path, fitness=fit, generations=1, alpha="auto")
+    assert res.alpha == fit.alpha != 123.0
+    assert res.best.info["alpha"] == res.alpha
+
+
+def test_same_seed_same_run(tmp_path):
+    a = _run(tmp_path / "a", generations=4)
+    b = _run(tmp_path / "b", generations=4)
+    assert np.array_equal(a.best.positions, b.best.positions)
+    strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in a.logbook]
+    assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in b.logbook]
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+    full = _run(tmp_path / "full", generations=6, checkpoint_every=2)
+    _run(tmp_path / "part", generations=3, checkpoint_every=2)
+    assert load_checkpoint(tmp_path / "part")["generation"] == 3
+    rng = np.random.default_rng(999)  # any state: the checkpoint's is restored
+    fit = ToyFitness(_target())
+    resumed = run_ga(fit, None, _settings(generations=6, checkpoint_every=2), tmp_path / "part",
+                     rng=rng, resume=True, composition={"Pt": 13}, difference=fit.difference)
+    assert np.array_equal(full.best.positions, resumed.best.positions)
+    assert full.best.info["cost"] == resumed.best.info["cost"]
+    assert [r["best_cost"] for r in full.logbook] == [r["best_cost"] for r in resumed.logbook]
+
+
+def test_stagnation_stop(tmp_path):
+    class Flat:
+        alpha = 1.0
+
+        def evaluate(self, atoms):
+            return {"cost": 1.0, "chi2": 0.0, "energy": 1.0}
+
+    res = _run(tmp_path, fitness=Flat(), generations=50, stagnation=3)
+    assert res.stop_reason == "stagnation"
+    assert res.generation == 3 and len(res.logbook) == 4
+
+
+def test_time_limit_stop(tmp_path):
+    fit = ToyFitness(_target(), delay=0.01)
+    t0 = time.perf_counter()
+    res = _run(tmp_path, fitness=fit, generations=1000, time_limit=0.5)
+    assert res.stop_reason == "time_limit"
+    assert time.perf_counter() - t0 < 10
+    assert 1 <= res.generation < 1000
+
+
+def test_multi_objective_returns_a_pareto_front(tmp_path):
+    res = _run(tmp_path, generations=4, multi_objective=True, alpha=1.0)
+    front = res.pareto_front
+    assert front and res.hall_of_fame == front
+    pts = np.array([(a.info["chi2"], a.info["energy"]) for a in front])
+    assert np.all(np.diff(pts[:, 0]) >= 0)  # sorted by χ²
+    for i, p in enumerate(pts):  # mutually non-dominated
+        others = np.delete(pts, i, axis=0)
+        assert not np.any(np.all(others <= p, axis=1) & np.any(others < p, axis=1))
+    assert any(np.array_equal(res.best.positions, a.positions) for a in front)
+
+
+def test_bad_inputs(tmp_path):
+    fit = ToyFitness(_target())
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="composition"):
+        run_ga(fit, make_population("Pt12", 2, rng), _settings(), tmp_path, rng=rng, composition={"Pt": 13})
+    with pytest.raises(InputError, match="population"):
+        run_ga(fit, [], _settings(), tmp_path, rng=rng)
+    with pytest.raises(InputError, match="population_size"):
+        _settings(population_size=0).validate()
+    with pytest.raises(InputError, match="mutation"):
+        _settings(mutation_weights={"teleport": 1.0}).validate()
+    with pytest.raises(InputError, match="alpha"):
+        _settings(alpha="big").validate()
+    _run(tmp_path / "so", generations=1)
+    with pytest.raises(InputError, match="objective"):
+        run_ga(fit, None, _settings(multi_objective=True), tmp_path / "so", rng=rng, resume=True)
+    with pytest.raises(InputError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nowhere")
+
+
+def test_multi_objective_needs_chi2_and_energy(tmp_path):
+    with pytest.raises(RefineError, match="finite"):
+        _run(tmp_path, fitness=lambda atoms: 1.0, multi_objective=True, alpha=None)
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from ase.cluster import Icosahedron
+    from ga_toy import ToyFitness
+    from refine.ga import GASettings, run_ga
+    from refine.population import make_population
+
+    out, resume = sys.argv[1], sys.argv[2] == "resume"
+    target = Icosahedron("Pt", 2)
+    target.positions -= target.positions.mean(axis=0)
+    fit = ToyFitness(target, delay=float(sys.argv[3]))
+    rng = np.random.default_rng(2024)
+    pop = make_population("Pt13", 6, rng)
+    settings = GASettings(population_size=6, generations=12, checkpoint_every=1, progress=False, alpha="auto")
+    res = run_ga(fit, pop, settings, out, rng=rng, resume=resume, difference=fit.difference)
+    np.save(out + "/best.npy", np.column_stack([res.best.numbers, res.best.positions]))
+""")
+
+
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    script = tmp_path / "ga_run.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)])}
+
+    def run(out, mode, delay):
+        return subprocess.Popen([sys.executable, str(script), str(out), mode, str(delay)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    full_dir, killed_dir = tmp_path / "full", tmp_path / "killed"
+    full = run(full_dir, "new", 0.0)
+    victim = run(killed_dir, "new", 0.05)  # ~0.3 s per generation: killed mid-run
+    ckpt = killed_dir / CHECKPOINT_NAME
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if ckpt.exists():
+            try:
+                if load_checkpoint(ckpt)["generation"] >= 2:
+                    break
+            except InputError:
+                pass  # os.replace makes this impossible; kept for safety
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(timeout=60) == -signal.SIGKILL, victim.stderr.read().decode()[-2000:]
+    stopped_at = load_checkpoint(ckpt)["generation"]
+    assert 2 <= stopped_at < 12
+    assert not (killed_dir / "best.npy").exists()
+    resumed = run(killed_dir, "resume", 0.0)
+    for p in (full, resumed):
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()[-2000:]
+    assert np.array_equal(np.load(full_dir / "best.npy"), np.load(killed_dir / "best.npy"))
+    strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _rows(full_dir / LOGBOOK_NAME)]
+    assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _rows(killed_dir / LOGBOOK_NAME)]
+    assert math.isfinite(float(_rows(full_dir / LOGBOOK_NAME)[-1]["alpha"]))

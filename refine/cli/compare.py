@@ -59,10 +59,10 @@ def add_arguments(parser):
 def _check(args):
     from .main import CLIError
 
-    if args.truth is None and args.image is None:
-        raise CLIError("nothing to compare with: give TRUTH, or --image IMAGE [--multislice]")
     if args.multislice and args.image is None:
         raise CLIError("--multislice needs --image IMAGE")
+    if args.truth is None and args.image is None:
+        raise CLIError("nothing to compare with: give TRUTH, or --image IMAGE [--multislice]")
     if args.image is None and any(v is not None for v in (args.method, args.phonons, args.interpolation, args.model)):
         raise CLIError("--model/--method/--phonons/--interpolation only apply with --image IMAGE")
     if args.phonons is not None and args.phonons < 1:

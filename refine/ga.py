@@ -98,6 +98,7 @@ __all__ = [
     "GASettings",
     "GAResult",
     "CostEvaluator",
+    "FitnessDifference",
     "make_toolbox",
     "to_individual",
     "as_atoms",
@@ -230,6 +231,9 @@ class GASettings:
         FIRE force criterion, eV/Å.
     duplicate_cost_tol, duplicate_fingerprint_tol : float
         See :class:`refine.operators.SimilarityCriterion`.
+    align_individuals : bool
+        Move each evaluated individual by the fitness result's ``shift``
+        (xy, Å) onto the image, when the result has one.
     progress : bool
         Show a tqdm bar on stderr.
     """
@@ -257,6 +261,7 @@ class GASettings:
     relax_fmax: float = 0.05
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
+    align_individuals: bool = True
     progress: bool = True
 
     def validate(self) -> "GASettings":
@@ -342,12 +347,14 @@ class GAResult:
 # --- evaluation ------------------------------------------------------------------------
 
 class CostEvaluator:
-    """Adapts a fitness object to ``evaluate(atoms) -> (cost, chi2, energy)`` floats.
+    """Adapts a fitness object to ``evaluate(atoms) -> (cost, chi2, energy, dx, dy)`` floats.
 
     ``fitness`` may have an ``evaluate`` method or be callable; its result
-    may have ``cost``/``chi2``/``energy`` attributes, be a mapping with
-    those keys, or be a number (the cost; χ² and E are then NaN). Picklable
-    when ``fitness`` is (for a Dask ``map``).
+    may have ``cost``/``chi2``/``energy`` (and optionally ``shift``, the
+    (dx, dy) Å that aligns the atoms on the image) attributes, be a mapping
+    with those keys, or be a number (the cost; χ² and E are then NaN). A
+    plain tuple comes back, cheap to send from a Dask worker. Picklable when
+    ``fitness`` is.
     """
 
     def __init__(self, fitness):
@@ -355,18 +362,50 @@ class CostEvaluator:
             raise TypeError("fitness must have an evaluate(atoms) method or be callable")
         self.fitness = fitness
 
-    def __call__(self, atoms) -> tuple[float, float, float]:
+    def __call__(self, atoms) -> tuple[float, float, float, float, float]:
         fn = self.fitness.evaluate if hasattr(self.fitness, "evaluate") else self.fitness
         r = fn(atoms)
         if isinstance(r, (int, float, np.floating, np.integer)):
-            return float(r), math.nan, math.nan
-        if isinstance(r, Mapping):
-            return float(r["cost"]), float(r.get("chi2", math.nan)), float(r.get("energy", math.nan))
-        return float(r.cost), float(getattr(r, "chi2", math.nan)), float(getattr(r, "energy", math.nan))
+            return float(r), math.nan, math.nan, 0.0, 0.0
+        get = r.get if isinstance(r, Mapping) else (lambda k, d=None: getattr(r, k, d))
+        shift = get("shift", None)
+        dx, dy = (0.0, 0.0) if shift is None else (float(shift[0]), float(shift[1]))
+        return float(get("cost")), float(get("chi2", math.nan)), float(get("energy", math.nan)), dx, dy
 
 
-def _assign(ind, values: tuple[float, float, float], multi_objective: bool, alpha):
-    cost, chi2, energy = values
+class FitnessDifference:
+    """``difference(atoms) -> (sim − exp, grid)`` for the image-guided mutation, from a Fitness.
+
+    Uses :meth:`refine.fitness.Fitness.image_terms` (for the alignment shift
+    d, Å, that puts the atoms on the image) and
+    :meth:`~refine.fitness.Fitness.difference_image` (exp − aligned sim, NaN
+    where masked). The returned grid is the image's grid moved by −d, i.e.
+    in the atoms' own frame. Picklable when the fitness is.
+    """
+
+    def __init__(self, fitness):
+        self.fitness = fitness
+
+    def __call__(self, atoms):
+        from surrogate.grid import ProbeGrid
+
+        _, _, _, shift = self.fitness.image_terms(atoms)
+        diff = -np.asarray(self.fitness.difference_image(atoms), dtype=float)
+        g = self.fitness.image.grid
+        grid = ProbeGrid(origin=(g.origin[0] - shift[0], g.origin[1] - shift[1]), shape=g.shape,
+                         pixel_size=g.pixel_size)
+        return diff, grid
+
+
+def _assign(ind, values: tuple, multi_objective: bool, alpha, align: bool):
+    cost, chi2, energy, dx, dy = values
+    if align and (dx or dy):
+        # move onto the image (the cost does not change: the fitness aligns anyway), so later
+        # evaluations start aligned and parents of a crossover share the image's frame
+        pos = np.array(ind.positions)
+        pos[:, 0] += dx
+        pos[:, 1] += dy
+        ind.positions = pos
     if multi_objective:
         if not (math.isfinite(chi2) and math.isfinite(energy)):
             raise RefineError("multi-objective mode needs a fitness that returns finite chi2 and energy")
@@ -517,8 +556,9 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     difference : callable, optional
         ``difference(atoms) -> (sim − exp image, ProbeGrid)`` enabling the
         image-guided mutation.
-    calculator : ase calculator or factory, optional
-        For the offspring relaxation.
+    calculator : str, ase calculator or factory, optional
+        For the offspring relaxation; a name goes through
+        :func:`refine.energy.make_calculator`.
     map_func : callable
         ``map``-like, e.g. a Dask client's ``lambda f, xs: client.gather(client.map(f, xs))``.
     """
@@ -553,6 +593,10 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     tb.register("similar", similar)
     tb.register("survive", _Survival(settings, similar))
     if calculator is not None and settings.relax_steps > 0:
+        if isinstance(calculator, str):  # a name such as "emt" or "auto" (refine.energy)
+            from .energy import make_calculator
+
+            calculator = make_calculator(calculator, tuple(comp))
         tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
                                              min_distance=d_min, rng=rng))
     return tb
@@ -638,12 +682,12 @@ def _set_alpha(fitness, alpha):
         raise RefineError(f"cannot set alpha on {type(fitness).__name__}: {exc}") from exc
 
 
-def _evaluate(toolbox, individuals, multi_objective, alpha) -> int:
+def _evaluate(toolbox, individuals, settings, alpha) -> int:
     if not individuals:
         return 0
     values = list(toolbox.map(toolbox.evaluate, individuals))
     for ind, v in zip(individuals, values):
-        _assign(ind, v, multi_objective, alpha)
+        _assign(ind, v, settings.multi_objective, alpha, settings.align_individuals)
     return len(individuals)
 
 
@@ -775,7 +819,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         logbook.header = list(LOGBOOK_COLUMNS)
         gen = 0
         elapsed0 = 0.0
-        evaluations = _evaluate(toolbox, pop, mo, alpha)
+        evaluations = _evaluate(toolbox, pop, settings, alpha)
         if mo:
             pop = toolbox.survive(pop, [], hof)
         hof.update(pop)
@@ -826,7 +870,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
                 break
             gen += 1
             offspring = _vary(toolbox, pop, settings, rng)
-            nevals = _evaluate(toolbox, offspring, mo, alpha)
+            nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)
             hof.update(pop)

@@ -521,7 +521,9 @@ class ImageGuidedMutation(Operator):
         ``difference(atoms) -> (diff, grid)``: the simulated minus the
         experimental image (after the fitness's alignment and intensity map),
         shape ``grid.shape``, on a :class:`surrogate.ProbeGrid` in the
-        atoms' frame (``diff[i, j]`` at ``x0 + iΔ, y0 + jΔ``).
+        atoms' frame (``diff[i, j]`` at ``x0 + iΔ, y0 + jΔ``); NaN (masked)
+        pixels count as 0. :class:`refine.ga.FitnessDifference` builds it
+        from a :class:`refine.fitness.Fitness`.
     n_moves : int
         Atoms moved per call.
     power : float
@@ -547,7 +549,7 @@ class ImageGuidedMutation(Operator):
 
     def __call__(self, ind):
         diff, grid = self.difference(ind)
-        diff = np.asarray(diff, dtype=float)
+        diff = np.nan_to_num(np.asarray(diff, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)  # masked pixels
         pos = np.array(ind.positions, dtype=float)
         dx = grid.pixel_size
         x0, y0 = grid.origin

@@ -268,11 +268,11 @@ def repair_min_distance(atoms, min_distance: float, rng: np.random.Generator, *,
             d[zero] = 1e-3
         u = v / d[:, None]
         push = 0.5 * (target - d)[:, None] * u
-        disp = np.zeros_like(pos)
-        np.add.at(disp, i, -push)
-        np.add.at(disp, j, push)
-        # an atom in many conflicts would over-shoot: average its pushes
-        count = np.bincount(np.concatenate([i, j]), minlength=n)
+        ij = np.concatenate([i, j])
+        disp = np.column_stack([np.bincount(ij, np.concatenate([-push[:, k], push[:, k]]), minlength=n)
+                                for k in range(3)])
+        # an atom in many conflicts would over-shoot: damp its summed pushes
+        count = np.bincount(ij, minlength=n)
         pos += disp / np.maximum(count, 1)[:, None] ** 0.5
     else:
         nn = nn_distance if nn_distance is not None else min_distance / MIN_DISTANCE_FRACTION

@@ -120,6 +120,22 @@ def test_logbook_columns_csv_and_consistency(tmp_path):
     assert min_interatomic_distance(res.best.positions) >= default_min_distance({"Pt": 13}) * (1 - 1e-6)
 
 
+def test_generational_replacement_keeps_the_elite(tmp_path):
+    res = _run(tmp_path, generations=6, replacement="generational", elite=1, crossover_probability=0.9,
+               mutation_probability=1.0)
+    best = [r["best_cost"] for r in res.logbook]
+    assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
+    assert len(res.population) == 6
+    # the hall of fame holds distinct structures, best first
+    from refine.operators import SimilarityCriterion
+
+    same = SimilarityCriterion(1e-4, 0.03)
+    fame = res.hall_of_fame
+    costs = [a.info["cost"] for a in fame]
+    assert costs == sorted(costs)
+    assert not any(same(fame[i], fame[j]) for i in range(len(fame)) for j in range(i + 1, len(fame)))
+
+
 def test_ga_improves_on_the_starting_population(tmp_path):
     res = _run(tmp_path, generations=25, alpha=1.0, relax_steps=0)
     first, last = res.logbook[0]["best_cost"], res.logbook[-1]["best_cost"]

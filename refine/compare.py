@@ -11,16 +11,41 @@ Alignment
 ---------
 Atom order in a refined structure is arbitrary, so alignment and assignment
 are solved together, iterated like ICP: for a fixed rigid motion the
-assignment that minimizes the summed squared distances is found with the
+assignment that minimizes the summed loss (below) is found with the
 Hungarian algorithm (:func:`scipy.optimize.linear_sum_assignment`), element by
 element; for a fixed assignment the best rigid motion is Kabsch's SVD solution.
 Both steps lower the same sum, so the loop ends when the assignment stops
-changing. The loop finds only a local optimum, so it is started from many
-orientations: the principal-axes alignments of the two structures (all sign
-choices) and a quasi-uniform covering of SO(3) (super-Fibonacci, Alexa 2022).
-All starts are first refined cheaply and in one batch with nearest-neighbour
-matching on a subset of atoms; the best few are then refined to convergence
-with the Hungarian assignment.
+changing. The loop finds only a local optimum (its basin is ~10° of rotation
+for a 2-nm particle: beyond that, atoms snap to neighbouring sites), so it is
+started from many orientations, per handedness: the identity, the four
+principal-axes alignments of the two structures, and the 64 best of 8000
+quasi-uniform rotations (super-Fibonacci, Alexa 2022) ranked by the capped
+nearest-neighbour distances of ~24 atoms near the centre (whose
+displacement under a rotation error is small, so the right orientation
+stands out on the grid). Those starts are refined in one batch by
+nearest-neighbour ICP on ~96 atoms; the best three distinct ones are then
+refined to convergence with the Hungarian assignment, and the lowest loss
+wins (ties, as in symmetric particles: no mirror, then the smallest rotation).
+Symmetric particles (icosahedra, decahedra) have several equivalent
+answers; the statistics do not depend on which is returned. About 0.2–0.5 s
+for 600 atoms.
+
+Which sum? By default (``robust=True``) not the sum of squared distances:
+under least squares a refined structure with a few atoms in wrong places
+is matched by *chains* of shifted partners (several atoms moved by 2 Å cost
+less than one by 6 Å) and tilted towards the wrong atoms, so that good atoms
+look displaced. The default loss is Tukey's biweight with scale c = 1.5 Å
+(about half the Pt–Pt distance),
+
+    ρ(d) = c²/6 · [1 − (1 − d²/c²)³]  for d < c,   c²/6  beyond,
+
+plus 10⁻³·d² to order the far atoms among themselves. The Hungarian step
+minimizes Σρ exactly; the motion step is iteratively reweighted Kabsch
+(weights (1 − d²/c²)² + 2·10⁻³), which also never increases Σρ. Atoms far
+from their partner then barely move the alignment, and "fraction within
+0.5 Å" counts the atoms that are right. ``robust=False`` gives the classic
+minimum-RMSD motion and assignment. RMSD and maximum displacement are
+always reported over all matched pairs.
 
 ``rotation`` chooses the motions allowed:
 
@@ -104,6 +129,9 @@ _N_STARTS_BEAM = 72
 #: atoms used for the batched coarse stage
 _N_COARSE_ATOMS = 96
 _COARSE_ITERATIONS = 6
+#: Å; Tukey scale of the robust loss, and the weight of its least-squares tie-breaker
+_ROBUST_SCALE = 1.5
+_ROBUST_EPS = 1e-3
 #: starts refined with the Hungarian assignment
 _N_FINE = 3
 _MAX_FINE_ITERATIONS = 30
@@ -135,18 +163,27 @@ def _formula(counts: Counter) -> str:
 # --------------------------------------------------------------------------- rigid motions
 
 
-def _kabsch(P: np.ndarray, Q: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Best proper rigid motion ``x -> R x + t`` taking rows of P onto Q.
+def _kabsch(P: np.ndarray, Q: np.ndarray, mode: str, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best proper rigid motion ``x -> R x + t`` taking rows of P onto Q (weighted least squares).
 
-    Batched: P and Q have shape ``(K, m, 3)`` (or ``(m, 3)``); returns R
-    ``(K, 3, 3)`` and t ``(K, 3)`` (or unbatched shapes).
+    Batched: P and Q have shape ``(K, m, 3)`` (or ``(m, 3)``), weights ``w``
+    ``(K, m)`` (or ``(m,)``, default all 1); returns R ``(K, 3, 3)`` and t
+    ``(K, 3)`` (or unbatched shapes).
     """
     single = P.ndim == 2
     if single:
         P, Q = P[None], Q[None]
-    cp = P.mean(axis=1)
-    cq = Q.mean(axis=1)
-    Pc = P - cp[:, None]
+        if w is not None:
+            w = w[None]
+    if w is None:
+        cp = P.mean(axis=1)
+        cq = Q.mean(axis=1)
+        Pc = P - cp[:, None]
+    else:
+        sw = w.sum(axis=1, keepdims=True)
+        cp = np.einsum("km,kmi->ki", w, P) / sw
+        cq = np.einsum("km,kmi->ki", w, Q) / sw
+        Pc = (P - cp[:, None]) * w[..., None]
     Qc = Q - cq[:, None]
     K = P.shape[0]
     if mode == "none":
@@ -170,6 +207,19 @@ def _kabsch(P: np.ndarray, Q: np.ndarray, mode: str) -> tuple[np.ndarray, np.nda
     if single:
         return R[0], t[0]
     return R, t
+
+
+def _robust_cost(d2: np.ndarray) -> np.ndarray:
+    """Tukey's biweight ρ(d) + ε·d² of squared distances d² (Å²); see the module docstring."""
+    c2 = _ROBUST_SCALE**2
+    u = np.minimum(d2 / c2, 1.0)
+    return c2 / 6.0 * (1.0 - (1.0 - u) ** 3) + _ROBUST_EPS * d2
+
+
+def _robust_weights(d2: np.ndarray) -> np.ndarray:
+    """IRLS weights ρ'(d)/d of :func:`_robust_cost` (up to a factor 1)."""
+    u = np.minimum(d2 / _ROBUST_SCALE**2, 1.0)
+    return (1.0 - u) ** 2 + 2.0 * _ROBUST_EPS
 
 
 def _rot_z(theta: np.ndarray) -> np.ndarray:
@@ -323,8 +373,9 @@ class Alignment:
 class _Aligner:
     """Arrays and per-element index sets shared by all starts of one alignment."""
 
-    def __init__(self, moving: Atoms, reference: Atoms, mode: str):
+    def __init__(self, moving: Atoms, reference: Atoms, mode: str, robust: bool = True):
         self.mode = mode
+        self.robust = robust
         self.P0 = np.asarray(moving.positions, dtype=float)
         self.Q = np.asarray(reference.positions, dtype=float)
         sym_p = np.asarray(moving.get_chemical_symbols())
@@ -383,26 +434,41 @@ class _Aligner:
         ref = np.full(len(X), -1, dtype=np.intp)
         for _, ip, iq in self.groups:
             C = cdist(X[ip], self.Q[iq], "sqeuclidean")
+            if self.robust:
+                C = _robust_cost(C)
             rows, cols = linear_sum_assignment(C)
             ref[ip[rows]] = iq[cols]
         return ref
 
+    def loss(self, d2: np.ndarray) -> float:
+        return float(np.sum(_robust_cost(d2))) if self.robust else float(np.sum(d2))
+
     def fine(self, P: np.ndarray, R: np.ndarray, t: np.ndarray):
+        """Alternate assignment and (weighted) Kabsch from (R, t) until neither changes the loss."""
         ref = None
+        best = np.inf
         for _ in range(_MAX_FINE_ITERATIONS):
-            X = P @ R.T + t
-            new = self.assign(X)
+            new = self.assign(P @ R.T + t)
             if ref is not None and np.array_equal(new, ref):
                 break
             ref = new
             m = ref >= 0
-            R, t = _kabsch(P[m], self.Q[ref[m]], self.mode)
+            Pm, Qm = P[m], self.Q[ref[m]]
+            # with the assignment fixed: one Kabsch (least squares), or IRLS to convergence (robust)
+            for _ in range(_MAX_FINE_ITERATIONS if self.robust else 1):
+                w = _robust_weights(np.sum((Pm @ R.T + t - Qm) ** 2, axis=1)) if self.robust else None
+                R, t = _kabsch(Pm, Qm, self.mode, w)
+                loss = self.loss(np.sum((Pm @ R.T + t - Qm) ** 2, axis=1))
+                if loss > best - 1e-12 * (1.0 + best):
+                    best = min(best, loss)
+                    break
+                best = loss
         X = P @ R.T + t
         m = ref >= 0
         d = np.full(len(P), np.nan)
         d[m] = np.linalg.norm(X[m] - self.Q[ref[m]], axis=1)
-        msd = float(np.mean(d[m] ** 2)) if m.any() else np.inf
-        return R, t, ref, X, d, msd
+        loss = self.loss(d[m] ** 2) / max(np.count_nonzero(m), 1) if m.any() else np.inf
+        return R, t, ref, X, d, loss
 
 
 def _check_composition(moving: Atoms, reference: Atoms, allow_unmatched: bool, names=("refined", "truth")):
@@ -427,6 +493,7 @@ def align_structures(
     mirror: bool = True,
     rotation: str = "full",
     allow_unmatched: bool = False,
+    robust: bool = True,
     initial: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Alignment:
     """Best rigid motion and one-to-one, per-element assignment of ``moving`` onto ``reference``.
@@ -443,6 +510,10 @@ def align_structures(
         When the compositions differ, assign as many atoms of each element as
         both have and leave the rest unmatched (reference index −1); when
         False, raise :class:`InputError`.
+    robust : bool
+        Minimize the robust loss (Tukey biweight, see the module docstring)
+        instead of the RMSD: atoms far from any partner do not pull the
+        alignment or the assignment of the others.
     initial : (ndarray (3, 3), ndarray (3,)) or None
         A known approximate motion ``x -> A x + b`` (det A = ±1): skip the
         global search and refine only from there.
@@ -455,14 +526,14 @@ def align_structures(
     _validate_atoms(reference, "reference structure")
     mode = _validate_rotation(rotation)
     _check_composition(moving, reference, allow_unmatched, names=("moving", "reference"))
-    al = _Aligner(moving, reference, mode)
+    al = _Aligner(moving, reference, mode, robust=robust)
     if initial is not None:
         A, b = (np.asarray(v, dtype=float) for v in initial)
         flip = np.linalg.det(A) < 0
         M = _MIRROR if flip else np.eye(3)
         P = al.P0 @ M.T
         # A = R M  =>  R = A M^-1 = A M
-        R, t, ref, X, d, msd = al.fine(P, A @ M, b)
+        R, t, ref, X, d, _ = al.fine(P, A @ M, b)
         return Alignment(R @ M, t, bool(flip), ref, X, d)
 
     handedness = (False, True) if mirror else (False,)
@@ -485,12 +556,12 @@ def align_structures(
             candidates.append((flip, M, P, R[k], t[k], score[k]))
     results = []
     for flip, M, P, R0, t0, _ in candidates:
-        R, t, ref, X, d, msd = al.fine(P, R0, t0)
-        results.append((flip, M, R, t, ref, X, d, msd))
+        R, t, ref, X, d, loss = al.fine(P, R0, t0)
+        results.append((flip, M, R, t, ref, X, d, loss))
     # ties (symmetric particles): prefer no mirror, then the smallest rotation
     lowest = min(r[-1] for r in results)
     tied = [r for r in results if r[-1] <= lowest + 1e-9 * (1.0 + lowest)]
-    flip, M, R, t, ref, X, d, msd = min(tied, key=lambda r: (r[0], _angle(r[2] @ r[1], np.eye(3))))
+    flip, M, R, t, ref, X, d, _ = min(tied, key=lambda r: (r[0], _angle(r[2] @ r[1], np.eye(3))))
     return Alignment(R @ M, t, bool(flip), ref, X, d)
 
 
@@ -762,6 +833,7 @@ def compare_structures(
     mirror: bool = True,
     rotation: str = "full",
     allow_unmatched: bool = False,
+    robust: bool = True,
     thresholds=DEFAULT_THRESHOLDS,
     column_tolerance: float = DEFAULT_COLUMN_TOLERANCE,
     cutoff: float | None = None,
@@ -782,6 +854,9 @@ def compare_structures(
         Compare structures of different compositions by matching the common
         atoms and reporting the rest as unmatched; otherwise a different
         composition raises :class:`InputError`.
+    robust : bool
+        Robust alignment and assignment (default; see the module docstring),
+        or plain least squares (the motion and assignment of minimum RMSD).
     thresholds : sequence of float
         Å; report the fraction of truth atoms within each.
     column_tolerance : float
@@ -800,7 +875,8 @@ def compare_structures(
     thresholds = tuple(float(t) for t in thresholds)
     if not all(np.isfinite(t) and t > 0 for t in thresholds):
         raise InputError(f"thresholds must be positive numbers of Å, got {thresholds!r}")
-    al = align_structures(refined, truth, mirror=mirror, rotation=rotation, allow_unmatched=allow_unmatched)
+    al = align_structures(refined, truth, mirror=mirror, rotation=rotation, allow_unmatched=allow_unmatched,
+                          robust=robust)
     aligned = Atoms(refined)  # a plain Atoms (Cluster.copy fails on sliced clusters)
     aligned.calc = None
     aligned.positions = al.positions
@@ -819,6 +895,7 @@ def compare_structures(
         "mirror": bool(mirror),
         "rotation": rotation,
         "allow_unmatched": bool(allow_unmatched),
+        "robust": bool(robust),
         "column_tolerance": float(column_tolerance),
     }
     return Comparison(al, aligned, truth, within, columns, CoordinationHistograms(cn_t, cn_r, desc, same), settings)

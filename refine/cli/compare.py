@@ -36,6 +36,9 @@ def add_arguments(parser):
     g.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="do not allow the mirror image z -> -z (allowed by default: one projection "
                         "cannot tell a particle from its mirror image)")
+    g.add_argument("--least-squares", dest="robust", action="store_false",
+                   help="minimum-RMSD alignment and assignment instead of the robust (Tukey) default, "
+                        "in which a few misplaced atoms do not pull the others")
     g.add_argument("--allow-unmatched", action="store_true",
                    help="compare different compositions: match the common atoms, report the rest")
     g.add_argument("--column-tolerance", type=float, default=0.5, metavar="Å",
@@ -113,7 +116,8 @@ def run(args) -> int:
 
         truth = read_structure(args.truth)
         cmp = compare_structures(refined, truth, mirror=args.mirror, rotation=args.rotation,
-                                 allow_unmatched=args.allow_unmatched, column_tolerance=args.column_tolerance,
+                                 allow_unmatched=args.allow_unmatched, robust=args.robust,
+                                 column_tolerance=args.column_tolerance,
                                  cutoff=args.cutoff)
         result["truth"] = str(args.truth)
         result.update(cmp.to_dict(per_atom=args.per_atom))

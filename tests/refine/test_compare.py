@@ -103,6 +103,38 @@ def test_asymmetric_particle_permuted_rotated(seed):
         assert set(c.displaced(0.5).tolist()) == set(displaced.tolist())
 
 
+def test_misplaced_atoms_do_not_make_the_others_look_displaced(seed):
+    """10 % of the atoms put in wrong places far away: exactly those are reported displaced.
+
+    Least squares would match them through chains of shifted partners and
+    tilt the alignment towards them; the robust loss does neither.
+    """
+    truth = _disordered(5, sigma=0.1, seed=6)
+    rng = np.random.default_rng(seed)
+    n = len(truth)
+    wrong = rng.choice(n, n // 10, replace=False)
+    pos = truth.positions.copy()
+    centre = pos.mean(axis=0)
+    radius = np.linalg.norm(pos - centre, axis=1).max()
+    for i in wrong:  # a random point in the particle's outer shell, far from the atom's own site
+        while True:
+            v = rng.normal(size=3)
+            p = centre + v / np.linalg.norm(v) * rng.uniform(0.6, 1.1) * radius
+            if np.linalg.norm(p - pos[i]) > 4.0:
+                break
+        pos[i] = p
+    refined = Atoms(truth.get_chemical_symbols(), positions=pos)
+    refined, _ = _moved_copy(refined, rng)  # rotate, translate, permute (no further displacement)
+    # indices of the misplaced atoms in the copy's order: the copy keeps atoms' identity via positions
+    c = compare_structures(refined, truth)
+    assert len(c.displaced(0.5)) == len(wrong)
+    assert set(c.truth_index[c.displaced(0.5)].tolist()) == set(wrong.tolist())
+    assert c.within[0.5] == pytest.approx(1 - len(wrong) / n)
+    ls = compare_structures(refined, truth, robust=False)
+    assert ls.within[0.5] < c.within[0.5]
+    assert ls.rmsd <= c.rmsd + 1e-9  # least squares is the RMSD optimum
+
+
 def test_mirror_image_matches_only_with_mirror(seed):
     truth = _disordered(4, seed=2)
     mirrored, _ = _moved_copy(truth, np.random.default_rng(seed), mirror=True)

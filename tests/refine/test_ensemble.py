@@ -68,7 +68,7 @@ def test_spread_singles_out_the_uncertain_atoms(truth, seed):
     sigma = np.full(len(truth), 0.03)
     loose = rng.choice(len(truth), 8, replace=False)
     sigma[loose] = 0.3
-    runs = _runs(truth, rng, 8, sigma)
+    runs = _runs(truth, rng, 6, sigma)
     ens = build_ensemble(runs)
     # map consensus atoms back to truth atoms to know which are the loose ones
     c = compare_structures(ens.consensus, truth)

@@ -109,6 +109,7 @@ class Ensemble:
             "max_spread": float(s.max()),
             "mean_spread_xy": float(self.consensus.arrays["spread_xy"].mean()),
             "mean_spread_z": float(self.consensus.arrays["spread_z"].mean()),
+            "min_distance": float(self.consensus.info.get("min_distance", float("nan"))),
             "rmsd_to_consensus": self.rmsd_to_consensus.tolist(),
             "mirrored": self.mirrored.tolist(),
             "pairwise_rmsd": self.pairwise_rmsd.tolist(),
@@ -204,6 +205,10 @@ def build_ensemble(structures, *, mirror: bool = True, rotation: str = "full", p
     mirrored = np.array([al.mirrored for al in aligns])
 
     consensus = Atoms(reference.get_chemical_symbols(), positions=mean)
+    min_distance = _min_distance(mean)
+    if n_atoms > 1 and min_distance < 1.0:
+        log.warning("the consensus has atoms %.2f Å apart: runs disagree on where some atoms are "
+                    "(see the spread)", min_distance)
     consensus.arrays["spread"] = spread
     consensus.arrays["spread_xy"] = spread_xy
     consensus.arrays["spread_z"] = spread_z
@@ -213,8 +218,19 @@ def build_ensemble(structures, *, mirror: bool = True, rotation: str = "full", p
         mean_spread=float(spread.mean()),
         mean_spread_z=float(spread_z.mean()),
         mean_rmsd_to_consensus=float(rmsd.mean()),
+        min_distance=min_distance,
     )
     return Ensemble(consensus, list(X), ref, pair, rmsd, mirrored, iterations)
+
+
+def _min_distance(pos: np.ndarray) -> float:
+    """Smallest interatomic distance (Å); inf for one atom."""
+    if len(pos) < 2:
+        return float("inf")
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(d[:, 1].min())
 
 
 def write_atoms(atoms, path) -> Path:

@@ -11,8 +11,29 @@ particles (:mod:`surrogate.particles`), stored in dataset files
 from .convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
 from .exceptions import InputError, NotFittedError, SurrogateError
 from .grid import ProbeGrid
+from .model import PolynomialSurrogate, load_model, save_model
+
+
+def default_model_path():
+    """Path of the model file shipped inside the package (``surrogate/data/default_model.npz``)."""
+    from importlib.resources import files
+
+    return files(__name__).joinpath("data", "default_model.npz")
+
+
+def default_model() -> PolynomialSurrogate:
+    """The shipped default Pt model (378 terms; see README "Shipped default")."""
+    path = default_model_path()
+    if not path.is_file():
+        raise InputError(f"the default model {path} is missing from this installation; pass --model FILE")
+    return load_model(path)
 
 __all__ = [
+    "PolynomialSurrogate",
+    "load_model",
+    "save_model",
+    "default_model",
+    "default_model_path",
     "ProbeGrid",
     "ConvolutionParameters",
     "convolution_image",

@@ -291,6 +291,14 @@ class PolynomialSurrogate(BaseEstimator):
         with np.errstate(all="ignore"):
             terms = np.prod(np.where(self.powers_ > 0, x0 ** self.powers_, 1.0), axis=1)
         self._background = float(self.coef_ @ terms)
+        # Fast path: a kernel generated for this structure (see surrogate._predict),
+        # for models of at most UNROLL_MAX_TERMS terms and a normal positive log floor.
+        from ._predict import _MIN_NORMAL, floor_bits, unrolled_kernel
+
+        hyper = self._hyper()
+        fast = unrolled_kernel(*hyper) is not None and (not self.log_term or self.log_floor_ >= _MIN_NORMAL)
+        self._unrolled = (hyper, np.array(self.coef_, dtype=np.float64),
+                          floor_bits(self.log_floor_ if self.log_term else 1.0)) if fast else None
 
     # -- prediction -----------------------------------------------------------
     def predict(self, convolution_image) -> np.ndarray:
@@ -319,6 +327,12 @@ class PolynomialSurrogate(BaseEstimator):
         ``convolution_image`` must be C-contiguous float64 of shape
         ``(out.shape[0] + 2h, out.shape[1] + 2h)``.
         """
+        if getattr(self, "_unrolled", None) is not None and convolution_image.flags.c_contiguous:
+            from ._predict import unrolled_kernel
+
+            hyper, coef, bits = self._unrolled
+            unrolled_kernel(*hyper)(convolution_image, coef, bits, self._background, out)
+            return out
         node_coef, node_depth, node_last, leaf_start, leaf_end, leaf_coef, leaf_var = self._program
         _predict_rows(convolution_image, self.border, term_tree(*self._hyper())[3], bool(self.log_term),
                       self.log_floor_, int(self.degree), self._background, node_coef, node_depth, node_last,

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import tifffile
+
+from surrogate.exceptions import InputError
+from surrogate.pairs import pair_folders, read_image, read_pairs, write_image
+
+
+def make_folders(tmp_path, conv_nums, ms_nums, shape=(12, 10)):
+    c = tmp_path / "conv"
+    m = tmp_path / "ms"
+    c.mkdir()
+    m.mkdir()
+    for k in conv_nums:
+        np.savetxt(c / f"Pt_Mo50_convolution_{k}.txt", np.full(shape, k + 1.0))
+    for k in ms_nums:
+        tifffile.imwrite(m / f"pt_mo50_{k}_cl160mm_ss.tif", np.full(shape, 10.0 * (k + 1), dtype=np.float32))
+    return c, m
+
+
+def test_pairs_by_the_varying_number_not_by_sort_order(tmp_path):
+    c, m = make_folders(tmp_path, [0, 1, 2, 10], [0, 1, 2, 10])
+    nums, conv, ms = read_pairs(c, m)
+    assert nums == [0, 1, 2, 10]
+    for k, ci, mi in zip(nums, conv, ms):
+        assert ci[0, 0] == k + 1 and mi[0, 0] == 10 * (k + 1)
+
+
+def test_unpaired_numbers_are_refused(tmp_path):
+    c, m = make_folders(tmp_path, [0, 1, 2], [0, 1, 3])
+    with pytest.raises(InputError, match=r"unpaired.*\[2\].*\[3\]"):
+        pair_folders(c, m)
+
+
+def test_empty_folder_and_mismatched_shapes(tmp_path):
+    (tmp_path / "empty").mkdir()
+    c, m = make_folders(tmp_path, [0, 1], [0, 1])
+    with pytest.raises(InputError, match="no image files"):
+        pair_folders(tmp_path / "empty", m)
+    np.savetxt(c / "Pt_Mo50_convolution_1.txt", np.ones((5, 5)))
+    with pytest.raises(InputError, match="shape"):
+        read_pairs(c, m)
+
+
+def test_read_image_errors(tmp_path):
+    p = tmp_path / "nan.txt"
+    np.savetxt(p, np.array([[1.0, np.nan], [2.0, 3.0]]))
+    with pytest.raises(InputError, match="NaN"):
+        read_image(p)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read"):
+        read_image(bad)
+    (tmp_path / "x.jpg").write_text("x")
+    with pytest.raises(InputError, match="unsupported"):
+        read_image(tmp_path / "x.jpg")
+
+
+def test_write_image_round_trip(tmp_path, rng):
+    img = rng.random((7, 9))
+    for name in ("a.npy", "a.tif"):
+        write_image(tmp_path / name, img, pixel_size=0.1)
+        np.testing.assert_allclose(read_image(tmp_path / name), img)

@@ -212,8 +212,15 @@ def _kabsch(P: np.ndarray, Q: np.ndarray, mode: str, w: np.ndarray | None = None
 def _robust_cost(d2: np.ndarray) -> np.ndarray:
     """Tukey's biweight ρ(d) + ε·d² of squared distances d² (Å²); see the module docstring."""
     c2 = _ROBUST_SCALE**2
-    u = np.minimum(d2 / c2, 1.0)
-    return c2 / 6.0 * (1.0 - (1.0 - u) ** 3) + _ROBUST_EPS * d2
+    v = np.multiply(d2, -1.0 / c2)
+    v += 1.0
+    np.maximum(v, 0.0, out=v)  # v = 1 - min(d²/c², 1)
+    cube = v * v
+    cube *= v
+    cube *= -c2 / 6.0
+    cube += c2 / 6.0
+    cube += _ROBUST_EPS * d2
+    return cube
 
 
 def _robust_weights(d2: np.ndarray) -> np.ndarray:

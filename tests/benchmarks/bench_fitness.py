@@ -108,10 +108,11 @@ def run_serial(fit, cands, numbers):
     for k in fit.timings:
         fit.timings[k] = 0.0
     t = time.perf_counter()
+    c = time.process_time()
     for pos in cands:
         fit.evaluate(pos, numbers)
     wall = time.perf_counter() - t
-    return wall, dict(fit.timings)
+    return wall, dict(fit.timings), time.process_time() - c
 
 
 def _worker(args):
@@ -142,9 +143,10 @@ def bench(model, truth, n_evals, label, aligns=("none", "local", "auto", "fft"),
         for pos in cands[:3]:  # compile / warm caches
             fit.evaluate(pos, numbers)
         # best of `repeat`: the machine is shared, the minimum is the least disturbed run
-        wall, tim = min((run_serial(fit, cands, numbers) for _ in range(repeat)), key=lambda x: x[0])
+        wall, tim, cpu = min((run_serial(fit, cands, numbers) for _ in range(repeat)), key=lambda x: x[0])
         row = {"model": label, "align": align, "n_terms": int(model.n_terms), "evaluations": n_evals,
                "evals_per_s_1core": n_evals / wall,
+               "evals_per_cpu_s": n_evals / cpu,
                "ms_per_eval": 1e3 * wall / n_evals,
                **{f"ms_{k}": 1e3 * v / n_evals for k, v in tim.items()}}
         row["ms_other"] = row["ms_per_eval"] - sum(row[f"ms_{k}"] for k in tim)
@@ -183,15 +185,17 @@ def main(argv=None):
         rows += bench(model, truth, args.evals, label, parallel=not args.no_parallel, repeat=args.repeat)
     if args.json:
         print(json.dumps({"atoms": len(truth), "image": list(SHAPE), "pixel_size": PIXEL, "cpu_count": os.cpu_count(),
-                          "rows": rows}, indent=1))
+                          "load_average": os.getloadavg()[0], "rows": rows}, indent=1))
         return 0
-    print(f"{len(truth)} atoms, {SHAPE[0]}×{SHAPE[1]} image at {PIXEL} Å, {args.evals} evaluations per row")
-    head = ("model", "terms", "align", "eval/s 1 core", "eval/s 2 proc", "ms/eval", "conv", "poly", "align",
-            "energy", "other")
-    print("{:<14}{:>6} {:<6}{:>14}{:>14}{:>9}{:>7}{:>7}{:>7}{:>7}{:>7}".format(*head))
+    load = os.getloadavg()[0]
+    print(f"{len(truth)} atoms, {SHAPE[0]}×{SHAPE[1]} image at {PIXEL} Å, {args.evals} evaluations per row, "
+          f"best of {args.repeat}; load average at the end {load:.2f} on {os.cpu_count()} CPUs")
+    head = ("model", "terms", "align", "eval/s 1 core", "eval/CPU-s", "eval/s 2 proc", "ms/eval", "conv", "poly",
+            "align", "energy", "other")
+    print("{:<14}{:>6} {:<6}{:>14}{:>11}{:>14}{:>9}{:>7}{:>7}{:>7}{:>7}{:>7}".format(*head))
     for r in rows:
-        print("{:<14}{:>6} {:<6}{:>14.0f}{:>14}{:>9.2f}{:>7.2f}{:>7.2f}{:>7.2f}{:>7.2f}{:>7.2f}".format(
-            r["model"], r["n_terms"], r["align"], r["evals_per_s_1core"],
+        print("{:<14}{:>6} {:<6}{:>14.0f}{:>11.0f}{:>14}{:>9.2f}{:>7.2f}{:>7.2f}{:>7.2f}{:>7.2f}{:>7.2f}".format(
+            r["model"], r["n_terms"], r["align"], r["evals_per_s_1core"], r["evals_per_cpu_s"],
             f"{r['evals_per_s_2proc']:.0f}" if "evals_per_s_2proc" in r else "-", r["ms_per_eval"],
             r["ms_convolution"], r["ms_polynomial"], r["ms_alignment"], r["ms_energy"], r["ms_other"]))
     return 0

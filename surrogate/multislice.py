@@ -283,7 +283,7 @@ def haadf_image(atoms, grid: ProbeGrid | None = None, params: HAADFParameters | 
         abTEM always computes with a local threaded scheduler here, so the
         function can itself run inside a Dask distributed worker.
     progress : bool
-        Show abTEM's task progress bar.
+        Show abTEM's task progress bar (tqdm, stderr).
     **overrides
         Fields of :class:`HAADFParameters` to change, e.g. ``method="multislice"``,
         ``interpolation=2``, ``phonons=4``.
@@ -340,7 +340,8 @@ def haadf_image(atoms, grid: ProbeGrid | None = None, params: HAADFParameters | 
     # A local threaded scheduler, not any distributed Client that may be active:
     # the builder runs this function inside Dask workers.
     n = num_threads or None
-    measurement = measurement.compute(scheduler="threads", num_workers=n, progress_bar=progress)
+    measurement = measurement.compute(scheduler="threads", num_workers=n,
+                                      progress_bar="tqdm" if progress else False)
     array = measurement.array
     if device == "gpu":
         import cupy

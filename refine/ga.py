@@ -226,7 +226,13 @@ class GASettings:
     rotation_max_angle : float
         Largest rotation of the rotation mutation, radians.
     relax_steps : int
-        FIRE steps on each offspring (0: none; needs a calculator).
+        FIRE steps on each offspring (0: none; only with a calculator).
+        Relaxing offspring close to their local minimum (Deaven–Ho's
+        "Lamarckian" GA) is what makes random starts work: on a toy
+        Pt55 icosahedron image (tests/refine/ga_toy.py, μ = 20), 100
+        steps found the structure exactly within 100 generations in 1 of
+        3 seeds, whereas 10 steps or none reached ≤ 36 % of the atoms
+        within 0.5 Å even after 1500 generations.
     relax_fmax : float
         FIRE force criterion, eV/Å.
     duplicate_cost_tol, duplicate_fingerprint_tol : float
@@ -257,7 +263,7 @@ class GASettings:
     min_distance: float | None = None
     rattle_sigma: float = 0.25
     rotation_max_angle: float = math.pi / 12
-    relax_steps: int = 0
+    relax_steps: int = 100
     relax_fmax: float = 0.05
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03

@@ -49,6 +49,7 @@ __all__ = [
     "validate_composition",
     "composition_string",
     "random_cluster",
+    "image_cluster",
     "shape_cluster",
     "SHAPES",
     "read_structures",
@@ -192,6 +193,58 @@ def random_cluster(composition, rng: np.random.Generator, *, min_distance: float
     return _centre(atoms)
 
 
+def image_cluster(composition, rng: np.random.Generator, image, grid, *, min_distance: float | None = None,
+                  background: float | None = None, relax: LocalRelaxation | None = None) -> Atoms:
+    """A random compact cluster whose projection follows an image (positions in the image's frame).
+
+    Each atom's (x, y) is a pixel drawn with probability ∝ max(I − background, 0)
+    (``background`` default: the image's 10th percentile), jittered
+    uniformly within the pixel; its z is uniform within the chord of a
+    sphere of bulk-like density (radius R, see :func:`random_cluster`)
+    centred on the image's intensity centroid, at least ±0.3·R. The cluster
+    is then repaired to ``min_distance`` and optionally relaxed. It is not
+    recentred: it starts on the image.
+
+    Parameters
+    ----------
+    image : ndarray, shape grid.shape
+        Experimental (or any) image; NaN pixels are ignored.
+    grid : surrogate.ProbeGrid
+        Its probe positions (``image[i, j]`` at ``x0 + iΔ, y0 + jΔ``).
+    """
+    comp = validate_composition(composition)
+    data = np.asarray(image, dtype=float)
+    if data.shape != tuple(grid.shape):
+        raise InputError(f"image shape {data.shape} does not match the grid {tuple(grid.shape)}")
+    n = sum(comp.values())
+    d = nearest_neighbour_distance(comp)
+    d_min = default_min_distance(comp) if min_distance is None else float(min_distance)
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise InputError("image has no finite pixels to place atoms on")
+    bg = np.percentile(data[finite], 10) if background is None else float(background)
+    w = np.where(finite, np.clip(data - bg, 0.0, None), 0.0).ravel()
+    if not w.sum() > 0:
+        raise InputError("image has nothing above its background to place atoms on")
+    p = w / w.sum()
+    flat = rng.choice(p.size, size=n, p=p)
+    i, j = np.unravel_index(flat, data.shape)
+    dx = grid.pixel_size
+    x = grid.origin[0] + (i + rng.uniform(-0.5, 0.5, n)) * dx
+    y = grid.origin[1] + (j + rng.uniform(-0.5, 0.5, n)) * dx
+    cx, cy = float(np.sum(p * np.repeat(grid.x, data.shape[1]))), float(np.sum(p * np.tile(grid.y, data.shape[0])))
+    radius = (3.0 * n * d ** 3 / np.sqrt(2.0) / (4.0 * np.pi)) ** (1.0 / 3.0)
+    rho2 = (x - cx) ** 2 + (y - cy) ** 2
+    half = np.sqrt(np.maximum(radius ** 2 - rho2, (0.3 * radius) ** 2))
+    z = rng.uniform(-1.0, 1.0, n) * half
+    atoms = Atoms(numbers=_species(comp, rng), positions=np.column_stack([x, y, z]))
+    repair_min_distance(atoms, d_min, rng, nn_distance=d)
+    if relax is not None:
+        relax(atoms)
+        repair_min_distance(atoms, d_min, rng, nn_distance=d)
+    return atoms
+
+
 def _lattice_constant(symbol: str, d: float) -> float:
     state = reference_states[atomic_numbers[symbol]] or {}
     if state.get("symmetry") == "fcc":
@@ -324,7 +377,8 @@ def read_structures(path, composition=None) -> list[Atoms]:
 
 def make_population(composition, size: int, rng: np.random.Generator, *, source: str = "random",
                     shapes: Iterable[str] = SHAPES, min_distance: float | None = None, orient: bool = True,
-                    relax: LocalRelaxation | None = None, rattle: float = 0.1) -> list[Atoms]:
+                    relax: LocalRelaxation | None = None, rattle: float = 0.1, image=None,
+                    grid=None) -> list[Atoms]:
     """A seeded starting population of ``size`` structures of exactly ``composition``.
 
     Parameters
@@ -335,20 +389,22 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
         Number of structures.
     rng : numpy.random.Generator
         The only source of randomness.
-    source : {"random", "shapes", "mixed"} or path
+    source : {"random", "shapes", "mixed", "image"} or path
         ``"random"``: :func:`random_cluster`; ``"shapes"``: the ``shapes``
         in turn (:func:`shape_cluster`); ``"mixed"``: half shapes, half
-        random; a path: the file's frames in turn, each copy after the
-        first rattled by ``rattle`` Å (Gaussian σ) and repaired.
+        random; ``"image"``: :func:`image_cluster` on ``image``/``grid``
+        (kept in the image's frame, not reoriented); a path: the file's
+        frames in turn, each copy after the first rattled by ``rattle`` Å
+        (Gaussian σ) and repaired.
     orient : bool
-        Give each structure a uniformly random orientation.
+        Give each structure a uniformly random orientation (not for ``"image"``).
     relax : LocalRelaxation, optional
         Short relaxation of each random cluster.
 
     Returns
     -------
     list of ase.Atoms
-        Each centred at the origin, no cell, ``info["origin"]`` saying how it was made.
+        Each centred at the origin (except ``"image"`` ones), no cell, ``info["origin"]`` saying how it was made.
     """
     comp = validate_composition(composition)
     size = int(size)
@@ -360,7 +416,10 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
         if s not in SHAPES:
             raise InputError(f"unknown cluster shape {s!r}; expected one of {', '.join(SHAPES)}")
     frames = None
-    if source not in ("random", "shapes", "mixed"):
+    if source == "image":
+        if image is None or grid is None:
+            raise InputError("an image population needs the image and its probe grid")
+    elif source not in ("random", "shapes", "mixed"):
         frames = read_structures(source, comp)
     elif source != "random" and not shapes:
         raise InputError("no cluster shapes given for a shape population")
@@ -380,6 +439,11 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
             atoms = shape_cache[shape].copy()
             atoms.numbers = _species(comp, rng)
             origin = shape
+        elif source == "image":
+            atoms = image_cluster(comp, rng, image, grid, min_distance=d_min, relax=relax)
+            atoms.info = {"origin": "image"}
+            pop.append(atoms)
+            continue
         else:
             atoms = random_cluster(comp, rng, min_distance=d_min, relax=relax)
             origin = "random"

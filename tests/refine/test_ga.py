@@ -314,7 +314,8 @@ def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path):
     res = run_ga(fit, pop, _settings(generations=3, mutation_weights={"image_guided": 5.0}), tmp_path, rng=rng,
                  difference=FitnessDifference(fit))
     assert res.alpha == fit.alpha and res.alpha > 0
-    assert res.best.info["chi2"] == pytest.approx(fit.evaluate(res.best).chi2, rel=1e-6)
+    # re-evaluated from its aligned position: equal up to the alignment tolerance
+    assert res.best.info["chi2"] == pytest.approx(fit.evaluate(res.best).chi2, rel=1e-3)
     # every survivor was moved by its alignment shift: re-evaluating finds little of the
     # 1.41 Å start offset left (wrong structures have fuzzy optima: ~0.1 Å)
     for a in res.population:

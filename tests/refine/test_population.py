@@ -165,3 +165,24 @@ def test_read_structures_drops_cell(tmp_path):
     write(tmp_path / "a.extxyz", atoms)
     (out,) = read_structures(tmp_path / "a.extxyz", "Pt2")
     assert out.cell.rank == 0 and not out.pbc.any()
+
+
+def test_image_cluster_follows_the_image(rng):
+    from surrogate import ConvolutionParameters, ProbeGrid, convolution_image
+
+    from refine.population import image_cluster
+
+    truth = shape_cluster("Pt55", "icosahedron", rng)
+    truth.positions += [3.0, -2.0, 0.0]  # off the origin: the start must land on the image
+    grid = ProbeGrid.around(truth, pixel_size=0.2, margin=6.0)
+    img = convolution_image(truth, grid, ConvolutionParameters(pixel_size=0.2, cross_section=None))
+    pop = make_population("Pt55", 3, rng, source="image", image=img, grid=grid)
+    for a in pop:
+        assert a.info["origin"] == "image"
+        assert composition_of(a) == {"Pt": 55}
+        assert min_interatomic_distance(a.positions) >= default_min_distance({"Pt": 55}) * (1 - 1e-6)
+        assert np.allclose(a.positions[:, :2].mean(axis=0), [3.0, -2.0], atol=1.0)
+    with pytest.raises(InputError, match="image"):
+        make_population("Pt55", 2, rng, source="image")
+    with pytest.raises(InputError, match="above its background"):
+        image_cluster("Pt55", rng, np.zeros(grid.shape), grid)

@@ -285,12 +285,12 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert math.isfinite(float(_rows(full_dir / LOGBOOK_NAME)[-1]["alpha"]))
 
 
-def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path):
-    """Integration with refine.fitness.Fitness (small fitted surrogate, synthetic image)."""
+@pytest.fixture(scope="module")
+def real_fitness_factory():
+    """Builds refine.fitness.Fitness objects on a small fitted surrogate and a synthetic image."""
     fitness_mod = pytest.importorskip("refine.fitness")
     from scipy.ndimage import gaussian_filter
 
-    from refine.ga import FitnessDifference
     from refine.images import read_image
     from surrogate.convolution import convolution_image
     from surrogate.grid import ProbeGrid
@@ -307,7 +307,14 @@ def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path):
     truth = _target()
     grid = ProbeGrid(origin=(-7.0, -6.5), shape=(130, 140), pixel_size=0.1)
     img = read_image(3 * model.simulate(truth, grid) + 0.2, pixel_size=0.1, origin=grid.origin)
-    fit = fitness_mod.Fitness(model, img, alpha="auto", noise=0.01, calculator="emt")
+    return lambda: fitness_mod.Fitness(model, img, alpha="auto", noise=0.01, calculator="emt")
+
+
+def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path, real_fitness_factory):
+    from refine.ga import FitnessDifference
+
+    rng = np.random.default_rng(0)
+    fit = real_fitness_factory()
     pop = make_population("Pt13", 6, rng)
     for a in pop:
         a.positions[:, :2] += 1.0  # start off the image centre
@@ -322,3 +329,20 @@ def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path):
         assert np.hypot(*fit.evaluate(a).shift) < 0.3
     assert any(a.info.get("operator") == "image_guided" for a in res.population + res.hall_of_fame) or \
         res.logbook[-1]["best_cost"] <= res.logbook[0]["best_cost"]
+
+
+def test_resume_with_the_real_fitness_equals_uninterrupted(tmp_path, real_fitness_factory):
+    from refine.ga import FitnessDifference
+
+    def run(out, generations, resume=False):
+        rng = np.random.default_rng(3)
+        fit = real_fitness_factory()
+        pop = make_population("Pt13", 6, rng)
+        return run_ga(fit, pop, _settings(generations=generations, relax_steps=5), out, rng=rng, resume=resume,
+                      difference=FitnessDifference(fit), calculator="emt")
+
+    full = run(tmp_path / "full", 4)
+    run(tmp_path / "part", 2)
+    resumed = run(tmp_path / "part", 4, resume=True)
+    assert np.array_equal(full.best.positions, resumed.best.positions)
+    assert [r["best_cost"] for r in full.logbook] == [r["best_cost"] for r in resumed.logbook]

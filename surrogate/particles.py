@@ -243,14 +243,17 @@ def melt_quench(atoms: Atoms, rng: np.random.Generator, melt_temperature: float 
     """
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md import velocitydistribution as vd
 
     if not (cooling_rate > 0 and melt_temperature > final_temperature > 0 and melt_time >= 0 and timestep > 0):
         raise InputError("melt-quench needs cooling_rate > 0, melt_temperature > final_temperature > 0, "
                          "melt_time >= 0 and timestep > 0")
     _attach_calculator(atoms, vacuum=40.0)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=melt_temperature, rng=rng)
-    dyn = Langevin(atoms, timestep * units.fs, temperature_K=melt_temperature, friction=0.02, rng=rng)
+    # ASE >= 3.28 renamed MaxwellBoltzmannDistribution to thermalize_momenta.
+    thermalize = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=melt_temperature, rng=rng)
+    # fixcm=False: a free particle's drift is harmless and fixcm biases NVT sampling.
+    dyn = Langevin(atoms, timestep * units.fs, temperature_K=melt_temperature, friction=0.02, fixcm=False, rng=rng)
     n_melt = int(round(melt_time * 1000.0 / timestep))
     chunk = 250
     for start in range(0, n_melt, chunk):

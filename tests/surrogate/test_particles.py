@@ -1,0 +1,123 @@
+"""Particle generators and the Pt / Pt–Mo energies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+from surrogate.exceptions import InputError
+from surrogate.particles import (CRYSTALLINE_FAMILIES, MIN_DISTANCE, energy_calculator, make_particle,
+                                 minimum_distance)
+
+
+@pytest.mark.parametrize("family", CRYSTALLINE_FAMILIES)
+def test_crystalline_exact_size_composition_and_distance(family, rng):
+    atoms = make_particle(family, 157, rng, mo_fraction=0.05)
+    assert len(atoms) == 157
+    assert atoms.get_chemical_symbols().count("Mo") == round(0.05 * 157)
+    assert minimum_distance(atoms) >= MIN_DISTANCE
+    assert atoms.info["family"] == family
+    # crystalline: nearest neighbours at the Pt bulk distance
+    assert minimum_distance(atoms) == pytest.approx(3.924 / np.sqrt(2), abs=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.5, 1.0])
+def test_disordered_alloy_composition_exact(fraction, rng):
+    atoms = make_particle("disordered", 80, rng, mo_fraction=fraction, rattle=0.3)
+    n_mo = atoms.get_chemical_symbols().count("Mo")
+    assert n_mo == round(fraction * 80)
+    assert atoms.get_chemical_symbols().count("Pt") == 80 - n_mo
+    assert minimum_distance(atoms) >= MIN_DISTANCE
+
+
+def test_amorphous_quench_keeps_atoms_and_distance(rng):
+    atoms = make_particle("amorphous", 60, rng, cooling_rate=1000.0)
+    assert len(atoms) == 60
+    assert minimum_distance(atoms) >= MIN_DISTANCE
+    # still one compact particle: every atom has a neighbour within 3.5 Å
+    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    assert d.min(axis=1).max() < 3.5
+    # amorphous: the nearest-neighbour distances spread, unlike a crystal
+    assert np.std(d.min(axis=1)) > 0.01
+
+
+def test_seeded_generation_is_reproducible(seed):
+    a = make_particle("disordered", 50, np.random.default_rng(seed), mo_fraction=0.2)
+    b = make_particle("disordered", 50, np.random.default_rng(seed), mo_fraction=0.2)
+    c = make_particle("disordered", 50, np.random.default_rng(seed + 1), mo_fraction=0.2)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    assert a.get_chemical_symbols() == b.get_chemical_symbols()
+    assert not np.allclose(a.positions, c.positions)
+
+
+def test_bad_requests(rng):
+    with pytest.raises(InputError):
+        make_particle("dodecahedron", 100, rng)
+    with pytest.raises(InputError):
+        make_particle("icosahedron", 1, rng)
+    with pytest.raises(InputError):
+        make_particle("icosahedron", 100, rng, mo_fraction=1.5)
+    with pytest.raises(InputError):
+        make_particle("icosahedron", 100, 42)  # not a Generator
+    with pytest.raises(InputError):
+        energy_calculator(["Pt", "U"])
+
+
+def test_energy_calculator_choice():
+    from asap3 import EMT
+
+    from surrogate.eam import ZhouEAM
+
+    assert isinstance(energy_calculator(["Pt"]), EMT)
+    assert isinstance(energy_calculator(["Pt", "Mo"]), ZhouEAM)
+
+
+@pytest.mark.parametrize("element, structure, a0, e_coh", [("Pt", "fcc", 3.92, 5.77), ("Mo", "bcc", 3.15, 6.82)])
+def test_zhou_eam_reproduces_published_bulk_properties(element, structure, a0, e_coh):
+    from surrogate.eam import ZhouEAM
+
+    lattice = np.linspace(a0 - 0.08, a0 + 0.08, 33)
+    energies = []
+    for a in lattice:
+        atoms = bulk(element, structure, a=a)
+        atoms.calc = ZhouEAM([element])
+        energies.append(atoms.get_potential_energy() / len(atoms))
+    k = int(np.argmin(energies))
+    assert lattice[k] == pytest.approx(a0, abs=0.01)
+    assert -energies[k] == pytest.approx(e_coh, abs=0.01)
+
+
+def test_zhou_eam_forces_are_the_energy_gradient(rng):
+    from surrogate.eam import ZhouEAM
+
+    atoms = make_particle("cuboctahedron", 40, rng, mo_fraction=0.5)
+    atoms.rattle(0.1, rng=rng)
+    atoms.calc = ZhouEAM(["Pt", "Mo"])
+    forces = atoms.get_forces()
+    h = 1e-5
+    for i in (0, 7, 21):
+        for c in range(3):
+            p = atoms.positions.copy()
+            p[i, c] += h
+            atoms.positions = p
+            ep = atoms.get_potential_energy()
+            p[i, c] -= 2 * h
+            atoms.positions = p
+            em = atoms.get_potential_energy()
+            p[i, c] += h
+            atoms.positions = p
+            assert -(ep - em) / (2 * h) == pytest.approx(forces[i, c], abs=1e-5)
+
+
+def test_zhou_eam_periodic_matches_free_neighbour_search():
+    from surrogate.eam import ZhouEAM
+
+    atoms = bulk("Pt", "fcc", a=3.92, cubic=True).repeat(3)
+    atoms.calc = ZhouEAM(["Pt"])
+    e_bulk = atoms.get_potential_energy() / len(atoms)
+    free = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions)
+    free.calc = ZhouEAM(["Pt"])
+    assert free.get_potential_energy() / len(free) > e_bulk  # surfaces cost energy

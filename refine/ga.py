@@ -36,8 +36,9 @@ minimises (χ², E) with NSGA-II survival and a (rank, crowding) tournament
 and keeps a Pareto front.
 
 Stopping: ``generations``, ``stagnation`` (generations without a relative
-improvement of the best cost beyond ``stagnation_tol``) or ``time_limit``
-seconds of wall time (summed over resumed segments).
+improvement of the best cost beyond ``stagnation_tol``; in multi-objective
+mode, without a new member of the Pareto front) or ``time_limit`` seconds of
+wall time (summed over resumed segments).
 
 Checkpoints (``checkpoint.pkl`` in ``out_dir`` every ``checkpoint_every``
 generations and at the end): population, hall of fame, logbook,
@@ -433,6 +434,12 @@ def _cost(ind) -> float:
     return math.inf if c is None or not math.isfinite(c) else float(c)
 
 
+def _best_key(ind) -> tuple[float, float]:
+    """Order for "best": the cost, then χ² (the cost is NaN in a Pareto run without α)."""
+    c2 = ind.info.get("chi2", math.inf)
+    return _cost(ind), (math.inf if c2 is None or not math.isfinite(c2) else float(c2))
+
+
 # --- selection -------------------------------------------------------------------------
 
 class _Tournament:
@@ -659,7 +666,7 @@ def _record(gen, nevals, population, alpha, elapsed, similar) -> dict:
     costs = np.array([_cost(i) for i in population])
     chi2 = np.array([i.info.get("chi2", math.nan) for i in population], dtype=float)
     energy = np.array([i.info.get("energy", math.nan) for i in population], dtype=float)
-    b = int(np.argmin(costs))
+    b = min(range(len(population)), key=lambda k: _best_key(population[k]))
 
     def nanstat(f, a):
         return float(f(a)) if np.isfinite(a).any() else math.nan
@@ -668,7 +675,7 @@ def _record(gen, nevals, population, alpha, elapsed, similar) -> dict:
     return {
         "gen": gen, "nevals": nevals,
         "best_cost": float(costs[b]), "best_chi2": float(chi2[b]), "best_energy": float(energy[b]),
-        "min_cost": float(costs.min()), "mean_cost": nanstat(np.nanmean, np.where(np.isfinite(costs), costs, np.nan)),
+        "min_cost": float(costs.min()) if np.isfinite(costs).any() else math.nan, "mean_cost": nanstat(np.nanmean, np.where(np.isfinite(costs), costs, np.nan)),
         "min_chi2": nanstat(np.nanmin, chi2), "mean_chi2": nanstat(np.nanmean, chi2),
         "min_energy": nanstat(np.nanmin, energy), "mean_energy": nanstat(np.nanmean, energy),
         "diversity": diversity(population), "n_unique": len(distinct),
@@ -879,12 +886,14 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)
+            before = {id(h) for h in hof}
             hof.update(pop)
             new_best = min(_cost(i) for i in pop)
-            if new_best < best_cost - settings.stagnation_tol * max(1.0, abs(best_cost)):
-                stale = 0
+            if mo:  # progress = the Pareto front gained a member
+                improved = any(id(h) not in before for h in hof)
             else:
-                stale += 1
+                improved = new_best < best_cost - settings.stagnation_tol * max(1.0, abs(best_cost))
+            stale = 0 if improved else stale + 1
             best_cost = min(best_cost, new_best)
             logbook.record(**_record(gen, nevals, pop, alpha, elapsed(), similar))
             log.debug("generation %d: best cost %.6g", gen, best_cost)
@@ -903,7 +912,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
     if mo:
         front = sorted(hof, key=lambda i: (i.fitness.values[0], i.fitness.values[1]))
         pareto = [as_atoms(i) for i in front]
-        best_ind = min(front, key=_cost)
+        best_ind = min(front, key=_best_key)
         fame = pareto
     else:
         pareto = []

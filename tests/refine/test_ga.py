@@ -203,6 +203,24 @@ def test_multi_objective_returns_a_pareto_front(tmp_path):
     assert any(np.array_equal(res.best.positions, a.positions) for a in front)
 
 
+def test_multi_objective_without_alpha_and_stagnation(tmp_path):
+    class Pareto:  # like Fitness(mode="pareto") before calibration: no cost
+        alpha = None
+
+        def __init__(self):
+            self.toy = ToyFitness(_target())
+
+        def evaluate(self, atoms):
+            r = self.toy.evaluate(atoms)
+            return {"cost": math.nan, "chi2": r.chi2, "energy": r.energy}
+
+    res = _run(tmp_path, fitness=Pareto(), generations=40, multi_objective=True, alpha=None, stagnation=2)
+    front = res.pareto_front
+    assert res.best.info["chi2"] == min(a.info["chi2"] for a in front)  # best = lowest χ² without a cost
+    assert res.stop_reason == "stagnation" and res.generation < 40
+    assert math.isnan(res.logbook[-1]["min_cost"]) and math.isfinite(res.logbook[-1]["best_chi2"])
+
+
 def test_bad_inputs(tmp_path):
     fit = ToyFitness(_target())
     rng = np.random.default_rng(0)

@@ -238,6 +238,9 @@ class GASettings:
         FIRE force criterion, eV/Å.
     duplicate_cost_tol, duplicate_fingerprint_tol : float
         See :class:`refine.operators.SimilarityCriterion`.
+    immigrants : int
+        Fresh random clusters added to the offspring every generation
+        (diversity against premature convergence).
     align_individuals : bool
         Move each evaluated individual by the fitness result's ``shift``
         (xy, Å) onto the image, when the result has one.
@@ -269,6 +272,7 @@ class GASettings:
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
+    immigrants: int = 0
     progress: bool = True
 
     def validate(self) -> "GASettings":
@@ -284,6 +288,7 @@ class GASettings:
         positive_int("hall_of_fame_size", 1)
         positive_int("checkpoint_every", 1)
         positive_int("elite", 0)
+        positive_int("immigrants", 0)
         if self.offspring_size is not None:
             positive_int("offspring_size", 1)
         if self.stagnation is not None:
@@ -544,6 +549,21 @@ class _Survival:
 
 # --- toolbox ---------------------------------------------------------------------------
 
+class _Immigrant:
+    """A fresh random cluster as a new individual (diversity injection)."""
+
+    def __init__(self, composition, rng, min_distance, multi_objective):
+        self.composition, self.rng = dict(composition), rng
+        self.min_distance, self.multi_objective = min_distance, multi_objective
+
+    def __call__(self):
+        from .population import random_cluster
+
+        atoms = random_cluster(self.composition, self.rng, min_distance=self.min_distance)
+        atoms.info["operator"] = "immigrant"
+        return to_individual(atoms, self.multi_objective)
+
+
 def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, rng: np.random.Generator, *,
                  difference: Callable | None = None, calculator=None, map_func: Callable = map) -> base.Toolbox:
     """A DEAP toolbox for one refinement.
@@ -605,6 +625,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     similar = SimilarityCriterion(settings.duplicate_cost_tol, settings.duplicate_fingerprint_tol)
     tb.register("similar", similar)
     tb.register("survive", _Survival(settings, similar))
+    tb.register("immigrant", _Immigrant(comp, rng, d_min, settings.multi_objective))
     if calculator is not None and settings.relax_steps > 0:
         if isinstance(calculator, str):  # a name such as "emt" or "auto" (refine.energy)
             from .energy import make_calculator
@@ -727,6 +748,11 @@ def _vary(toolbox, population, settings: GASettings, rng: np.random.Generator) -
             if hasattr(toolbox, "relax"):
                 toolbox.relax(c)
         offspring.extend(children)
+    for _ in range(settings.immigrants):
+        c = toolbox.immigrant()
+        if hasattr(toolbox, "relax"):
+            toolbox.relax(c)
+        offspring.append(c)
     return offspring
 
 

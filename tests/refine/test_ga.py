@@ -136,6 +136,12 @@ def test_generational_replacement_keeps_the_elite(tmp_path):
     assert not any(same(fame[i], fame[j]) for i in range(len(fame)) for j in range(i + 1, len(fame)))
 
 
+def test_immigrants_are_evaluated_each_generation(tmp_path):
+    res = _run(tmp_path, generations=3, immigrants=2)
+    assert [r["nevals"] for r in res.logbook] == [6, 8, 8, 8]
+    assert res.evaluations == 6 + 3 * 8
+
+
 def test_ga_improves_on_the_starting_population(tmp_path):
     res = _run(tmp_path, generations=25, alpha=1.0, relax_steps=0)
     first, last = res.logbook[0]["best_cost"], res.logbook[-1]["best_cost"]

@@ -1,0 +1,146 @@
+"""``stem-refine refine``: find the structure behind a HAADF-STEM image with the genetic algorithm.
+
+::
+
+    stem-refine refine IMAGE --composition Pt309 --out DIR [--model MODEL]
+        [--population N --generations N --seed S --alpha auto|X --time-limit SECONDS]
+        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --pareto --resume]
+
+The cost is E(s) + α·χ²[I_surrogate(s), IMAGE] (EMT energy in eV, surrogate
+image from MODEL, default the shipped model). Results go to DIR: best.xyz,
+images.png (experimental / simulated / difference), experimental.npy,
+simulated.npy, difference.npy, fitness_history.png, summary.json, plus
+logbook.csv and checkpoint.pkl; ``--resume`` continues a run from its
+checkpoint (raise --generations or --time-limit to run longer).
+"""
+
+from __future__ import annotations
+
+import sys
+
+help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
+description = __doc__
+
+
+def _alpha(text):
+    import argparse
+
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
+    return v
+
+
+def _noise(text):
+    import argparse
+
+    if text in ("estimate", "poisson"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'estimate', 'poisson' or a σ, got {text!r}") from None
+
+
+def add_arguments(parser):
+    parser.add_argument("image", metavar="IMAGE",
+                        help="experimental image: TIFF, .npy, .npz, text, DM3/DM4, EMD, ... (rosettasciio)")
+    parser.add_argument("--composition", "-c", required=True, metavar="FORMULA",
+                        help="atoms of the particle, e.g. Pt309 or Pt557Mo29 (only the model's elements)")
+    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--model", "-m", metavar="MODEL", default=None,
+                        help="surrogate model file (default: the shipped default model)")
+    g = parser.add_argument_group("image")
+    g.add_argument("--pixel-size", type=float, default=None, metavar="Å",
+                   help="pixel size of IMAGE in Å (needed when the file has no calibration; overrides it)")
+    g.add_argument("--mask", metavar="FILE", default=None,
+                   help="array file of IMAGE's shape, non-zero = pixel used; or 'zeros' to drop pixels equal to 0")
+    g.add_argument("--no-resample", dest="resample", action="store_false",
+                   help="refuse an image whose pixel size differs from the model's instead of resampling it")
+    g.add_argument("--dose", type=float, default=None, metavar="e/Å²",
+                   help="electron dose: Poisson noise model, IMAGE in units of the incident beam")
+    g.add_argument("--noise", type=_noise, default=None, metavar="MODEL",
+                   help="noise model: 'estimate' (default: uniform σ from the image), 'poisson' (IMAGE in "
+                        "counts) or a σ in image units")
+    g = parser.add_argument_group("genetic algorithm")
+    g.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
+    g.add_argument("--generations", type=int, default=100, metavar="N",
+                   help="maximum generations, counted over resumed runs (default 100)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|X",
+                   help="weight of χ² in E + α·χ²; 'auto' balances the two over the starting population")
+    g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop after this much GA wall time (summed over resumed runs)")
+    g.add_argument("--stagnation", type=int, default=None, metavar="N",
+                   help="stop after N generations without improvement")
+    g.add_argument("--start", default="random", metavar="random|shapes|mixed|image|FILE",
+                   help="starting population: random compact clusters (default), ase.cluster shapes, half of "
+                        "each, clusters following the image, or the frames of a structure file")
+    g.add_argument("--relax-steps", type=int, default=0, metavar="N",
+                   help="FIRE steps of EMT relaxation on every offspring (default 0)")
+    g.add_argument("--start-relax-steps", type=int, default=0, metavar="N",
+                   help="FIRE steps on every random starting cluster (default 0)")
+    g.add_argument("--calculator", default="auto",
+                   help="energy: auto (asap3 EMT / the Pt-Mo potential), emt, ase-emt, or package.module:Class")
+    g.add_argument("--pareto", action="store_true",
+                   help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+
+
+def print_summary(summary: dict, out_dir, file=None):
+    """The human-readable summary of a refinement."""
+    file = file or sys.stdout
+    s = summary
+
+    def num(v, fmt):
+        return "n/a" if v is None else format(v, fmt)
+
+    print(f"refined {s['composition']} in {s['generations']} generations ({s['stop_reason']}), "
+          f"{s['evaluations']} evaluations, {s['wall_time_s']:.1f} s", file=file)
+    print(f"  best cost        {num(s['best_cost'], '.6g')}", file=file)
+    print(f"  χ²               {num(s['chi2'], '.6g')}  ({num(s['chi2_per_pixel'], '.4g')} per pixel over "
+          f"{s['n_valid_pixels']} pixels; noise: {s['noise'].get('model')})", file=file)
+    print(f"  energy           {num(s['energy'], '.6g')} eV  ({num(s['energy_per_atom'], '.4g')} eV/atom)", file=file)
+    print(f"  alpha            {num(s['alpha'], '.6g')}  ({s['alpha_rule']})", file=file)
+    print(f"  model            {s['model']['source']}", file=file)
+    if s.get("domain_warning"):
+        print(f"  WARNING          {s['out_of_domain_evaluations']} candidates left the model's training range "
+              "(the surrogate extrapolated)", file=file)
+    if s.get("multi_objective"):
+        print(f"  Pareto front     {s['pareto_front_size']} structures (pareto.xyz)", file=file)
+    print(f"results in {out_dir}: " + ", ".join(sorted(s["files"])), file=file)
+
+
+def run(args) -> int:
+    import json
+
+    from ..run import refine_image
+    from .main import CLIError
+
+    for name in ("population", "generations"):
+        v = getattr(args, name)
+        if v < (1 if name == "population" else 0):
+            raise CLIError(f"--{name} must be a {'positive' if name == 'population' else 'non-negative'} "
+                           f"integer, got {v}")
+    if args.seed < 0:
+        raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
+    mask = args.mask
+    result = refine_image(
+        args.image, args.composition, model=args.model, out_dir=args.out, population=args.population,
+        generations=args.generations, seed=args.seed, alpha=args.alpha, time_limit=args.time_limit,
+        pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
+        dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
+        relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
+        progress=args.progress,
+    )
+    if args.json:
+        json.dump(result.summary, sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        print_summary(result.summary, result.out_dir)
+    return 0

@@ -1,0 +1,158 @@
+"""``stem-refine refine`` and ``stem-refine demo``: results, resume, one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase.cluster import Icosahedron
+from ase.io import read
+
+from refine.cli.main import main
+from surrogate.grid import ProbeGrid
+
+PIXEL = 0.1
+
+
+@pytest.fixture(scope="module")
+def model_file(small_model, tmp_path_factory):
+    from surrogate.model import save_model
+
+    return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
+
+
+@pytest.fixture(scope="module")
+def image_file(small_model, tmp_path_factory):
+    truth = Icosahedron("Pt", 2)
+    truth.positions += 4.5 - truth.positions.mean(axis=0)
+    grid = ProbeGrid(origin=(0.0, 0.0), shape=(90, 90), pixel_size=PIXEL)
+    rng = np.random.default_rng(11)
+    data = 20.0 * small_model.simulate(truth, grid) + 0.05 + rng.normal(0.0, 5e-4, grid.shape)
+    path = tmp_path_factory.mktemp("image") / "image.npy"
+    np.save(path, data)
+    return path
+
+
+def _args(image, model, out, *extra):
+    return ["refine", str(image), "--model", str(model), "--composition", "Pt13", "--out", str(out),
+            "--pixel-size", str(PIXEL), "--population", "5", "--seed", "3", "--no-progress", *extra]
+
+
+def test_refine_then_resume_through_the_cli(image_file, model_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(image_file, model_file, out, "--generations", "1")) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "best.xyz" in printed and "χ²" in printed
+    first = json.loads((out / "summary.json").read_text())
+    assert first["generations"] == 1 and not first["resumed"]
+    best1 = read(out / "best.xyz")
+    assert best1.get_chemical_formula() == "Pt13"
+
+    assert main(_args(image_file, model_file, out, "--generations", "3", "--resume", "--json")) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second == json.loads((out / "summary.json").read_text())
+    assert second["resumed"] and second["generations"] == 3
+    assert second["alpha"] == pytest.approx(first["alpha"])
+    assert second["best_cost"] <= first["best_cost"] * (1 + 1e-9)
+    rows = (out / "logbook.csv").read_text().strip().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 1, 2, 3]
+
+
+def test_resumed_cli_run_equals_an_uninterrupted_one(image_file, model_file, tmp_path, capsys):
+    assert main(_args(image_file, model_file, tmp_path / "full", "--generations", "2")) == 0
+    assert main(_args(image_file, model_file, tmp_path / "split", "--generations", "1")) == 0
+    assert main(_args(image_file, model_file, tmp_path / "split", "--generations", "2", "--resume")) == 0
+    capsys.readouterr()
+    a, b = read(tmp_path / "full" / "best.xyz"), read(tmp_path / "split" / "best.xyz")
+    np.testing.assert_allclose(a.positions, b.positions, atol=1e-7)
+
+
+def _bad(tmp_path, kind):
+    p = tmp_path / f"{kind}.npy"
+    data = np.full((40, 40), 0.2)
+    if kind == "nan":
+        data[5, 5] = np.nan
+    np.save(p, data)
+    return p
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("nan", "NaN"),
+    ("constant", "constant"),
+    ("no_pixel_size", "--pixel-size"),
+    ("Au13", "not among the model's elements"),
+    ("Pt0", "must be positive"),
+    ("Xx5", "unknown element"),
+    ("missing_image", "does not exist"),
+    ("missing_model", "does not exist"),
+    ("bad_mask", "mask"),
+    ("bad_start", "start must be"),
+])
+def test_bad_input_is_a_one_line_error_with_exit_2_and_no_outputs(image_file, model_file, tmp_path, capsys,
+                                                                   case, fragment):
+    out = tmp_path / "out"
+    args = _args(image_file, model_file, out, "--generations", "1")
+    if case in ("nan", "constant"):
+        args[1] = str(_bad(tmp_path, case))
+    elif case == "no_pixel_size":
+        i = args.index("--pixel-size")
+        del args[i:i + 2]
+    elif case in ("Au13", "Pt0", "Xx5"):
+        args[args.index("Pt13")] = case
+    elif case == "missing_image":
+        args[1] = str(tmp_path / "nope.tif")
+    elif case == "missing_model":
+        args[args.index(str(model_file))] = str(tmp_path / "nope.npz")
+    elif case == "bad_mask":
+        bad_mask = tmp_path / "mask.npy"
+        np.save(bad_mask, np.ones((3, 3)))
+        args += ["--mask", str(bad_mask)]
+    elif case == "bad_start":
+        args += ["--start", str(tmp_path / "nope.xyz")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [e for e in err if not e.startswith(("WARNING", "INFO"))]
+    assert len(err) == 1, err
+    assert err[0].startswith("stem-refine refine: error:") and fragment in err[0]
+    assert not out.exists()
+
+
+def test_existing_run_needs_resume(image_file, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "0")) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(_args(image_file, model_file, out, "--generations", "1")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_missing_default_model_is_a_one_line_error(image_file, tmp_path, capsys):
+    from surrogate import default_model_path
+
+    if Path(default_model_path()).is_file():
+        pytest.skip("the default model is installed")
+    args = ["refine", str(image_file), "--composition", "Pt13", "--out", str(tmp_path / "o"),
+            "--pixel-size", "0.1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "default model" in err[0] and "--model" in err[0]
+
+
+def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
+    from refine.cli.demo import demo_files
+
+    try:
+        image, meta, truth = demo_files()
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    assert Path(image).stat().st_size < 1_000_000  # shipped files stay small
+    assert read(str(truth)).get_chemical_formula() == meta["composition"]
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--generations", "1", "--population", "4", "--model", str(model_file),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "within 0.5 Å" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["composition"] == meta["composition"] and summary["noise"]["dose"] == meta["dose"]

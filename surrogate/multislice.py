@@ -262,7 +262,7 @@ def simulation_cell(atoms, grid: ProbeGrid, params: HAADFParameters):
 
 def haadf_image(atoms, grid: ProbeGrid | None = None, params: HAADFParameters | None = None, *,
                 seed=None, device: str = "cpu", num_threads: int | None = None,
-                progress: bool = False, **overrides) -> np.ndarray:
+                progress: bool = False, cell_grid: ProbeGrid | None = None, **overrides) -> np.ndarray:
     """HAADF-STEM image of a structure on a probe grid.
 
     Parameters
@@ -284,6 +284,11 @@ def haadf_image(atoms, grid: ProbeGrid | None = None, params: HAADFParameters | 
         function can itself run inside a Dask distributed worker.
     progress : bool
         Show abTEM's task progress bar (tqdm, stderr).
+    cell_grid : ProbeGrid, optional
+        The grid whose extent (plus ``cell_padding``) defines the periodic
+        simulation cell; default ``grid``. Give the full image's grid to
+        simulate only a patch ``grid`` of it in exactly the same cell (as the
+        benchmark does); ``grid`` must lie inside ``cell_grid``.
     **overrides
         Fields of :class:`HAADFParameters` to change, e.g. ``method="multislice"``,
         ``interpolation=2``, ``phonons=4``.
@@ -313,7 +318,16 @@ def haadf_image(atoms, grid: ProbeGrid | None = None, params: HAADFParameters | 
     if grid is None:
         grid = ProbeGrid.around(atoms)
 
-    cell_atoms, gpts, start = simulation_cell(atoms, grid, params)
+    if cell_grid is None:
+        cell_grid = grid
+    elif not np.isclose(cell_grid.pixel_size, grid.pixel_size):
+        raise InputError("cell_grid and grid must have the same pixel size")
+    cell_atoms, gpts, start = simulation_cell(atoms, cell_grid, params)
+    offset = (grid.origin[0] - cell_grid.origin[0], grid.origin[1] - cell_grid.origin[1])
+    if min(offset) < -1e-9 or any(o + n * grid.pixel_size > m * cell_grid.pixel_size + 1e-9
+                                  for o, n, m in zip(offset, grid.shape, cell_grid.shape)):
+        raise InputError("the scanned grid must lie inside cell_grid")
+    start = (start[0] + offset[0], start[1] + offset[1])
     end = (start[0] + grid.shape[0] * grid.pixel_size, start[1] + grid.shape[1] * grid.pixel_size)
     t0 = time.perf_counter()
 

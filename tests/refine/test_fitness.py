@@ -388,3 +388,18 @@ def test_fast_splat_equals_the_surrogate_convolution(seed):
     scratch = np.zeros(64), np.zeros(64)
     _splat(xy, w, *grid.origin, 0.1, 0.38, CUTOFF_SIGMAS, out, *scratch)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-14 * ref.max())
+
+
+def test_cross_correlation_on_a_small_unbinned_image(model):
+    from surrogate.grid import ProbeGrid
+
+    small = Octahedron("Pt", 3, 1)  # a few atoms: fits an 8 Å field
+    small.center()
+    small.positions -= small.positions.mean(axis=0)
+    g = ProbeGrid(origin=(-4.0, -4.0), shape=(80, 80), pixel_size=PIXEL)
+    f = Fitness(model, experiment(model.simulate(small, g), g), alpha=1.0, noise=1e-3, align="fft",
+                calculator=None)
+    d_px = np.array([-6.4, 9.3])
+    r = f.evaluate(shifted(small, d_px * PIXEL))
+    assert f._fft[0] == 1  # no binning below 96 px
+    assert np.abs(np.array(r.shift) / PIXEL - d_px).max() < 0.05

@@ -27,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--generations", type=int, default=40, metavar="N", help="generations (default 40)")
     parser.add_argument("--population", type=int, default=16, metavar="N", help="population size (default 16)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--start", default="mixed", choices=("mixed", "random", "shapes"),
+    parser.add_argument("--start", default="mixed", choices=("mixed", "random", "shapes", "image"),
                         help="starting population (default mixed: half ase.cluster shapes, half random clusters)")
     parser.add_argument("--time-limit", type=float, default=150.0, metavar="SECONDS",
                         help="stop after this much GA wall time (default 150)")

@@ -83,6 +83,10 @@ def test_auto_uses_the_alloy_potential_or_says_why():
         assert "Mo" in str(exc)
     else:
         assert hasattr(calc, "get_potential_energy")
+        alloy = Icosahedron("Pt", 2)
+        alloy.numbers[:3] = 42
+        e = Energy("auto", ["Pt", "Mo"])
+        assert np.isfinite(e(alloy)) and e.calculator is e.calculator
     with pytest.raises(InputError, match="Xx|unknown element"):
         make_calculator("auto", ["Xx"])
     with pytest.raises(InputError, match="U"):

@@ -131,3 +131,31 @@ def test_gpu_without_cupy_is_an_input_error():
 def test_parameters_roundtrip():
     p = HAADFParameters(interpolation=2, phonons=3, phonon_sigmas={"Pt": 0.05})
     assert HAADFParameters.from_dict(p.to_dict()) == p
+
+
+def test_simulate_cli_records_the_grid(tmp_path):
+    import json
+
+    import tifffile
+    from ase.io import write
+
+    from refine.cli.main import main
+
+    xyz = tmp_path / "pt.xyz"
+    write(xyz, Atoms("Pt2", positions=[(0, 0, 0), (2.5, 1.0, 0)]))
+    tif = tmp_path / "c.tif"
+    assert main(["simulate", "convolution", str(xyz), "--out", str(tif), "--margin", "2"]) == 0
+    with tifffile.TiffFile(tif) as t:
+        meta = json.loads(t.pages[0].description)
+        image = t.asarray()
+    grid = ProbeGrid.from_dict(meta["grid"])
+    assert grid.pixel_size == 0.1 and image.shape == grid.shape
+    np.testing.assert_allclose(image, convolution_image(Atoms("Pt2", positions=[(0, 0, 0), (2.5, 1.0, 0)]), grid))
+    npy = tmp_path / "m.npy"
+    assert main(["simulate", "multislice", str(xyz), "--out", str(npy), "--pixel-size", "0.2", "--margin", "1.5",
+                 "--phonons", "1", "--interpolation", "4", "--threads", "1"]) == 0
+    meta = json.loads((tmp_path / "m.npy.json").read_text())
+    assert meta["grid"]["pixel_size"] == 0.2 and meta["parameters"]["phonons"] == 1
+    assert np.load(npy).shape == tuple(meta["grid"]["shape"])
+    assert main(["simulate", "convolution", str(tmp_path / "missing.xyz"), "--out", str(tif)]) == 2
+    assert main(["simulate", "convolution", str(xyz), "--out", str(tmp_path / "x.png")]) == 2

@@ -376,8 +376,8 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
                  resume: bool = False, mask=None, start="random", noise=None, dose: float | None = None,
                  multi_objective: bool = False, calculator="auto", stagnation: int | None = None,
                  relax_steps: int = 0, start_relax_steps: int = 0, resample: bool = True,
-                 checkpoint_every: int = 1, progress: bool = True, ga_options: dict | None = None,
-                 fitness_options: dict | None = None) -> RefinementResult:
+                 checkpoint_every: int = 1, progress: bool = True, alpha_scale: float = 1.0,
+                 ga_options: dict | None = None, fitness_options: dict | None = None) -> RefinementResult:
     """Refine the structure of a particle of ``composition`` against ``image``.
 
     Parameters
@@ -400,6 +400,8 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         Seeds the one :class:`numpy.random.Generator` of the run.
     alpha : "auto" or float
         Weight of χ² in the cost (see :mod:`refine.fitness`).
+    alpha_scale : float
+        With ``alpha="auto"``: multiply the automatic α by this (> 1 favours the image).
     time_limit : float, optional
         Seconds of GA wall time (summed over resumed runs).
     pixel_size : float, optional
@@ -477,7 +479,17 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     if not isinstance(start_relax_steps, (int, np.integer)) or start_relax_steps < 0:
         raise InputError(f"start_relax_steps must be a non-negative integer, got {start_relax_steps!r}")
     fit_kw = dict(fitness_options or {})
-    fitness = Fitness(mdl, img, alpha=alpha, noise=noise_model, dose=dose, calculator=calculator,
+    try:
+        alpha_scale = float(alpha_scale)
+    except (TypeError, ValueError):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}") from None
+    if not (math.isfinite(alpha_scale) and alpha_scale > 0):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}")
+    fitness_cls = Fitness
+    if alpha_scale != 1.0:
+        fitness_cls = _scaled_alpha_fitness()
+        fit_kw["alpha_scale"] = alpha_scale
+    fitness = fitness_cls(mdl, img, alpha=alpha, noise=noise_model, dose=dose, calculator=calculator,
                       symbols=list(comp) if calculator is not None else None,
                       mode="pareto" if multi_objective else "weighted", **fit_kw)
     radius = _particle_radius(comp)
@@ -563,6 +575,7 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         "energy_per_atom": _finite(r.energy / n_atoms) if not fitness.per_atom_energy else _finite(r.energy),
         "alpha": _finite(fitness.alpha) if fitness.alpha is not None else None,
         "alpha_rule": fitness.alpha_rule,
+        "alpha_scale": float(getattr(fitness, "alpha_scale", 1.0)),
         "intensity_map": {"scale": _finite(r.scale), "offset": _finite(r.offset)},
         "generations": int(ga.generation),
         "stop_reason": ga.stop_reason,
@@ -596,6 +609,33 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     log.info("refinement finished: cost %.6g, χ²/pixel %.4g, E %.4g eV, %d generations, %.1f s; results in %s",
              r.cost, r.chi2_per_pixel, r.energy, ga.generation, wall, out)
     return RefinementResult(best=best, summary=summary, out_dir=out, files=files, ga=ga, fitness=fitness)
+
+
+def _scaled_alpha_fitness():
+    from .fitness import Fitness
+
+    class ScaledAlphaFitness(Fitness):
+        """A :class:`refine.fitness.Fitness` whose automatic α is ``alpha_scale`` × the IQR rule's."""
+
+        def __init__(self, *args, alpha_scale: float = 1.0, **kw):
+            super().__init__(*args, **kw)
+            self.alpha_scale = float(alpha_scale)
+
+        def alpha_from(self, energies, chi2s) -> float:
+            alpha = self.alpha_scale * Fitness.alpha_from(energies, chi2s)
+            log.info("alpha scaled by %g: %.6g", self.alpha_scale, alpha)
+            return alpha
+
+    ScaledAlphaFitness.__module__ = __name__
+    ScaledAlphaFitness.__qualname__ = "_ScaledAlphaFitness"
+    globals()["_ScaledAlphaFitness"] = ScaledAlphaFitness  # so that instances pickle by reference
+    return ScaledAlphaFitness
+
+
+def __getattr__(name):  # the subclass is built lazily (refine.fitness imports numba)
+    if name == "_ScaledAlphaFitness":
+        return _scaled_alpha_fitness()
+    raise AttributeError(name)
 
 
 def _with_results(atoms: Atoms, r, fitness, generation=None) -> Atoms:

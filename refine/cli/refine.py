@@ -72,6 +72,8 @@ def add_arguments(parser):
     g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|X",
                    help="weight of χ² in E + α·χ²; 'auto' balances the two over the starting population")
+    g.add_argument("--alpha-scale", type=float, default=1.0, metavar="F",
+                   help="with --alpha auto: multiply the automatic α by F (> 1 weighs the image more)")
     g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop after this much GA wall time (summed over resumed runs)")
     g.add_argument("--stagnation", type=int, default=None, metavar="N",
@@ -136,7 +138,7 @@ def run(args) -> int:
         pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
         relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
-        progress=args.progress,
+        progress=args.progress, alpha_scale=args.alpha_scale,
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

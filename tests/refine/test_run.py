@@ -119,6 +119,16 @@ def test_resume_continues_from_the_checkpoint(image_file, model_file, tmp_path):
         _run(other, model_file, out, generations=4, resume=True)
 
 
+def test_alpha_scale_multiplies_the_automatic_alpha(image_file, model_file, tmp_path):
+    plain = _run(image_file, model_file, tmp_path / "plain", generations=0)
+    scaled = _run(image_file, model_file, tmp_path / "scaled", generations=0, alpha_scale=10.0)
+    assert scaled.summary["alpha"] == pytest.approx(10.0 * plain.summary["alpha"], rel=1e-12)
+    assert scaled.summary["alpha_scale"] == 10.0 and scaled.summary["alpha_rule"] == "auto"
+    with pytest.raises(InputError, match="alpha_scale"):
+        _run(image_file, model_file, tmp_path / "bad", alpha_scale=0.0)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_image_is_resampled_to_the_model_pixel_size(image_file, model_file, tmp_path):
     from scipy.ndimage import zoom
 

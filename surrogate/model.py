@@ -327,7 +327,8 @@ class PolynomialSurrogate(BaseEstimator):
         ``convolution_image`` must be C-contiguous float64 of shape
         ``(out.shape[0] + 2h, out.shape[1] + 2h)``.
         """
-        if getattr(self, "_unrolled", None) is not None and convolution_image.flags.c_contiguous:
+        if (getattr(self, "_unrolled", None) is not None and convolution_image.flags.c_contiguous
+                and convolution_image.dtype == np.float64):
             from ._predict import unrolled_kernel
 
             hyper, coef, bits = self._unrolled

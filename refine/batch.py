@@ -79,6 +79,7 @@ and the output folder at the same paths (a shared file system).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
 import io
@@ -659,8 +660,24 @@ def _start_cluster(workers: int):
 
     # one thread per worker; Numba / BLAS single-threaded (one refinement per core)
     env = {k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    # ":0": no fixed dashboard port (a scheduler always serves HTTP; 8787 may be taken)
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                         silence_logs=logging.CRITICAL, env=env)
+
+
+class _QuietDistributed:
+    """Keep the in-process scheduler's INFO chatter out of the CLI's log (unless at DEBUG)."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("distributed")
+        self.level = self.logger.level
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            self.logger.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+        return False
 
 
 def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, workers: int = 2, retries: int = 2,
@@ -737,9 +754,8 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
 
     from tqdm.auto import tqdm
 
-    cluster = None
-    own_client = client is None
-    try:
+    quiet = _QuietDistributed() if scheduler is None and client is None else contextlib.nullcontext()
+    with quiet, contextlib.ExitStack() as stack:
         if client is None:
             if scheduler is not None:
                 try:
@@ -747,8 +763,9 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
                 except (OSError, TimeoutError) as exc:
                     raise InputError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
             else:
-                cluster = _start_cluster(workers)
+                cluster = stack.enter_context(_start_cluster(workers))
                 client = Client(cluster)
+            stack.enter_context(client)  # closed before the cluster
         log.info("Dask cluster: %s", client)
         futures = {}
         for spec in todo:
@@ -763,11 +780,12 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
                 try:
                     row = fut.result()
                 except Exception as exc:  # retries used up, or the task's worker died too often
-                    log.error("run %s failed: %s: %s", spec.name, type(exc).__name__, exc)
-                    row = result_row(spec, out / spec.name, _read_summary(out / spec.name), "failed",
-                                     f"{type(exc).__name__}: {exc}")
-                    if _read_summary(out / spec.name) is not None:  # finished after all
-                        row["status"], row["error"] = "done", ""
+                    summary = _read_summary(out / spec.name)
+                    if summary is not None:  # it finished after all
+                        row = result_row(spec, out / spec.name, summary, "done")
+                    else:
+                        log.error("run %s failed: %s: %s", spec.name, type(exc).__name__, exc)
+                        row = result_row(spec, out / spec.name, None, "failed", f"{type(exc).__name__}: {exc}")
                 fut.release()
                 rows[spec.name] = row
                 write()
@@ -781,11 +799,6 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
             bar.close()
             for fut in futures:
                 fut.cancel()
-    finally:
-        if own_client and client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
     csv_path, json_path = write()
     return BatchResult([rows[s.name] for s in specs], csv_path, json_path, time.perf_counter() - t0)
 

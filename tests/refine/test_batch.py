@@ -174,7 +174,7 @@ def cluster():
     pytest.importorskip("refine.run")
     from distributed import Client, LocalCluster
 
-    cl = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cl = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
     client = Client(cl)
     yield client
     client.close()

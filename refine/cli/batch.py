@@ -56,6 +56,9 @@ def _default_workers() -> int:
 
 
 def add_arguments(parser):
+    import argparse
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' layout
     parser.add_argument("manifest", metavar="MANIFEST", help="TOML or CSV list of refinements")
     parser.add_argument("--out", required=True, metavar="DIR", help="batch output folder (one sub-folder per run)")
     where = parser.add_mutually_exclusive_group()

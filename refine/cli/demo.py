@@ -2,13 +2,16 @@
 
 ::
 
-    stem-refine demo [--out DIR] [--generations N] [--seed S] [--start mixed|random|shapes]
+    stem-refine demo [--out DIR] [--generations N] [--seed S] [--start shapes|mixed|random|image] [--time-limit SECONDS] [--model MODEL]
 
 The shipped image (``refine/data/demo_image.npy``, made by
 ``refine/data/make_demo_image.py``) is an abTEM PRISM HAADF image of an
 EMT-relaxed 130-atom Pt Marks decahedron with Poisson noise; its pixel size,
-dose and composition come from ``refine/data/demo_image.json``. The run takes
-about one to two minutes on two cores and writes the usual results (best.xyz,
+dose and composition come from ``refine/data/demo_image.json``. The GA starts
+from ase.cluster shapes in random orientations (a demo, not the benchmark: see
+examples/self_consistency.py for random starts), relaxes every offspring by 3
+EMT FIRE steps and stops after 90 s of GA time, so the whole run takes one to
+two minutes on two cores; it writes the usual results (best.xyz,
 images.png, fitness_history.png, summary.json, ...) to DIR; the true
 structure (``demo_truth.xyz``) is compared with the result at the end.
 """
@@ -24,13 +27,16 @@ description = __doc__
 def add_arguments(parser):
     parser.add_argument("--out", "-o", default="stem-refine-demo", metavar="DIR",
                         help="output folder (default ./stem-refine-demo)")
-    parser.add_argument("--generations", type=int, default=40, metavar="N", help="generations (default 40)")
+    parser.add_argument("--generations", type=int, default=300, metavar="N",
+                        help="generations (default 300; the time limit usually stops first)")
     parser.add_argument("--population", type=int, default=16, metavar="N", help="population size (default 16)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    parser.add_argument("--start", default="mixed", choices=("mixed", "random", "shapes", "image"),
-                        help="starting population (default mixed: half ase.cluster shapes, half random clusters)")
-    parser.add_argument("--time-limit", type=float, default=150.0, metavar="SECONDS",
-                        help="stop after this much GA wall time (default 150)")
+    parser.add_argument("--start", default="shapes", choices=("shapes", "mixed", "random", "image"),
+                        help="starting population (default shapes: ase.cluster shapes in random orientations)")
+    parser.add_argument("--time-limit", type=float, default=90.0, metavar="SECONDS",
+                        help="stop after this much GA wall time (default 90)")
+    parser.add_argument("--relax-steps", type=int, default=3, metavar="N",
+                        help="FIRE steps of EMT relaxation per offspring (default 3)")
     parser.add_argument("--model", "-m", default=None, metavar="MODEL",
                         help="surrogate model file (default: the shipped default model)")
     parser.add_argument("--resume", action="store_true", help="continue an earlier demo run in --out")
@@ -74,7 +80,7 @@ def run(args) -> int:
     result = refine_image(image, meta["composition"], model=args.model, out_dir=args.out,
                           population=args.population, generations=args.generations, seed=args.seed,
                           time_limit=args.time_limit, dose=meta["dose"], start=args.start, resume=args.resume,
-                          progress=args.progress)
+                          relax_steps=args.relax_steps, progress=args.progress)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
         from ..compare import compare_structures

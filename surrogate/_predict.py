@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -300,7 +301,10 @@ def unrolled_kernel(size: int, degree: int, log_term: bool, interactions: bool):
     if len(term_tuples(size, degree, log_term, interactions)) > UNROLL_MAX_TERMS:
         return None
     source = kernel_source(size, degree, log_term, interactions)
-    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    # Numba's cache of the generated module does not notice changes in the jitted
+    # functions it calls, so their source is part of the module name.
+    callees = inspect.getsource(_log_floored.py_func) + inspect.getsource(_realign_stack._defn)
+    digest = hashlib.sha1((source + callees).encode()).hexdigest()[:12]
     name = f"_stem_refine_kernel_s{size}_d{degree}_l{int(log_term)}_i{int(interactions)}_{digest}"
     return _load_module(name, source).kernel
 

@@ -10,7 +10,7 @@ full image's simulation cell* (so every method sees the same potential and
 the same frozen-phonon configuration) with full multislice and with PRISM at
 interpolation 2 and 4, and prints
 
-* seconds per full image (the particle's whole probe grid, 0.1 Å pixels) per
+* CPU seconds per full image (the particle's whole probe grid, 0.1 Å pixels) per
   frozen-phonon configuration. Each method is run once to warm up (FFTW
   plans), then on a single probe (≈ the per-image fixed cost: potential,
   PRISM S-matrix) and on the patch; t = t_fixed + n_probes·t_probe through
@@ -53,9 +53,14 @@ def patch_grid(grid, side):
 
 
 def timed(fn, *a, **k):
-    t0 = time.perf_counter()
+    """Result and CPU seconds of the whole process (all threads).
+
+    CPU time, not wall time: on a shared machine the wall time of a run
+    depends on the other jobs, its CPU time hardly does (run with --threads 1
+    to read the numbers as single-core seconds)."""
+    t0 = time.process_time()
     out = fn(*a, **k)
-    return out, time.perf_counter() - t0
+    return out, time.process_time() - t0
 
 
 def main(argv=None) -> int:
@@ -97,7 +102,7 @@ def main(argv=None) -> int:
         seconds[name] = fixed + per_probe * n_full
         images[name] = img_b
         print(f"  {name:11s}: patch {t_s:7.1f} s / {t_b:7.1f} s -> fixed {fixed:7.1f} s + {per_probe * 1e3:8.2f} ms/probe"
-              f" -> {seconds[name]:9.1f} s per image per phonon configuration", flush=True)
+              f" -> {seconds[name]:9.1f} CPU s per image per phonon configuration", flush=True)
 
     # The surrogate on the full grid: convolution on the padded grid, fused predict.
     from surrogate.model import PolynomialSurrogate
@@ -130,11 +135,11 @@ def main(argv=None) -> int:
     ref = images["multislice"]
     agreement = {name: one_minus_r2(ref, images[name]) for name in ("PRISM f=2", "PRISM f=4")}
     print()
-    print(f"{'method':12s} {'s/image/phonon':>15s} {'x surrogate':>12s} {'s/image, 16 phonons':>20s} {'1-R2 vs multislice':>19s}")
+    print(f"{'method':12s} {'CPU s/image/phonon':>19s} {'x surrogate':>12s} {'CPU s/image, 16 ph.':>20s} {'1-R2 vs multislice':>19s}")
     for name in ("multislice", "PRISM f=2", "PRISM f=4", "surrogate"):
         phon = seconds[name] * (16 if name != "surrogate" else 1)
         r2 = f"{agreement[name]:.4f}" if name in agreement else ("0 (ref.)" if name == "multislice" else "-")
-        print(f"{name:12s} {seconds[name]:15.3f} {seconds[name] / seconds['surrogate']:12.3g} {phon:20.1f} {r2:>19s}")
+        print(f"{name:12s} {seconds[name]:19.4f} {seconds[name] / seconds['surrogate']:12.3g} {phon:20.1f} {r2:>19s}")
     if args.json:
         Path(args.json).write_text(json.dumps({"seconds_per_image_per_phonon": seconds, "one_minus_r2": agreement,
                                                "n_probes": n_full, "patch": args.patch, "atoms": len(atoms)},

@@ -131,3 +131,24 @@ def test_foreign_and_inconsistent_files(tmp_path, rng):
     np.savez(path, **arrays)
     with pytest.raises(InputError, match="do not match"):
         read_dataset(path)
+
+
+def test_shipped_default_dataset():
+    from pathlib import Path
+
+    from surrogate.builder import expand_spec, load_spec
+
+    data = Path(__file__).resolve().parents[2] / "surrogate" / "data"
+    ds = read_dataset(data / "default_dataset.npz")
+    spec, tasks = expand_spec(load_spec(data / "default_spec.toml"))
+    assert len(ds) == len(tasks) and ds.ids == [t["id"] for t in tasks]
+    assert ds.pixel_size == 0.1
+    assert ds.meta["microscope"]["energy"] == 200e3 and ds.meta["microscope"]["semiangle"] == 24.5
+    assert ds.meta["microscope"] == spec["simulation"]
+    assert "dataset build --spec surrogate/data/default_spec.toml" in ds.meta["provenance"]["command"]
+    for atoms, task, conv, ms in zip(ds.atoms, tasks, ds.convolution_images, ds.multislice_images):
+        assert len(atoms) == task["n_atoms"] and set(atoms.get_chemical_symbols()) == {"Pt"}
+        assert conv.shape == ms.shape
+        assert 0.0 <= ms.min() and ms.max() < 1.0  # fractions of the incident beam
+    families = {a.info["family"] for a in ds.atoms}
+    assert {"amorphous", "disordered"} <= families and len(families) >= 4

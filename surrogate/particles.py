@@ -414,7 +414,8 @@ def make_particle(family: str, n_atoms: int, rng: np.random.Generator, *, mo_fra
     if d < min_distance:  # pragma: no cover - the repair converges for physical inputs
         raise RuntimeError(f"could not make {family} particle with minimum distance {min_distance} Å (got {d:.3f})")
     atoms.calc = None
-    atoms.set_momenta(None) if atoms.has("momenta") else None
+    if atoms.has("momenta"):  # MD leftovers are not part of the structure
+        del atoms.arrays["momenta"]
     atoms.positions = atoms.positions - atoms.positions.mean(axis=0)
     atoms.cell = None
     atoms.pbc = False

@@ -211,11 +211,11 @@ def test_bad_inputs_raise_before_writing_anything(image_file, model_file, tmp_pa
     assert not out.exists()
 
 
-def test_missing_default_model_is_a_clear_error(image_file, tmp_path):
-    from surrogate import default_model_path
+def test_missing_default_model_is_a_clear_error(image_file, tmp_path, monkeypatch):
+    import surrogate
 
-    if Path(default_model_path()).is_file():
-        pytest.skip("the default model is installed")
-    with pytest.raises(InputError, match="default model"):
+    monkeypatch.setattr(surrogate, "default_model_path", lambda: tmp_path / "absent" / "default_model.npz")
+    with pytest.raises(InputError, match="default model") as info:
         refine_image(image_file, "Pt13", out_dir=tmp_path / "out", pixel_size=PIXEL, progress=False)
+    assert "--model" in str(info.value)
     assert not (tmp_path / "out").exists()

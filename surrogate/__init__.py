@@ -10,8 +10,12 @@ particles (:mod:`surrogate.particles`), stored in dataset files
 
 from .convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
 from .exceptions import InputError, NotFittedError, SurrogateError
+from .datasets import Dataset, read_dataset, write_dataset
 from .grid import ProbeGrid
 from .model import PolynomialSurrogate, load_model, save_model
+from .multislice import HAADFParameters, haadf_image
+from .particles import energy_calculator, make_particle
+from .validation import cross_validate, pooled_metrics
 
 
 def default_model_path():
@@ -29,6 +33,16 @@ def default_model() -> PolynomialSurrogate:
     return load_model(path)
 
 __all__ = [
+    "Dataset",
+    "read_dataset",
+    "write_dataset",
+    "HAADFParameters",
+    "haadf_image",
+    "energy_calculator",
+    "make_particle",
+    "cross_validate",
+    "pooled_metrics",
+    "build_dataset",
     "PolynomialSurrogate",
     "load_model",
     "save_model",
@@ -43,3 +57,12 @@ __all__ = [
     "InputError",
     "NotFittedError",
 ]
+
+
+def __getattr__(name):
+    # The Dask builder is imported on demand (Dask is heavy).
+    if name == "build_dataset":
+        from .builder import build_dataset
+
+        return build_dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,14 +20,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
+from .atomic import atomic_path
 from .convolution import ConvolutionParameters, convolution_image
 from .exceptions import InputError, NotFittedError
 from ._predict import _predict_rows, horner_program
@@ -434,8 +433,6 @@ def save_model(model: PolynomialSurrogate, path) -> Path:
     provenance and creation time. Loaded with ``allow_pickle=False``.
     """
     model._check_fitted()
-    from . import __name__ as _pkg  # noqa: F401  (keeps the import graph obvious)
-
     header = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -455,18 +452,10 @@ def save_model(model: PolynomialSurrogate, path) -> Path:
     path = Path(path)
     if path.suffix != ".npz":
         path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, coef=model.coef_, powers=model.powers_, feature_min=model.feature_min_,
-                     feature_max=model.feature_max_,
-                     header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, coef=model.coef_, powers=model.powers_, feature_min=model.feature_min_,
+                 feature_max=model.feature_max_,
+                 header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
     return path
 
 

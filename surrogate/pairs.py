@@ -64,17 +64,14 @@ def read_image(path) -> np.ndarray:
 def write_image(path, image: np.ndarray, pixel_size: float | None = None) -> Path:
     """Write a 2-D image atomically as ``.npy`` or float32/64 TIFF (pixel size in the description)."""
     import json
-    import os
-    import tempfile
+
+    from .atomic import atomic_path
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".tif", ".tiff"):
         raise InputError(f"{path}: output images are .npy or .tif, not {suffix!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".npy":
             np.save(tmp, np.asarray(image))
         else:
@@ -82,10 +79,6 @@ def write_image(path, image: np.ndarray, pixel_size: float | None = None) -> Pat
 
             desc = json.dumps({"pixel_size_angstrom": pixel_size, "axes": "x,y (image[i, j] at x0+i*dx, y0+j*dx)"})
             tifffile.imwrite(tmp, np.asarray(image), description=desc)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -6,8 +6,6 @@ PNG atomically and returns its path.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +23,15 @@ def _plt():
 
 
 def save_figure(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".png")
-    os.close(fd)
+    """Write ``fig`` to ``path`` atomically and close it."""
+    from .atomic import atomic_path
+
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=Path(path).suffix or ".png") as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         _plt().close(fig)
-    return path
+    return Path(path)
 
 
 def parity_plot(targets, predictions, path, title="", max_points=200_000, seed=0) -> Path:

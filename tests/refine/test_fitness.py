@@ -374,22 +374,6 @@ def test_aligned_copy_needs_no_further_shift(model, truth, grid, clean):
     assert np.abs(r2.shift).max() < 0.005 and r2.chi2 == pytest.approx(r.chi2, rel=1e-3)
 
 
-def test_fast_splat_equals_the_surrogate_convolution(seed):
-    from refine.fitness import _splat
-    from surrogate.convolution import CUTOFF_SIGMAS, convolution_from_positions
-    from surrogate.grid import ProbeGrid
-
-    rng = np.random.default_rng(seed)
-    xy = rng.uniform(-3, 9, (40, 2))  # some atoms off the grid's edges
-    w = rng.uniform(0.5, 2.0, 40)
-    grid = ProbeGrid(origin=(-1.0, 0.5), shape=(70, 60), pixel_size=0.1)
-    ref = convolution_from_positions(xy, w, grid, 0.38)
-    out = np.full(grid.shape, np.nan)
-    scratch = np.zeros(64), np.zeros(64)
-    _splat(xy, w, *grid.origin, 0.1, 0.38, CUTOFF_SIGMAS, out, *scratch)
-    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-14 * ref.max())
-
-
 def test_cross_correlation_on_a_small_unbinned_image(model):
     from surrogate.grid import ProbeGrid
 

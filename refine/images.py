@@ -318,6 +318,19 @@ def _read_tiff_fallback(path: Path) -> tuple[np.ndarray, float | None, dict]:
 def _read_raw(path: Path, signal, frame):
     """(data, pixel size Å or None, origin, metadata) from a file."""
     suffix = path.suffix.lower()
+    from surrogate.pairs import read_image_metadata
+
+    record = read_image_metadata(path)
+    if record is not None and "grid" in record:
+        # An image this project wrote (simulate, predict, refine outputs): its probe grid is exact.
+        grid = record["grid"]
+        if suffix == ".npy":
+            data = np.load(path, allow_pickle=False)
+        else:
+            import tifffile
+
+            data = tifffile.imread(path)
+        return data, float(grid["pixel_size"]), tuple(grid["origin"]), {"format": suffix.lstrip("."), **record}
     if suffix == ".npy":
         try:
             data = np.load(path, allow_pickle=False)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .exceptions import InputError
 
-__all__ = ["read_image", "write_image", "pair_folders", "read_pairs", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "write_image", "read_image_metadata", "pair_folders", "read_pairs", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".txt", ".dat", ".csv", ".tif", ".tiff", ".npy")
 
@@ -61,25 +61,86 @@ def read_image(path) -> np.ndarray:
     return data
 
 
-def write_image(path, image: np.ndarray, pixel_size: float | None = None) -> Path:
-    """Write a 2-D image atomically as ``.npy`` or float32/64 TIFF (pixel size in the description)."""
+def write_image(path, image: np.ndarray, grid=None, *, meta: dict | None = None) -> Path:
+    """Write a 2-D image atomically with its probe grid recorded; returns the path.
+
+    Formats (chosen by suffix), float64:
+
+    * TIFF (``.tif``/``.tiff``): the ImageDescription tag holds JSON
+      ``{"stem-refine": 1, "shape": [nx, ny], "grid": {"origin": [x0, y0],
+      "shape": [...], "pixel_size": Δ}, "units": "Å", ...meta}`` (tifffile's
+      "shaped" form, so ``tifffile.imread`` still returns the 2-D array), and
+      the X/Y resolution tags hold 1e8/Δ pixels per cm (ImageJ/Fiji show Δ).
+    * NumPy (``.npy``): the same JSON in a sidecar ``IMAGE.npy.json``.
+
+    :func:`read_image_metadata` reads the record back; ``refine.images.read_image``
+    takes its calibration from it.
+
+    Parameters
+    ----------
+    path : path-like
+    image : ndarray, shape grid.shape
+    grid : ProbeGrid, optional
+        Where the pixels are (Å). Without it nothing about calibration is written.
+    meta : dict, optional
+        More JSON-serializable facts (what was simulated, with which parameters).
+    """
     import json
 
-    from .atomic import atomic_path
+    from .atomic import atomic_path, atomic_write_text
 
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".tif", ".tiff"):
-        raise InputError(f"{path}: output images are .npy or .tif, not {suffix!r}")
+        raise InputError(f"{path}: output images are .npy, .tif or .tiff, not {suffix!r}")
+    image = np.ascontiguousarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise InputError(f"{path}: can only write 2-D images, got shape {image.shape}")
+    record = {"stem-refine": 1, "shape": list(image.shape), "units": "Å", **(meta or {})}
+    if grid is not None:
+        if tuple(grid.shape) != image.shape:
+            raise InputError(f"{path}: image shape {image.shape} does not match its grid {grid.shape}")
+        record["grid"] = grid.to_dict()
+    text = json.dumps(record, sort_keys=True)
     with atomic_path(path) as tmp:
         if suffix == ".npy":
-            np.save(tmp, np.asarray(image))
+            np.save(tmp, image)
         else:
             import tifffile
 
-            desc = json.dumps({"pixel_size_angstrom": pixel_size, "axes": "x,y (image[i, j] at x0+i*dx, y0+j*dx)"})
-            tifffile.imwrite(tmp, np.asarray(image), description=desc)
+            kwargs = {}
+            if grid is not None:
+                per_cm = 1e8 / grid.pixel_size
+                kwargs = dict(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
+            tifffile.imwrite(tmp, image, description=text, metadata=None, **kwargs)
+    if suffix == ".npy":
+        atomic_write_text(path.with_name(path.name + ".json"), text + "\n")
     return path
+
+
+def read_image_metadata(path) -> dict | None:
+    """The record :func:`write_image` left with an image (TIFF description or ``.npy.json``), or None."""
+    import json
+
+    path = Path(path)
+    text = None
+    try:
+        if path.suffix.lower() == ".npy":
+            side = path.with_name(path.name + ".json")
+            if side.is_file():
+                text = side.read_text()
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                tag = tif.pages[0].tags.get("ImageDescription")
+                text = tag.value if tag is not None else None
+        record = json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("stem-refine") != 1:
+        return None
+    return record
 
 
 def _numbered(folder: Path) -> dict[int, Path]:

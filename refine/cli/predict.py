@@ -40,6 +40,9 @@ def run(args) -> int:
     if src.suffix.lower() in IMAGE_SUFFIXES:
         conv = read_image(src)
         image = model.predict(conv)
+        # the prediction covers the convolution image's interior (border h cropped)
+        h = model.border
+        grid = ProbeGrid.like(image, pixel, origin=(h * pixel, h * pixel))
         kind = "convolution image"
         n_ood = model.out_of_domain_fraction(conv)
     else:
@@ -52,7 +55,7 @@ def run(args) -> int:
         from surrogate.convolution import convolution_image
 
         n_ood = model.out_of_domain_fraction(convolution_image(atoms, grid, model.convolution_parameters))
-    out = write_image(args.out, image, pixel_size=pixel)
+    out = write_image(args.out, image, grid, meta={"kind": "surrogate", "input": str(src)})
     if args.png:
         from surrogate.plots import image_panels
 

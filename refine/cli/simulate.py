@@ -10,7 +10,10 @@ Pixel size and grid are always recorded:
   ``{"stem-refine": 1, "shape": [nx, ny], "kind": ..., "grid": {"origin": [x0, y0], "shape": [...],
   "pixel_size": Δ}, "units": "Å", "parameters": {...}}`` and the X/Y
   resolution tags hold 1e8/Δ pixels per cm (so ImageJ/Fiji shows Δ).
-* NPY: the same JSON in a sidecar ``IMAGE.json`` next to the file.
+* NPY: the same JSON in a sidecar ``IMAGE.npy.json`` next to the file.
+
+(:func:`surrogate.pairs.write_image`; ``stem-refine refine`` reads the
+calibration back.)
 """
 
 from __future__ import annotations
@@ -51,51 +54,12 @@ def _grid(args, atoms):
     return ProbeGrid.around(atoms, pixel_size=args.pixel_size, margin=args.margin)
 
 
-def write_image(path, image, meta: dict) -> None:
-    """Write ``image`` (float64) with ``meta`` recorded as documented in this module."""
-    import os
-
-    import numpy as np
-
-    from surrogate.exceptions import InputError
-
-    path = str(path)
-    lower = path.lower()
-    # tifffile reads a JSON ImageDescription as its own "shaped" metadata and
-    # needs the array shape in it; harmless for the sidecar.
-    meta = dict(meta, shape=list(np.shape(image)))
-    text = json.dumps(meta, sort_keys=True)
-    image = np.ascontiguousarray(image, dtype=np.float64)
-    if lower.endswith((".tif", ".tiff")):
-        import tifffile
-
-        per_cm = 1e8 / meta["grid"]["pixel_size"]
-        tmp = path + ".tmp.tif"
-        tifffile.imwrite(tmp, image, description=text, resolution=(per_cm, per_cm), resolutionunit="CENTIMETER",
-                         metadata=None)
-        os.replace(tmp, path)
-    elif lower.endswith(".npy"):
-        tmp = path + ".tmp.npy"
-        np.save(tmp, image)
-        os.replace(tmp, path)
-        with open(path + ".json.tmp", "w") as fh:
-            fh.write(text)
-        os.replace(path + ".json.tmp", path + ".json")
-    else:
-        raise InputError(f"output image must end in .npy, .tif or .tiff, got {path!r}")
-
-
 def run(args) -> int:
-    from ase.io import read
+    from surrogate.pairs import write_image
 
-    from surrogate.exceptions import InputError
+    from .structures import read_structure
 
-    try:
-        atoms = read(args.structure)
-    except FileNotFoundError:
-        raise InputError(f"structure file {args.structure!r} does not exist") from None
-    except Exception as exc:  # ase.io raises many types for unreadable files
-        raise InputError(f"cannot read structure {args.structure!r}: {exc}") from None
+    atoms = read_structure(args.structure)
     grid = _grid(args, atoms)
     if args.kind == "convolution":
         from surrogate.convolution import ConvolutionParameters, convolution_image
@@ -112,8 +76,7 @@ def run(args) -> int:
                             progress=True)
         pdict = dict(params.to_dict(), seed=args.seed, device=args.device)
         units = "fraction of incident beam"
-    meta = {"stem-refine": 1, "kind": args.kind, "structure": str(args.structure), "grid": grid.to_dict(),
-            "units": "Å", "intensity": units, "parameters": pdict}
-    write_image(args.out, image, meta)
+    meta = {"kind": args.kind, "structure": str(args.structure), "intensity": units, "parameters": pdict}
+    write_image(args.out, image, grid, meta=meta)
     print(f"wrote {args.out}: {args.kind} image {image.shape[0]}x{image.shape[1]} pixels of {grid.pixel_size:g} Å")
     return 0

@@ -3,7 +3,8 @@ import pytest
 import tifffile
 
 from surrogate.exceptions import InputError
-from surrogate.pairs import pair_folders, read_image, read_pairs, write_image
+from surrogate.grid import ProbeGrid
+from surrogate.pairs import pair_folders, read_image, read_image_metadata, read_pairs, write_image
 
 
 def make_folders(tmp_path, conv_nums, ms_nums, shape=(12, 10)):
@@ -56,8 +57,19 @@ def test_read_image_errors(tmp_path):
         read_image(tmp_path / "x.jpg")
 
 
-def test_write_image_round_trip(tmp_path, rng):
+def test_write_image_round_trip_keeps_the_grid(tmp_path, rng):
+    from refine.images import read_image as read_experimental
+
     img = rng.random((7, 9))
+    grid = ProbeGrid(origin=(1.5, -2.0), shape=(7, 9), pixel_size=0.123)
     for name in ("a.npy", "a.tif"):
-        write_image(tmp_path / name, img, pixel_size=0.1)
+        write_image(tmp_path / name, img, grid, meta={"kind": "test"})
         np.testing.assert_allclose(read_image(tmp_path / name), img)
+        record = read_image_metadata(tmp_path / name)
+        assert record["grid"] == grid.to_dict() and record["kind"] == "test"
+        # the refinement's reader takes the calibration from the record
+        exp = read_experimental(tmp_path / name)
+        assert exp.pixel_size == pytest.approx(0.123) and tuple(exp.origin) == (1.5, -2.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a.npy.json", "a.tif"]
+    with pytest.raises(InputError, match="does not match its grid"):
+        write_image(tmp_path / "b.npy", img, ProbeGrid((0, 0), (9, 7)))

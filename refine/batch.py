@@ -89,11 +89,12 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from surrogate.atomic import atomic_write_text
 
 from .exceptions import InputError, RefineError
 
@@ -510,7 +511,7 @@ def _record_attempt(spec: RunSpec, folder: Path):
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if len(attempts) > 1:
         log.warning("run %s: attempt %d (resuming from its checkpoint)", spec.name, len(attempts))
-    _atomic_write_text(folder / SPEC_NAME, json.dumps({"spec": spec.to_dict(), "attempts": attempts}, indent=2))
+    atomic_write_text(folder / SPEC_NAME, json.dumps({"spec": spec.to_dict(), "attempts": attempts}, indent=2))
 
 
 def attempts(folder) -> list[dict]:
@@ -557,23 +558,6 @@ def execute_run(spec: RunSpec, out_dir, run_func: Callable | None = None) -> dic
 
 # --- results table --------------------------------------------------------------------------
 
-def _atomic_write_text(path: Path, text: str):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _json_safe(v):
     if isinstance(v, float) and not math.isfinite(v):
         return None
@@ -593,10 +577,10 @@ def write_results(rows: Iterable[Mapping], out_dir, meta: Mapping | None = None)
     for r in rows:
         writer.writerow({k: ("" if _json_safe(r.get(k)) is None else r.get(k)) for k in RESULT_COLUMNS})
     csv_path, json_path = out / RESULTS_CSV, out / RESULTS_JSON
-    _atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(csv_path, buf.getvalue())
     doc = dict(meta or {})
     doc["runs"] = [{k: _json_safe(r.get(k)) for k in RESULT_COLUMNS} for r in rows]
-    _atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
     return csv_path, json_path
 
 

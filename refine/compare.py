@@ -72,8 +72,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -922,18 +920,11 @@ def _new_figure(figsize):
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Write a figure atomically (temporary file in the same folder, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png", dir=path.parent)
-    os.close(fd)
-    try:
+    from surrogate.atomic import atomic_path
+
+    with atomic_path(path, suffix=Path(path).suffix or ".png") as tmp:
         fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def plot_comparison(comparison: Comparison, path=None):

@@ -25,10 +25,7 @@ frame (for refinements against one image: the image's frame, beam along z).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +34,8 @@ import numpy as np
 from ase import Atoms
 
 from .compare import _formula, _new_figure, _validate_atoms, align_structures, save_figure
+from surrogate.atomic import atomic_path, atomic_write_json
+
 from .exceptions import InputError
 
 __all__ = ["Ensemble", "build_ensemble", "plot_ensemble", "write_ensemble", "write_atoms"]
@@ -237,33 +236,9 @@ def write_atoms(atoms, path) -> Path:
     """Write one structure or a list of them as extxyz, atomically."""
     from ase.io import write
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".xyz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".xyz") as tmp:
         write(tmp, atoms, format="extxyz")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _write_json(obj, path) -> Path:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def write_ensemble(ensemble: Ensemble, out_dir, *, figure: bool = True, sources=None) -> dict:
@@ -280,7 +255,7 @@ def write_ensemble(ensemble: Ensemble, out_dir, *, figure: bool = True, sources=
     summary = ensemble.to_dict()
     if sources is not None:
         summary["sources"] = [str(s) for s in sources]
-    paths["summary"] = _write_json(summary, out / "ensemble.json")
+    paths["summary"] = atomic_write_json(out / "ensemble.json", summary)
     if figure:
         plot_ensemble(ensemble, out / "ensemble.png")
         paths["figure"] = out / "ensemble.png"

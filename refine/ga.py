@@ -59,11 +59,9 @@ import csv
 import io
 import logging
 import math
-import os
 import pickle
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -72,6 +70,8 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 from deap import base, creator, tools
+
+from surrogate.atomic import atomic_write_bytes
 
 from .exceptions import InputError, RefineError
 from .operators import (
@@ -638,30 +638,13 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
 
 # --- checkpoints and logbook files -----------------------------------------------------
 
-def _atomic_write_bytes(path: Path, data: bytes):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _write_logbook_csv(path: Path, logbook):
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(LOGBOOK_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for rec in logbook:
         writer.writerow({k: rec.get(k) for k in LOGBOOK_COLUMNS})
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def load_checkpoint(path) -> dict:
@@ -879,7 +862,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             "py_random_state": random.getstate(), "settings": asdict(settings), "composition": comp,
             "operators": repr(getattr(toolbox, "mutate", None)),
         }
-        _atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+        atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         _write_logbook_csv(out / LOGBOOK_NAME, logbook)
 
     if state is None:

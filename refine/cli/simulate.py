@@ -18,7 +18,6 @@ calibration back.)
 
 from __future__ import annotations
 
-import json
 
 help = "simulate a convolution or multislice (abTEM) HAADF image of a structure"
 

@@ -48,6 +48,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from .atomic import atomic_write_json
 from .datasets import Dataset
 from .exceptions import InputError
 
@@ -249,10 +250,7 @@ def build_dataset(spec: dict, out, *, scheduler: str | None = None, n_workers: i
         if old != json.loads(json.dumps(spec)):
             raise InputError(f"{work!r} holds results of a different spec; delete it or choose another output")
     else:
-        tmp = spec_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(spec, fh, indent=1, sort_keys=True)
-        os.replace(tmp, spec_path)
+        atomic_write_json(spec_path, spec, indent=1, sort_keys=True)
 
     done = _finished(work, len(tasks))
     todo = [t for t in tasks if t["id"] not in done]

@@ -38,17 +38,17 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_path
 from .exceptions import InputError
 from .grid import ProbeGrid
 
 __all__ = ["Dataset", "FORMAT_NAME", "FORMAT_VERSION", "read_dataset", "write_dataset", "atoms_to_text",
-           "atoms_from_text", "atomic_write"]
+           "atoms_from_text"]
 
 FORMAT_NAME = "stem-refine-dataset"
 FORMAT_VERSION = 1
@@ -70,27 +70,6 @@ def atoms_from_text(text: str):
     from ase.io import read
 
     return read(io.StringIO(text), format="extxyz")
-
-
-def atomic_write(path, write_to) -> None:
-    """Call ``write_to(file_object)`` on a temporary file next to ``path``, then
-    :func:`os.replace` it onto ``path`` (atomic on POSIX)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write_to(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 @dataclass
@@ -166,7 +145,8 @@ class Dataset:
             # nothing and halves the file; read() returns float64.
             arrays[f"multislice/{k}"] = np.ascontiguousarray(self.multislice_images[k], dtype=np.float32)
             arrays[f"atoms/{k}"] = np.frombuffer(atoms_to_text(self.atoms[k]).encode("utf-8"), dtype=np.uint8)
-        atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
 
     @classmethod
     def read(cls, path) -> "Dataset":

@@ -115,3 +115,18 @@ def test_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for cmd in ("fit", "cv", "sweep", "predict"):
         assert cmd in out
+
+
+def test_sweep_writes_csv_and_figure(capsys, tmp_path, folders):
+    import csv
+
+    c, m = folders
+    out = tmp_path / "sweep"
+    rc, stdout, _ = run_cli(capsys, "sweep", "--convolution", c, "--multislice", m, "--sizes", "1,3",
+                            "--degrees", "1,2", "--repeats", "1", "--out", out, "--json")
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [int(r["n_terms"]) for r in rows] == [r["n_terms"] for r in json.loads(stdout)]
+    assert (out / "sweep.png").stat().st_size > 1000
+    # more terms, lower CV error on this smooth nonlinear response
+    assert float(rows[-1]["one_minus_r2"]) < float(rows[0]["one_minus_r2"])

@@ -28,9 +28,10 @@ def add_arguments(parser):
 
 def run(args) -> int:
     import csv
-    import os
-    import tempfile
+    import io
     from pathlib import Path
+
+    from surrogate.atomic import atomic_write_text
 
     from surrogate.model import PolynomialSurrogate
     from surrogate.plots import sweep_plot
@@ -41,12 +42,11 @@ def run(args) -> int:
                  degrees=_ints(args.degrees), max_terms=args.max_terms, progress=True, **cv_kwargs(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".sweep.", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "sweep.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
     sweep_plot(rows, out / "sweep.png", title=f"{args.scheme} CV")
     if args.json:
         emit_json(rows)

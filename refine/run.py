@@ -57,13 +57,14 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
+
+from surrogate.atomic import atomic_write_with
 
 from .exceptions import InputError
 from .images import ExperimentalImage
@@ -154,7 +155,8 @@ def _model_info(model, source: str) -> dict:
 
 
 def _validate_image(image, model, *, pixel_size, mask, resample: bool) -> ExperimentalImage:
-    from .images import read_image, resample as resample_image, with_mask
+    from .images import read_image, with_mask
+    from .images import resample as resample_image
 
     target = float(model.convolution_parameters.pixel_size)
     if isinstance(image, ExperimentalImage):
@@ -234,32 +236,9 @@ def _particle_radius(comp) -> float:
 
 # --------------------------------------------------------------------------- atomic writes
 
-def _umask() -> int:
-    """The process umask (mkstemp creates files 0600; results should be readable like any file)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _write_json(path: Path, obj) -> Path:
     text = json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
-    return _atomic(path, lambda t: Path(t).write_text(text))
+    return atomic_write_with(path, lambda t: Path(t).write_text(text))
 
 
 def _json_default(o):
@@ -276,13 +255,13 @@ def _write_npy(path: Path, array) -> Path:
     def w(t):
         with open(t, "wb") as fh:
             np.save(fh, np.asarray(array))
-    return _atomic(path, w)
+    return atomic_write_with(path, w)
 
 
 def _write_xyz(path: Path, frames) -> Path:
     from ase.io import write
 
-    return _atomic(path, lambda t: write(t, frames, format="extxyz"))
+    return atomic_write_with(path, lambda t: write(t, frames, format="extxyz"))
 
 
 def _finite(v):
@@ -302,7 +281,7 @@ def _figure(figsize):
 
 
 def _save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    return _atomic(path, lambda t: fig.savefig(t, dpi=dpi, format="png"))
+    return atomic_write_with(path, lambda t: fig.savefig(t, dpi=dpi, format="png"))
 
 
 def plot_images(experimental, simulated, difference, grid, path, *, title: str = "") -> Path:
@@ -439,9 +418,21 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     """
     t_start = time.perf_counter()
     from .fitness import Fitness
-    from .ga import CHECKPOINT_NAME, LOGBOOK_NAME, FitnessDifference, GASettings, load_checkpoint, run_ga
+    from .ga import (
+        CHECKPOINT_NAME,
+        LOGBOOK_NAME,
+        FitnessDifference,
+        GASettings,
+        load_checkpoint,
+        run_ga,
+    )
     from .operators import LocalRelaxation
-    from .population import composition_string, make_population, parse_composition, validate_composition
+    from .population import (
+        composition_string,
+        make_population,
+        parse_composition,
+        validate_composition,
+    )
 
     # ---- validate everything before touching out_dir
     seed = _validate_seed(seed)

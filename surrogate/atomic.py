@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_with", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
 
 
 def _umask() -> int:
@@ -44,6 +44,13 @@ def atomic_path(path, suffix: str | None = None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_with(path, write) -> Path:
+    """Call ``write(tmp_path)`` (a writer that takes a file name), then move it onto ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

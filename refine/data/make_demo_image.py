@@ -27,36 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from surrogate.atomic import atomic_write_with
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-
-
-def _umask() -> int:
-    """The process umask (mkstemp creates files 0600; results should be readable like any file)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: Path, write):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv=None):
@@ -111,8 +91,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     truth = atoms.copy()
     truth.info = {"composition": f"Pt{len(atoms)}", "family": "marks_decahedron", "seed": args.seed}
-    _atomic(out / "demo_image.npy", lambda t: np.save(open(t, "wb"), noisy))
-    _atomic(out / "demo_truth.xyz", lambda t: write(t, truth, format="extxyz"))
+    atomic_write_with(out / "demo_image.npy", lambda t: np.save(open(t, "wb"), noisy))
+    atomic_write_with(out / "demo_truth.xyz", lambda t: write(t, truth, format="extxyz"))
     meta = {
         "image": "demo_image.npy",
         "truth": "demo_truth.xyz",
@@ -129,7 +109,7 @@ def main(argv=None):
         "seed": args.seed,
         "command": "python refine/data/make_demo_image.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    _atomic(out / "demo_image.json", lambda t: Path(t).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write_with(out / "demo_image.json", lambda t: Path(t).write_text(json.dumps(meta, indent=2) + "\n"))
     print(f"wrote {out / 'demo_image.npy'} {grid.shape} ({seconds:.0f} s of simulation), "
           f"{out / 'demo_truth.xyz'}, {out / 'demo_image.json'}")
 

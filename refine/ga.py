@@ -238,6 +238,9 @@ class GASettings:
         FIRE force criterion, eV/Å.
     duplicate_cost_tol, duplicate_fingerprint_tol : float
         See :class:`refine.operators.SimilarityCriterion`.
+    image_guided_moves : int
+        Atoms moved per image-guided mutation
+        (:class:`refine.operators.ImageGuidedMutation` ``n_moves``).
     immigrants : int
         Fresh random clusters added to the offspring every generation
         (diversity against premature convergence).
@@ -273,6 +276,7 @@ class GASettings:
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
     immigrants: int = 0
+    image_guided_moves: int = 1
     progress: bool = True
 
     def validate(self) -> "GASettings":
@@ -289,6 +293,7 @@ class GASettings:
         positive_int("checkpoint_every", 1)
         positive_int("elite", 0)
         positive_int("immigrants", 0)
+        positive_int("image_guided_moves", 1)
         if self.offspring_size is not None:
             positive_int("offspring_size", 1)
         if self.stagnation is not None:
@@ -616,7 +621,8 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     if len(comp) > 1:
         ops.append((weights["permutation"], PermutationMutation(rng, d_min, **kw)))
     if difference is not None:
-        ops.append((weights["image_guided"], ImageGuidedMutation(rng, d_min, difference, **kw)))
+        guided = ImageGuidedMutation(rng, d_min, difference, n_moves=settings.image_guided_moves, **kw)
+        ops.append((weights["image_guided"], guided))
     tb.register("mutate", MutationSelector(rng, ops))
     if settings.multi_objective:
         tb.register("select", _ParetoTournament(rng))

@@ -370,3 +370,23 @@ def test_resume_with_the_real_fitness_equals_uninterrupted(tmp_path, real_fitnes
     resumed = run(tmp_path / "part", 4, resume=True)
     assert np.array_equal(full.best.positions, resumed.best.positions)
     assert [r["best_cost"] for r in full.logbook] == [r["best_cost"] for r in resumed.logbook]
+
+
+@pytest.mark.parametrize("moves", [1, 4])
+def test_image_guided_moves_sets_atoms_moved_per_mutation(moves):
+    fit = ToyFitness(_target())
+    rng = np.random.default_rng(3)
+    only_guided = {k: 0.0 for k in ("rattle", "surface_move", "rotation", "mirror")} | {"image_guided": 1.0}
+    tb = make_toolbox(fit, {"Pt": 13}, _settings(mutation_weights=only_guided, image_guided_moves=moves), rng,
+                      difference=fit.difference)
+    moved = []
+    for seed in range(6):
+        start = to_individual(make_population("Pt13", 1, np.random.default_rng(seed))[0])
+        (child,) = tb.mutate(tb.clone(start))
+        moved.append(int(np.count_nonzero(np.linalg.norm(child.positions - start.positions, axis=1) > 1e-9)))
+    if moves == 1:
+        assert max(moved) <= 1
+    else:
+        assert max(moved) >= 2 and max(moved) <= moves
+    with pytest.raises(InputError, match="image_guided_moves"):
+        _settings(image_guided_moves=0).validate()

@@ -2,9 +2,7 @@
 
 What it does, step by step (everything goes to ``--work``):
 
-1. **Model**: ``--model FILE``, else the shipped default model, else a
-   stand-in fitted here on the published Combs et al. Pt–Mo data in
-   ``../shared`` (s = 5, d = 2, 378 terms; cached in the work folder).
+1. **Model**: ``--model FILE``, else the shipped default model (378 terms).
 2. **Truth and "experimental" image**: an EMT-relaxed Pt truncated
    octahedron (Pt38; Pt79 without ``--quick``) tilted off its zone axis, and
    its abTEM PRISM image (frozen phonons) with Poisson noise at ``--dose``
@@ -58,29 +56,11 @@ MARGIN = 3.0  # Å of image around the particle
 
 # --------------------------------------------------------------------------- model
 
-def get_model(path, work: Path, n_pairs: int):
-    """(model, description): ``path``, the shipped default, or a stand-in fitted on the Combs et al. data."""
-    from surrogate import default_model_path
-    from surrogate.model import PolynomialSurrogate, load_model, save_model
+def get_model(path):
+    """(model, description): the model file ``path``, else the shipped default model."""
+    from refine.run import load_model_or_default
 
-    if path:
-        return load_model(path), str(path)
-    if Path(default_model_path()).is_file():
-        return load_model(default_model_path()), f"shipped default ({default_model_path()})"
-    cached = work / f"standin_model_{n_pairs}pairs.npz"
-    if cached.is_file():
-        return load_model(cached), f"stand-in fitted on the Combs et al. Pt-Mo data ({cached})"
-    combs = ROOT.parent / "shared" / "data" / "combs2019-ptmo5"
-    if not (combs / "convolution").is_dir():
-        raise SystemExit("no model: give --model FILE (the shipped default model is not installed and the "
-                         f"Combs et al. data for a stand-in is not at {combs})")
-    from surrogate.pairs import read_pairs
-
-    print(f"fitting a stand-in model (s=5, d=2) on {n_pairs} Combs et al. image pairs ...", file=sys.stderr)
-    _, conv, ms = read_pairs(combs / "convolution", combs / "multislice")
-    model = PolynomialSurrogate(size=5, degree=2).fit(conv[:n_pairs], ms[:n_pairs], elements=["Pt", "Mo"])
-    save_model(model, cached)
-    return model, f"stand-in fitted on {n_pairs} Combs et al. Pt-Mo pairs ({cached})"
+    return load_model_or_default(path)
 
 
 # --------------------------------------------------------------------------- truth and image
@@ -134,7 +114,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="Pt38, short runs, 2 phonons (a few minutes on 2 cores)")
     ap.add_argument("--work", default="walkthrough", help="work folder (default ./walkthrough)")
-    ap.add_argument("--model", default=None, help="surrogate model file (default: shipped, else a stand-in)")
+    ap.add_argument("--model", default=None, help="surrogate model file (default: the shipped default model)")
     ap.add_argument("--workers", type=int, default=2, help="local Dask worker processes (default 2)")
     ap.add_argument("--seeds", type=int, default=4, help="refinements of the image, one per seed (default 4)")
     ap.add_argument("--dose", type=float, default=5e5, help="electron dose of the experiment, e/Å² (default 5e5)")
@@ -156,7 +136,6 @@ def main(argv=None) -> int:
     cfg = {
         "n_layers": 4 if quick else 5,
         "phonons": 2 if quick else 8,
-        "fit_pairs": 6 if quick else 20,
         "population": 24 if quick else 40,
         "generations": 150 if quick else 600,
         "time_limit": 120 if quick else 900,
@@ -170,7 +149,7 @@ def main(argv=None) -> int:
 
     # 1. model
     t0 = time.perf_counter()
-    model, model_desc = get_model(args.model, work, cfg["fit_pairs"])
+    model, model_desc = get_model(args.model)
     model_path = work / "model.npz"
     if args.model:
         model_path = Path(args.model).resolve()

@@ -23,9 +23,7 @@ noisy image (the noise level: ≈ 1 under a correct Poisson model), and the
 wall time. Goals: (a) ≥ 98 % within 0.5 Å in ≤ 15 min; (b) ≥ 4 of the 6 moved
 atoms found; (c) ≥ 80 % within 0.5 Å.
 
-Model: ``--model FILE``, else the shipped default model, else a stand-in
-fitted here on the published Combs et al. Pt–Mo data in ``../shared`` (s=5,
-d=2, 378 terms; cached in the work folder). Both the images and the
+Model: ``--model FILE``, else the shipped default model. Both the images and the
 refinement use the same model, so this tests the search, not the surrogate.
 
 Run from the repository root::
@@ -99,29 +97,11 @@ MARGIN = 3.0
 
 # --------------------------------------------------------------------------- the model
 
-def get_model(path, work: Path):
-    """(model, description): ``path``, the shipped default, or a stand-in fitted on the Combs et al. data."""
-    from surrogate import default_model_path
-    from surrogate.model import PolynomialSurrogate, load_model, save_model
+def get_model(path):
+    """(model, description): the model file ``path``, else the shipped default model."""
+    from refine.run import load_model_or_default
 
-    if path:
-        return load_model(path), str(path)
-    if Path(default_model_path()).is_file():
-        return load_model(default_model_path()), f"shipped default ({default_model_path()})"
-    cached = work / "standin_model.npz"
-    if cached.is_file():
-        return load_model(cached), f"stand-in fitted on the Combs et al. Pt-Mo data ({cached})"
-    combs = ROOT.parent / "shared" / "data" / "combs2019-ptmo5"
-    if not (combs / "convolution").is_dir():
-        raise SystemExit("no model: give --model FILE (the shipped default model is not installed and the "
-                         f"Combs et al. data for a stand-in is not at {combs})")
-    from surrogate.pairs import read_pairs
-
-    log.info("fitting a stand-in model (s=5, d=2) on %s", combs)
-    _, conv, ms = read_pairs(combs / "convolution", combs / "multislice", progress=False)
-    model = PolynomialSurrogate(size=5, degree=2).fit(conv, ms, elements=["Pt", "Mo"])
-    save_model(model, cached)
-    return model, f"stand-in fitted on the Combs et al. Pt-Mo data ({cached})"
+    return load_model_or_default(path)
 
 
 # --------------------------------------------------------------------------- the truths
@@ -340,7 +320,7 @@ def main(argv=None):
     p.add_argument("--cases", default="a,b,c", help="comma-separated subset of a,b,c (default all)")
     p.add_argument("--quick", action="store_true",
                    help="case (a) only unless --cases is given, 240 s, population 16 (a smoke run)")
-    p.add_argument("--model", default=None, help="model file (default: shipped default, else a stand-in)")
+    p.add_argument("--model", default=None, help="model file (default: the shipped default model)")
     p.add_argument("--atoms", type=int, default=300, help="atoms for cases a and c (default 300; b has 309)")
     p.add_argument("--dose", type=float, default=1e5, help="electron dose e/Å² (default 1e5)")
     p.add_argument("--tilt", type=float, default=10.0, help="case a: degrees off the zone axis (default 10)")
@@ -389,7 +369,7 @@ def main(argv=None):
         p.error(f"unknown case(s) {bad}; choose from a, b, c")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
-    model, model_desc = get_model(args.model, args.work)
+    model, model_desc = get_model(args.model)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     rows = []
     for c in cases:

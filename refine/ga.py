@@ -876,12 +876,15 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
 
     from tqdm.auto import tqdm
 
+    # In a log file (stderr not a terminal) every redraw is a new line: redraw rarely there.
     bar = tqdm(total=settings.generations, initial=min(gen, settings.generations), desc="GA", unit="gen",
-               file=sys.stderr, disable=not settings.progress, dynamic_ncols=True)
+               file=sys.stderr, disable=not settings.progress, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 10.0)
 
     def postfix():
         rec = logbook[-1]
-        bar.set_postfix_str(f"χ²={rec['best_chi2']:.4g} E={rec['best_energy']:.4g} α={rec['alpha']:.3g}")
+        bar.set_postfix_str(f"χ²={rec['best_chi2']:.4g} E={rec['best_energy']:.4g} α={rec['alpha']:.3g}",
+                            refresh=False)
 
     postfix()
     stop_reason = "generations"

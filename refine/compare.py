@@ -74,7 +74,6 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -84,6 +83,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
+
+from surrogate.plots import save_figure
 
 from .exceptions import InputError
 
@@ -916,15 +917,6 @@ def _new_figure(figsize):
     fig = Figure(figsize=figsize, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def save_figure(fig, path, dpi: int = 120) -> Path:
-    """Write a figure atomically (temporary file in the same folder, then ``os.replace``)."""
-    from surrogate.atomic import atomic_path
-
-    with atomic_path(path, suffix=Path(path).suffix or ".png") as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    return Path(path)
 
 
 def plot_comparison(comparison: Comparison, path=None):

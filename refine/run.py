@@ -65,6 +65,7 @@ import numpy as np
 from ase import Atoms
 
 from surrogate.atomic import atomic_write_with
+from surrogate.plots import save_figure
 
 from .exceptions import InputError
 from .images import ExperimentalImage
@@ -280,10 +281,6 @@ def _figure(figsize):
     return fig
 
 
-def _save_figure(fig, path: Path, dpi: int = 110) -> Path:
-    return atomic_write_with(path, lambda t: fig.savefig(t, dpi=dpi, format="png"))
-
-
 def plot_images(experimental, simulated, difference, grid, path, *, title: str = "") -> Path:
     """Experimental, simulated and difference images side by side (x right, y up) as a PNG."""
     x0, y0 = grid.origin
@@ -307,7 +304,7 @@ def plot_images(experimental, simulated, difference, grid, path, *, title: str =
         ax.set_ylabel("y (Å)")
     if title:
         fig.suptitle(title)
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path), dpi=110, format="png")
 
 
 def _read_logbook(path: Path) -> dict:
@@ -345,7 +342,7 @@ def plot_history(logbook_csv, path, *, n_valid: int | None = None) -> Path:
     axes[2].set_ylabel("E (eV, best)")
     for ax in axes:
         ax.set_xlabel("generation")
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path), dpi=110, format="png")
 
 
 # --------------------------------------------------------------------------- the run

@@ -22,15 +22,22 @@ def _plt():
     return plt
 
 
-def save_figure(fig, path) -> Path:
-    """Write ``fig`` to ``path`` atomically and close it."""
+def save_figure(fig, path, *, dpi: int = 120, **savefig_kwargs) -> Path:
+    """Write a matplotlib figure to ``path`` atomically; a pyplot figure is closed afterwards.
+
+    The one figure writer of the project (surrogate plots, comparison,
+    ensemble and refinement figures); ``savefig_kwargs`` go to ``fig.savefig``.
+    """
+    import sys
+
     from .atomic import atomic_path
 
     try:
         with atomic_path(path, suffix=Path(path).suffix or ".png") as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+            fig.savefig(tmp, dpi=dpi, **savefig_kwargs)
     finally:
-        _plt().close(fig)
+        if "matplotlib.pyplot" in sys.modules:  # figures made without pyplot need no closing
+            sys.modules["matplotlib.pyplot"].close(fig)
     return Path(path)
 
 
@@ -52,7 +59,7 @@ def parity_plot(targets, predictions, path, title="", max_points=200_000, seed=0
     ax.set_ylabel("predicted intensity")
     ax.set_title(title, fontsize=9)
     ax.set_aspect("equal")
-    return save_figure(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def sweep_plot(rows, path, title="") -> Path:
@@ -73,7 +80,7 @@ def sweep_plot(rows, path, title="") -> Path:
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_title(title + "  (orange: log term; squares: interactions)", fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def image_panels(images: dict, path, pixel_size=None, title="") -> Path:
@@ -97,4 +104,4 @@ def image_panels(images: dict, path, pixel_size=None, title="") -> Path:
         fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")

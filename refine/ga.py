@@ -236,6 +236,13 @@ class GASettings:
         within 0.5 Å even after 1500 generations.
     relax_fmax : float
         FIRE force criterion, eV/Å.
+    relax_image : bool
+        Relax offspring on the full cost E + α·χ² instead of E alone: the
+        image force −α·∂χ²/∂r (:mod:`refine.image_forces`, from the
+        surrogate's adjoint) slides atoms in x, y onto the image while the
+        energy places them along the beam. Needs a fitness with a surrogate
+        model and an image (:class:`refine.fitness.Fitness`); α is read
+        from the fitness at every step (energy only until it is calibrated).
     duplicate_cost_tol, duplicate_fingerprint_tol : float
         See :class:`refine.operators.SimilarityCriterion`.
     image_guided_moves : int
@@ -272,6 +279,7 @@ class GASettings:
     rotation_max_angle: float = math.pi / 12
     relax_steps: int = 100
     relax_fmax: float = 0.05
+    relax_image: bool = False
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
@@ -637,9 +645,30 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
             from .energy import make_calculator
 
             calculator = make_calculator(calculator, tuple(comp))
+        if settings.relax_image:
+            calculator = _cost_calculator(fitness, calculator)
         tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
                                              min_distance=d_min, rng=rng))
     return tb
+
+
+def _cost_calculator(fitness, calculator):
+    """E + α·χ² calculator (refine.image_forces) for the offspring relaxation."""
+    from .image_forces import CostCalculator, ImageTerm
+
+    if not all(hasattr(fitness, k) for k in ("model", "image", "weights", "exp", "grid")):
+        raise InputError("relax_image needs a refine.fitness.Fitness (a surrogate model and an image)")
+    return CostCalculator(ImageTerm(fitness), calculator, alpha=_FitnessAlpha(fitness))
+
+
+class _FitnessAlpha:
+    """The fitness's current α (None until calibrated); picklable, unlike a lambda."""
+
+    def __init__(self, fitness):
+        self.fitness = fitness
+
+    def __call__(self):
+        return _alpha_of(self.fitness)
 
 
 # --- checkpoints and logbook files -----------------------------------------------------

@@ -221,36 +221,37 @@ def _box_sums(sim, e, w, i0, j0, bg, acc):  # pragma: no cover - jitted
 
     acc (15,): [sII, sI, sIgi, sIgj, s1, sgi, sgj, sgigi, sgigj, sgjgj, eI, e1, egi, egj, ee]
     with I measured from ``bg`` (I − bg: 0 outside the box, which keeps the
-    sums well conditioned). Neighbours outside the box are ``bg``.
+    sums well conditioned). Neighbours outside the box are ``bg``. Pixels of
+    weight 0 contribute nothing (``e`` must be finite there). The interior of
+    each row is one branch-free loop that vectorizes; the two end pixels,
+    whose j-neighbour lies outside the box, are added separately.
     """
     bi, bj = sim.shape
     for k in range(15):
         acc[k] = 0.0
+    if bi == 0 or bj == 0:
+        return
+    zero = np.zeros(bj)  # the row outside the box, measured from bg
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = 0.0
     r0 = r1 = r2 = r3 = r4 = 0.0
     for a in range(bi):
-        wr = w[i0 + a]
-        er = e[i0 + a]
+        wr = w[i0 + a, j0:j0 + bj]
+        er = e[i0 + a, j0:j0 + bj]
         s_row = sim[a]
-        up = sim[a - 1] if a > 0 else sim[a]
-        dn = sim[a + 1] if a + 1 < bi else sim[a]
-        has_up = a > 0
-        has_dn = a + 1 < bi
-        for b in range(bj):
-            ww = wr[j0 + b]
-            if ww == 0.0:
-                continue
+        up = sim[a - 1] if a > 0 else zero
+        dn = sim[a + 1] if a + 1 < bi else zero
+        bu = bg if a > 0 else 0.0  # what to subtract from up/dn (the zero row is already relative)
+        bd = bg if a + 1 < bi else 0.0
+        for b in range(1, bj - 1):
+            ww = wr[b]
             s = s_row[b] - bg
-            sp = dn[b] if has_dn else bg
-            sm = up[b] if has_up else bg
-            gi = 0.5 * (sp - sm)
-            tp = s_row[b + 1] if b + 1 < bj else bg
-            tm = s_row[b - 1] if b > 0 else bg
-            gj = 0.5 * (tp - tm)
-            ev = er[j0 + b]
+            gi = 0.5 * ((dn[b] - bd) - (up[b] - bu))
+            gj = 0.5 * (s_row[b + 1] - s_row[b - 1])
+            ev = er[b]
             ws = ww * s
             wgi = ww * gi
             wgj = ww * gj
+            wev = ww * ev
             a0 += ws * s
             a1 += ws
             a2 += ws * gi
@@ -262,10 +263,38 @@ def _box_sums(sim, e, w, i0, j0, bg, acc):  # pragma: no cover - jitted
             a8 += wgi * gj
             a9 += wgj * gj
             r0 += ws * ev
-            r1 += ww * ev
+            r1 += wev
             r2 += wgi * ev
             r3 += wgj * ev
-            r4 += ww * ev * ev
+            r4 += wev * ev
+        # the end pixels b = 0 and b = bj − 1 (one pixel when bj == 1)
+        for b in range(0, bj, max(bj - 1, 1)):
+            ww = wr[b]
+            s = s_row[b] - bg
+            gi = 0.5 * ((dn[b] - bd) - (up[b] - bu))
+            tp = s_row[b + 1] - bg if b + 1 < bj else 0.0
+            tm = s_row[b - 1] - bg if b > 0 else 0.0
+            gj = 0.5 * (tp - tm)
+            ev = er[b]
+            ws = ww * s
+            wgi = ww * gi
+            wgj = ww * gj
+            wev = ww * ev
+            a0 += ws * s
+            a1 += ws
+            a2 += ws * gi
+            a3 += ws * gj
+            a4 += ww
+            a5 += wgi
+            a6 += wgj
+            a7 += wgi * gi
+            a8 += wgi * gj
+            a9 += wgj * gj
+            r0 += ws * ev
+            r1 += wev
+            r2 += wgi * ev
+            r3 += wgj * ev
+            r4 += wev * ev
     acc[0] = a0
     acc[1] = a1
     acc[2] = a2
@@ -418,14 +447,38 @@ def _xy_box(pos, shift_x, shift_y, x0, y0, dx, reach, m, n, xy):  # pragma: no c
     return i0, max(i1, i0), j0, max(j1, j0)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _bin_box(sim, i0, j0, bg, B, out):  # pragma: no cover - jitted
-    """out := 0, then out[(i0+a)//B, (j0+b)//B] += sim[a, b] − bg (B×B binning of a box)."""
+    """out := 0, then out[(i0+a)//B, (j0+b)//B] += sim[a, b] − bg (B×B binning of a box).
+
+    Whole bins of a row are summed in one loop without integer divisions; the
+    partial bins at the row's ends (box edges not on a bin boundary) apart.
+    """
     out[:, :] = 0.0
-    for a in range(sim.shape[0]):
-        ia = (i0 + a) // B
-        for b in range(sim.shape[1]):
-            out[ia, (j0 + b) // B] += sim[a, b] - bg
+    bi, bj = sim.shape
+    if bi == 0 or bj == 0:
+        return
+    qa = -(-j0 // B)  # first whole bin
+    qb = (j0 + bj) // B  # one past the last whole bin
+    lead = min(qa * B - j0, bj)
+    tail = max(qb * B - j0, lead)
+    off = qa * B - j0
+    for a in range(bi):
+        orow = out[(i0 + a) // B]
+        srow = sim[a]
+        for b in range(0, lead):
+            orow[(j0 + b) // B] += srow[b] - bg
+        if B == 2:
+            for q in range(qb - qa):
+                orow[qa + q] += (srow[off + 2 * q] - bg) + (srow[off + 2 * q + 1] - bg)
+        else:
+            for q in range(qb - qa):
+                t = 0.0
+                for k in range(B):
+                    t += srow[off + q * B + k] - bg
+                orow[qa + q] += t
+        for b in range(tail, bj):
+            orow[(j0 + b) // B] += srow[b] - bg
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -478,13 +531,29 @@ def _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, tmp, out):  # pragma: no cov
             out[a, b] = acc
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _max_value(a):  # pragma: no cover - jitted
-    m = -np.inf
+    """Largest element of a finite 2-D array (−inf when empty).
+
+    Sixteen running maxima, so that the loop vectorizes (a single running
+    maximum is a serial dependency LLVM does not vectorize).
+    """
+    n = a.shape[1]
+    acc = np.full(16, -np.inf)
     for i in range(a.shape[0]):
-        for j in range(a.shape[1]):
-            if a[i, j] > m:
-                m = a[i, j]
+        row = a[i]
+        j = 0
+        while j + 16 <= n:
+            for k in range(16):
+                v = row[j + k]
+                acc[k] = v if v > acc[k] else acc[k]
+            j += 16
+        for k in range(j, n):
+            v = row[k]
+            acc[0] = v if v > acc[0] else acc[0]
+    m = acc[0]
+    for k in range(1, 16):
+        m = acc[k] if acc[k] > m else m
     return m
 
 
@@ -507,6 +576,11 @@ def fit_intensity_map(simulated, experimental, weights=None) -> tuple[float, flo
     if s.shape != e.shape:
         raise InputError(f"simulated {s.shape} and experimental {e.shape} images differ in shape")
     w = np.ones_like(e) if weights is None else np.ascontiguousarray(weights, dtype=float)
+    if w.shape != e.shape:
+        raise InputError(f"weights {w.shape} and experimental {e.shape} images differ in shape")
+    # the sums multiply by w instead of skipping w == 0: excluded pixels may hold anything
+    s = np.where(w != 0, s, 0.0)
+    e = np.where(w != 0, e, 0.0)
     acc = np.empty(15)
     _box_sums(s, e, w, 0, 0, 0.0, acc)
     g, r, x = np.zeros((4, 4)), np.zeros(4), np.zeros(4)
@@ -616,7 +690,8 @@ class Fitness:
         # sums use the image minus its weighted mean ē (and I − c₀, see _box_sums):
         # the same fit, without cancellation when the image sits on a large offset
         self.exp_mean = float((self.weights * self.exp).sum() / self.w_tot)
-        self._exp_c = np.ascontiguousarray(self.exp - self.exp_mean)
+        # 0 on excluded pixels: the box sums multiply by the weight instead of skipping it
+        self._exp_c = np.ascontiguousarray(np.where(self.weights != 0, self.exp - self.exp_mean, 0.0))
         self.we_tot = float((self.weights * self._exp_c).sum())
         self.wee_tot = float((self.weights * self._exp_c * self._exp_c).sum())
         # vacuum value of the surrogate: an all-zero input pixel grid

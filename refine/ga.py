@@ -76,6 +76,7 @@ from surrogate.atomic import atomic_write_bytes
 from .exceptions import InputError, RefineError
 from .operators import (
     CutSpliceCrossover,
+    DepthFlipMutation,
     ImageGuidedMutation,
     LocalRelaxation,
     MirrorMutation,
@@ -177,7 +178,7 @@ def as_atoms(ind) -> Atoms:
 # --- settings and result ---------------------------------------------------------------
 
 _DEFAULT_WEIGHTS = {"rattle": 1.0, "permutation": 1.0, "surface_move": 1.0, "image_guided": 1.0,
-                    "rotation": 1.0, "mirror": 0.5}
+                    "rotation": 1.0, "mirror": 0.5, "depth_flip": 0.0}
 
 
 @dataclass
@@ -197,7 +198,7 @@ class GASettings:
     mutation_weights : dict
         Relative weights of ``rattle``, ``permutation`` (alloys only),
         ``surface_move``, ``image_guided`` (only with a ``difference``
-        function), ``rotation``, ``mirror``.
+        function), ``rotation``, ``mirror``, ``depth_flip``.
     tournament_size : int
         Parent tournament size (single objective).
     hall_of_fame_size : int
@@ -236,6 +237,9 @@ class GASettings:
         within 0.5 Å even after 1500 generations.
     relax_fmax : float
         FIRE force criterion, eV/Å.
+    beam_parallel_cuts : float
+        Probability that a crossover's cut plane contains the beam direction
+        (:class:`refine.operators.CutSpliceCrossover` ``beam_parallel``).
     relax_image : bool
         Relax offspring on the full cost E + α·χ² instead of E alone: the
         image force −α·∂χ²/∂r (:mod:`refine.image_forces`, from the
@@ -280,6 +284,7 @@ class GASettings:
     relax_steps: int = 100
     relax_fmax: float = 0.05
     relax_image: bool = False
+    beam_parallel_cuts: float = 0.0
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
@@ -618,13 +623,14 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     tb.register("map", map_func)
     tb.register("clone", copy.deepcopy)
     tb.register("individual", to_individual, multi_objective=settings.multi_objective)
-    tb.register("mate", CutSpliceCrossover(rng, d_min, comp, **kw))
+    tb.register("mate", CutSpliceCrossover(rng, d_min, comp, beam_parallel=settings.beam_parallel_cuts, **kw))
     weights = {**_DEFAULT_WEIGHTS, **settings.mutation_weights}
     ops = [
         (weights["rattle"], RattleMutation(rng, d_min, sigma=settings.rattle_sigma, **kw)),
         (weights["surface_move"], SurfaceMoveMutation(rng, d_min, **kw)),
         (weights["rotation"], RotationMutation(rng, d_min, max_angle=settings.rotation_max_angle, **kw)),
         (weights["mirror"], MirrorMutation(rng, d_min, comp, **kw)),
+        (weights["depth_flip"], DepthFlipMutation(rng, d_min, **kw)),
     ]
     if len(comp) > 1:
         ops.append((weights["permutation"], PermutationMutation(rng, d_min, **kw)))

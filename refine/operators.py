@@ -376,17 +376,28 @@ class CutSpliceCrossover(Operator):
     kept (it matters for the image). Species counts are then repaired,
     relabelling atoms near the cut first, and overlaps at the cut removed.
 
+    With probability ``beam_parallel`` the plane contains the beam direction
+    (its normal has no z component): both parents then keep their own part of
+    the projection, so two parents that each match the image give children
+    that still match it, with the depth (z) arrangement of one parent on one
+    side and of the other on the other side.
+
     Parameters
     ----------
     composition : mapping
         Target species counts, e.g. ``{"Pt": 557, "Mo": 29}``.
+    beam_parallel : float
+        Probability of a cut plane parallel to the beam (z).
     """
 
     name = "cut_splice"
 
-    def __init__(self, rng, min_distance, composition: Mapping[str, int], **kw):
+    def __init__(self, rng, min_distance, composition: Mapping[str, int], *, beam_parallel: float = 0.0, **kw):
         super().__init__(rng, min_distance, **kw)
         self.composition = dict(composition)
+        if not 0.0 <= beam_parallel <= 1.0:
+            raise InputError(f"beam_parallel must be a probability in [0, 1], got {beam_parallel!r}")
+        self.beam_parallel = float(beam_parallel)
 
     def __call__(self, ind1, ind2):
         n = len(ind1)
@@ -396,8 +407,14 @@ class CutSpliceCrossover(Operator):
         p2 = np.array(ind2.positions, dtype=float)
         z1, z2 = np.array(ind1.numbers), np.array(ind2.numbers)
         c1 = p1.mean(axis=0)
-        p2 = p2 - p2.mean(axis=0) + c1
-        normal = _random_unit_vectors(self.rng, 1)[0]
+        if self.beam_parallel > 0.0 and self.rng.random() < self.beam_parallel:
+            # keep both parents where they are in x, y (both are aligned on the image)
+            p2[:, 2] += c1[2] - p2[:, 2].mean()
+            phi = self.rng.uniform(0.0, 2.0 * np.pi)
+            normal = np.array([np.cos(phi), np.sin(phi), 0.0])
+        else:
+            p2 = p2 - p2.mean(axis=0) + c1
+            normal = _random_unit_vectors(self.rng, 1)[0]
         k = int(self.rng.integers(max(n // 4, 1), max(3 * n // 4, 1) + 1)) if n > 1 else n
         s1 = np.argsort(-((p1 - c1) @ normal), kind="stable")  # + side first
         s2 = np.argsort(-((p2 - c1) @ normal), kind="stable")
@@ -651,6 +668,45 @@ class MirrorMutation(Operator):
         ind.positions = np.concatenate([pos[keep], refl])
         ind.numbers = np.concatenate([num[keep], num[mirrored]])
         repair_composition(ind, self.composition, self.rng)
+        return (self._finish(ind),)
+
+
+class DepthFlipMutation(Operator):
+    """Reflect the depth (z) of the atoms on one side of a beam-parallel plane.
+
+    One projection cannot tell z from −z: flipping the depth order of a part
+    of the particle keeps its image exactly and changes only its 3D
+    structure (and energy). A random plane containing the beam direction
+    splits the atoms at a random quantile in [1/4, 3/4] (or, with
+    probability ``whole``, the whole particle is flipped); the atoms on the +
+    side get z → 2·z̄ − z, z̄ their mean depth. Overlaps at the cut are
+    repaired.
+
+    Parameters
+    ----------
+    whole : float
+        Probability of flipping the whole particle (its mirror image along the beam).
+    """
+
+    name = "depth_flip"
+
+    def __init__(self, rng, min_distance, *, whole: float = 0.0, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.whole = float(whole)
+
+    def __call__(self, ind):
+        pos = np.array(ind.positions, dtype=float)
+        n = len(pos)
+        if self.rng.random() < self.whole or n < 4:
+            part = np.arange(n)
+        else:
+            phi = self.rng.uniform(0.0, 2.0 * np.pi)
+            proj = pos[:, 0] * np.cos(phi) + pos[:, 1] * np.sin(phi)
+            k = int(self.rng.integers(n // 4, 3 * n // 4 + 1))
+            part = np.argsort(-proj, kind="stable")[:k]
+        zbar = pos[part, 2].mean()
+        pos[part, 2] = 2.0 * zbar - pos[part, 2]
+        ind.positions = pos
         return (self._finish(ind),)
 
 

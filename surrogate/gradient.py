@@ -96,6 +96,7 @@ class SurrogateGradient:
             self._pair_coef = np.array(c, dtype=np.float64)
         self._x = np.zeros(n_var)
         self._dv = np.zeros(n_var)
+        self._rows = None
         self._f = np.zeros(len(tuples))
 
     def convolution_vjp(self, convolution_image: np.ndarray, upstream: np.ndarray,
@@ -126,8 +127,12 @@ class SurrogateGradient:
             out[:, :] = 0.0
         up = np.ascontiguousarray(upstream, dtype=np.float64)
         if self.degree == 2:
+            bj = up.shape[1]
+            if self._rows is None or self._rows[0].shape[1] < bj:
+                self._rows = (np.empty((self.n_var, bj)), np.empty((self.n_var, bj)))
+            Xt, Dt = (r[:, :bj] for r in self._rows)
             _vjp_degree2(conv, up, h, self._offsets, self.log_term, self.log_floor, self._lin, self._Q,
-                         self._x, self._dv, out)
+                         Xt, Dt, out)
         else:
             _vjp_general(conv, up, h, self._offsets, self.log_term, self.log_floor, self._parent, self._last,
                          self._pair_var, self._pair_sub, self._pair_coef, self._x, self._dv, self._f, out)
@@ -135,30 +140,44 @@ class SurrogateGradient:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _vjp_degree2(conv, up, h, offsets, log_term, log_floor, lin, Q, x, dv, out):  # pragma: no cover - jitted
+def _vjp_degree2(conv, up, h, offsets, log_term, log_floor, lin, Q, Xt, Dt, out):  # pragma: no cover - jitted
+    # One output row at a time, variable-major (Xt[v, b]): every inner loop runs
+    # over the row's pixels, contiguous, so that ∂f/∂x = l + Q·x vectorizes.
     bi, bj = up.shape
     n_pix = offsets.shape[0]
-    n_var = x.shape[0]
+    n_var = Q.shape[0]
     c = n_pix // 2
     for a in range(bi):
-        for b in range(bj):
-            u = up[a, b]
-            if u == 0.0:
-                continue
-            for v in range(n_pix):
-                x[v] = conv[a + h + offsets[v, 0], b + h + offsets[v, 1]]
-            xc = x[c]
-            if log_term:
-                x[n_pix] = math.log(xc if xc > log_floor else log_floor)
-            for v in range(n_var):
-                acc = lin[v]
-                for w in range(n_var):
-                    acc += Q[v, w] * x[w]
-                dv[v] = acc
-            for v in range(n_pix):
-                out[a + h + offsets[v, 0], b + h + offsets[v, 1]] += u * dv[v]
-            if log_term and xc > log_floor:
-                out[a + h, b + h] += u * dv[n_pix] / xc
+        for v in range(n_pix):
+            r = a + h + offsets[v, 0]
+            o = h + offsets[v, 1]
+            for b in range(bj):
+                Xt[v, b] = conv[r, o + b]
+        if log_term:
+            for b in range(bj):
+                xc = Xt[c, b]
+                Xt[n_pix, b] = math.log(xc if xc > log_floor else log_floor)
+        for v in range(n_var):
+            lv = lin[v]
+            for b in range(bj):
+                Dt[v, b] = lv
+            for w in range(n_var):
+                q = Q[v, w]
+                for b in range(bj):
+                    Dt[v, b] += q * Xt[w, b]
+        for v in range(n_var):
+            for b in range(bj):
+                Dt[v, b] *= up[a, b]
+        for v in range(n_pix):
+            r = a + h + offsets[v, 0]
+            o = h + offsets[v, 1]
+            for b in range(bj):
+                out[r, o + b] += Dt[v, b]
+        if log_term:
+            for b in range(bj):
+                xc = conv[a + h, h + b]
+                if xc > log_floor:
+                    out[a + h, h + b] += Dt[n_pix, b] / xc
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)

@@ -16,6 +16,7 @@ from scipy.spatial.distance import pdist
 from refine.exceptions import InputError
 from refine.operators import (
     CutSpliceCrossover,
+    DepthFlipMutation,
     Fingerprint,
     ImageGuidedMutation,
     LocalRelaxation,
@@ -58,6 +59,8 @@ def _all_operators(rng, difference):
         ImageGuidedMutation(rng, D_MIN, difference, n_moves=2),
         RotationMutation(rng, D_MIN),
         MirrorMutation(rng, D_MIN, COMP),
+        DepthFlipMutation(rng, D_MIN),
+        DepthFlipMutation(rng, D_MIN, whole=1.0),
     ]
 
 
@@ -75,10 +78,11 @@ def test_every_operator_keeps_composition_and_min_distance(seed):
         assert composition_of(child) == COMP, op.name
         assert min_interatomic_distance(child.positions) >= D_MIN * (1 - 1e-6), op.name
         assert child.info["operator"] == op.name
-    c1, c2 = CutSpliceCrossover(rng, D_MIN, COMP)(a.copy(), b.copy())
-    for c in (c1, c2):
-        assert composition_of(c) == COMP
-        assert min_interatomic_distance(c.positions) >= D_MIN * (1 - 1e-6)
+    for beam_parallel in (0.0, 1.0):
+        c1, c2 = CutSpliceCrossover(rng, D_MIN, COMP, beam_parallel=beam_parallel)(a.copy(), b.copy())
+        for c in (c1, c2):
+            assert composition_of(c) == COMP
+            assert min_interatomic_distance(c.positions) >= D_MIN * (1 - 1e-6)
 
 
 @settings(max_examples=20, deadline=None)
@@ -107,6 +111,43 @@ def test_crossover_children_come_from_both_parents(rng):
     r = np.linalg.norm(c1.positions - c1.positions.mean(axis=0), axis=1)
     assert r.max() > 1.1 * ra.max()
     assert len(c1) == 55
+
+
+def _xy_matched(child, parents_xy, tol=1e-9):
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(parents_xy).query(child.positions[:, :2])
+    return d <= tol
+
+
+def test_beam_parallel_crossover_keeps_both_projections(rng):
+    # two parents in the same place in x, y but with different depth orders: every child atom
+    # keeps the x, y of the parent it came from (the projection on the image is kept)
+    a = shape_cluster({"Pt": 55}, "icosahedron", rng)
+    b = a.copy()
+    b.rotate(180, "x", center=b.positions.mean(axis=0))  # z → −z (and y → −y)
+    b.positions[:, 1] = a.positions[:, 1]  # ... back in y: same projection, other depth order
+    b.positions[:, 2] += 7.0  # a different mean depth is ignored
+    xy = np.concatenate([a.positions[:, :2], b.positions[:, :2]])
+    c1, c2 = CutSpliceCrossover(rng, 0.5, {"Pt": 55}, beam_parallel=1.0)(a.copy(), b.copy())
+    for c in (c1, c2):
+        assert _xy_matched(c, xy).mean() > 0.9  # all but atoms moved by the overlap repair at the cut
+    with pytest.raises(InputError, match="beam_parallel"):
+        CutSpliceCrossover(rng, 0.5, {"Pt": 55}, beam_parallel=1.5)
+
+
+def test_depth_flip_keeps_the_projection_and_changes_depths(rng):
+    a = shape_cluster({"Pt": 55}, "decahedron", rng)
+    a.rotate(30, "x")
+    for whole in (0.0, 1.0):
+        (c,) = DepthFlipMutation(rng, 0.5, whole=whole)(a.copy())
+        np.testing.assert_allclose(c.positions[:, :2], a.positions[:, :2])
+        flipped = np.abs(c.positions[:, 2] - a.positions[:, 2]) > 1e-9
+        if whole:
+            # the whole particle mirrored along the beam about its mean depth
+            np.testing.assert_allclose(c.positions[:, 2], 2 * a.positions[:, 2].mean() - a.positions[:, 2])
+        else:
+            assert 0.2 * len(a) <= flipped.sum() <= 0.8 * len(a)
 
 
 def test_crossover_refuses_different_sizes(rng):

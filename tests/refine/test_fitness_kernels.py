@@ -1,7 +1,7 @@
 """The fitness's jitted kernels against direct numpy computations (they are hand-vectorized).
 
-Box sums and χ², the 2×2 binning of the coarse alignment, the running
-maximum, and the splat's exponential-free Gaussian rows.
+Box sums and χ², the cubic sub-pixel shift, the 2×2 binning of the coarse
+alignment, the running maximum, and the splat's exponential-free Gaussian rows.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refine.fitness import _bin_box, _box_sums, _max_value, fit_intensity_map
+from refine.fitness import _bin_box, _box_sums, _max_value, _shift_cubic, fit_intensity_map
 from surrogate.convolution import CUTOFF_SIGMAS, _splat_gaussians, scratch_rows
 
 
@@ -107,3 +107,41 @@ def test_splat_matches_direct_gaussians(rng):
     assert np.array_equal(out == 0, ref == 0)  # the same windows: vacuum stays exactly 0
     nz = ref > 0
     np.testing.assert_allclose(out[nz], ref[nz], rtol=1e-12)
+
+
+def _keys_weights(t):
+    return np.array([-0.5 * t**3 + t**2 - 0.5 * t, 1.5 * t**3 - 2.5 * t**2 + 1.0,
+                     -1.5 * t**3 + 2.0 * t**2 + 0.5 * t, 0.5 * t**3 - 0.5 * t**2])
+
+
+@pytest.mark.parametrize("trial", range(60))
+def test_shift_cubic_matches_direct_interpolation(rng, trial):
+    """Boxes of every size from 1 px (all taps at the edges) to interior-dominated, any shift."""
+    m, n, bg = 40, 37, 0.37
+    bi, bj = (int(v) for v in rng.integers(1, 20, 2))
+    i0, j0 = int(rng.integers(0, m - bi + 1)), int(rng.integers(0, n - bj + 1))
+    di, dj = rng.uniform(-4, 4, 2)
+    sim = rng.random((bi, bj)) + bg
+    ni, nj = int(np.floor(di)), int(np.floor(dj))
+    oi0, oi1 = max(i0 + ni - 1, 0), min(i0 + ni + bi + 2, m)
+    oj0, oj1 = max(j0 + nj - 1, 0), min(j0 + nj + bj + 2, n)
+    if oi1 <= oi0 or oj1 <= oj0:
+        return
+    out = np.empty((oi1 - oi0, oj1 - oj0))
+    _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, np.empty((oi1 - oi0, bj)), out)
+    # reference: S on a canvas padded with bg, sampled at (i − di, j − dj) by the 4×4 Keys stencil
+    P = 8
+    canvas = np.full((m + 2 * P, n + 2 * P), bg)
+    canvas[P + i0:P + i0 + bi, P + j0:P + j0 + bj] = sim
+    ref = np.empty_like(out)
+    for a in range(out.shape[0]):
+        u = oi0 + a - di
+        pi = int(np.floor(u))
+        wi = _keys_weights(u - pi)
+        for b in range(out.shape[1]):
+            v = oj0 + b - dj
+            pj = int(np.floor(v))
+            wj = _keys_weights(v - pj)
+            patch = canvas[P + pi - 1:P + pi + 3, P + pj - 1:P + pj + 3]
+            ref[a, b] = wi @ patch @ wj
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-13)

@@ -558,6 +558,123 @@ def _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, tmp, out):  # pragma: no cov
             orow[b] = acc
 
 
+@numba.njit(cache=True, nogil=True)
+def _shifted_box(sim, i0, j0, di, dj, m, n, bg, tmp_buf, out_buf):  # pragma: no cover - jitted
+    """The box moved by (di, dj) pixels into views of the flat buffers, clipped to the m×n image: (box, i0, j0)."""
+    bi, bj = sim.shape
+    ni = math.floor(di)
+    nj = math.floor(dj)
+    oi0 = max(i0 + ni - 1, 0)
+    oi1 = min(i0 + ni + bi + 2, m)
+    oj0 = max(j0 + nj - 1, 0)
+    oj1 = min(j0 + nj + bj + 2, n)
+    if oi1 <= oi0 or oj1 <= oj0:
+        return out_buf[:0].reshape((0, 0)), 0, 0
+    tmp = tmp_buf[: (oi1 - oi0) * bj].reshape((oi1 - oi0, bj))
+    out = out_buf[: (oi1 - oi0) * (oj1 - oj0)].reshape((oi1 - oi0, oj1 - oj0))
+    _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, tmp, out)
+    return out, oi0, oj0
+
+
+@numba.njit(cache=True, nogil=True)
+def _gauss_newton(sim, i0, j0, e, w, bg, w_tot, we_tot, wee_tot, m, n, tol, lim, it0, max_iter, ti, tj,
+                  want_coarse, tmp_buf, out_buf, acc, g, r, x, res):  # pragma: no cover - jitted
+    """The safeguarded Gauss–Newton search of :meth:`Fitness._align_interpolate`, from shift (ti, tj) px.
+
+    Iterations it0 … max_iter. Each visited shift's 2-parameter χ² is compared
+    with the best so far (a worse one halves the step back towards it); the
+    4-parameter fit gives the step. Returns ``(status, it)``:
+
+    * 0: ``res`` = (a, b', χ², di, dj): converged (last small step applied to
+      first order) or, without convergence, the best visited shift;
+    * 1: the step at iteration ``it`` is larger than ``lim`` and ``want_coarse``:
+      the caller places the particle by cross-correlation and calls again
+      from ``it + 1`` (the search restarts);
+    * 2: nothing usable (no visited shift had a finite fit).
+
+    b' is the offset of the centred problem (see :meth:`Fitness._fit_box`).
+    """
+    best_set = False
+    best_chi2 = best_a = best_b = best_i = best_j = 0.0
+    for it in range(it0, max_iter + 1):
+        if ti == 0.0 and tj == 0.0:
+            box, bi0, bj0 = sim, i0, j0
+        else:
+            box, bi0, bj0 = _shifted_box(sim, i0, j0, ti, tj, m, n, bg, tmp_buf, out_buf)
+        if box.size:
+            _box_sums(box, e, w, bi0, bj0, bg, acc)
+        else:
+            acc[:] = 0.0
+        a2, b2, _, _, chi2_2 = _fit(acc, 0.0, w_tot, we_tot, wee_tot, 2, g, r, x)
+        if best_set and chi2_2 > best_chi2:
+            # worse than the best shift so far: halve the step back towards it
+            ti = 0.5 * (ti + best_i)
+            tj = 0.5 * (tj + best_j)
+            continue
+        best_set = True
+        best_chi2, best_a, best_b, best_i, best_j = chi2_2, a2, b2, ti, tj
+        a, b, ci, cj, chi2 = _fit(acc, 0.0, w_tot, we_tot, wee_tot, 4, g, r, x)
+        if a > 0:
+            di = -ci / a
+            dj = -cj / a
+        else:
+            di = dj = np.inf
+        big = not (abs(di) <= lim and abs(dj) <= lim)
+        if big and want_coarse:
+            return 1, it
+        if not np.isfinite(di):
+            break
+        if abs(di) <= tol and abs(dj) <= tol:
+            # converged: accept the last, small step to first order (χ² includes it)
+            res[0], res[1], res[2], res[3], res[4] = a, b, chi2, ti + di, tj + dj
+            return 0, it
+        # damp large Gauss–Newton steps
+        ti += min(max(di, -lim), lim)
+        tj += min(max(dj, -lim), lim)
+    if best_set:
+        res[0], res[1], res[2], res[3], res[4] = best_a, best_b, best_chi2, best_i, best_j
+        return 0, max_iter
+    return 2, max_iter
+
+
+@numba.njit(cache=True, nogil=True)
+def _correlation_peak(corr, B):  # pragma: no cover - jitted
+    """Shift (di, dj) in pixels from a circular cross-correlation of B×B-binned images.
+
+    corr[k] = Σ_r sim(r + k)·ref(r) peaks at k = −d when exp(r) ≈ sim(r − d),
+    so the peak (first maximum, refined by a parabola through it and its two
+    neighbours along each axis; lags past half the size wrap to negative) is
+    negated and scaled back to pixels.
+    """
+    L0, L1 = corr.shape
+    k0 = 0
+    k1 = 0
+    c = corr[0, 0]
+    for i in range(L0):
+        for j in range(L1):
+            if corr[i, j] > c:
+                c = corr[i, j]
+                k0 = i
+                k1 = j
+    out = np.empty(2)
+    for ax in range(2):
+        if ax == 0:
+            L, kk = L0, k0
+            cm = corr[(k0 - 1) % L0, k1]
+            cp = corr[(k0 + 1) % L0, k1]
+        else:
+            L, kk = L1, k1
+            cm = corr[k0, (k1 - 1) % L1]
+            cp = corr[k0, (k1 + 1) % L1]
+        den = cm - 2 * c + cp
+        frac = 0.5 * (cm - cp) / den if den < 0 else 0.0
+        v = kk + frac
+        if v > L / 2:
+            v -= L
+        out[ax] = -v * B
+    return out[0], out[1]
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _max_value(a):  # pragma: no cover - jitted
     """Largest element of a finite 2-D array (−inf when empty).
@@ -738,6 +855,7 @@ class Fitness:
         self._g = np.zeros((4, 4))
         self._r = np.zeros(4)
         self._x = np.zeros(4)
+        self._res = np.zeros(5)
         self._xy = np.zeros((0, 2))
         self._numbers = None
         self._atom_w = None
@@ -858,23 +976,7 @@ class Fitness:
         B, shape, ref_conj, binned = self._fft
         _bin_box(sim, i0, j0, self.background, B, binned)
         corr = fft.irfft2(fft.rfft2(binned) * ref_conj, s=shape)
-        # corr[k] = Σ_r sim(r + k)·ref(r) peaks at k = −d when exp(r) ≈ sim(r − d): negate.
-        k = np.unravel_index(int(np.argmax(corr)), shape)
-        sub = []
-        for ax, kk in enumerate(k):
-            L = shape[ax]
-            idx_m = [*k]
-            idx_p = [*k]
-            idx_m[ax] = (kk - 1) % L
-            idx_p[ax] = (kk + 1) % L
-            cm, c0, cp = corr[tuple(idx_m)], corr[k], corr[tuple(idx_p)]
-            den = cm - 2 * c0 + cp
-            frac = 0.5 * (cm - cp) / den if den < 0 else 0.0
-            v = kk + frac
-            if v > L / 2:
-                v -= L
-            sub.append(-v * B)
-        return sub[0], sub[1]
+        return _correlation_peak(corr, B)
 
     def _align(self, pos):
         """Returns (a, b, chi2, shift Å, ood)."""
@@ -895,57 +997,35 @@ class Fitness:
         sim, i0, j0, ood = self._render(pos, (0.0, 0.0))
         t = time.perf_counter() if self.profile else 0.0
         mode = self.align
-        total = [0.0, 0.0]  # pixels
+        ti = tj = 0.0  # pixels
         coarse_done = False
         if mode == "fft" and sim.size:
-            total[0], total[1] = self._coarse_shift(sim, i0, j0)
+            ti, tj = self._coarse_shift(sim, i0, j0)
             coarse_done = True
-        best = None  # (χ², a, b, di, dj) of the best visited shift, 2-parameter fit
-        result = None
-        lim = self.coarse_threshold
-        for it in range(self.max_iter + 1):
-            if total[0] == 0.0 and total[1] == 0.0:
-                box, bi0, bj0 = sim, i0, j0
-            else:
-                box, bi0, bj0 = self._shift_box(sim, i0, j0, total[0], total[1])
-            a2, b2, _, _, chi2_2 = self._fit_box(box, bi0, bj0, 2)
-            if best is not None and chi2_2 > best[0]:
-                # worse than the best shift so far: halve the step back towards it
-                total[0] = 0.5 * (total[0] + best[3])
-                total[1] = 0.5 * (total[1] + best[4])
-                continue
-            best = (chi2_2, a2, b2, total[0], total[1])
-            a, b, ci, cj, chi2 = self._fit_box(box, bi0, bj0, 4, sums=False)
-            if a > 0:
-                di, dj = -ci / a, -cj / a
-            else:
-                di = dj = np.inf
-            big = not (abs(di) <= lim and abs(dj) <= lim)
-            if big and mode == "auto" and not coarse_done and sim.size:
-                total[0], total[1] = self._coarse_shift(sim, i0, j0)
-                coarse_done = True
-                best = None  # the coarse shift restarts the search
-                continue
-            if not np.isfinite(di):
+        m, n = self.image.shape
+        res = self._res
+        it0 = 0
+        while True:
+            status, it = _gauss_newton(sim, i0, j0, self._exp_c, self.weights, self.background, self.w_tot,
+                                       self.we_tot, self.wee_tot, m, n, self.tol, self.coarse_threshold, it0,
+                                       self.max_iter, ti, tj, mode == "auto" and not coarse_done and sim.size > 0,
+                                       self._shift_tmp, self._shift_out, self._acc, self._g, self._r, self._x, res)
+            if status != 1:
                 break
-            if abs(di) <= self.tol and abs(dj) <= self.tol:
-                # converged: accept the last, small step to first order (χ² includes it)
-                result = (a, b, chi2, total[0] + di, total[1] + dj)
-                break
-            # damp large Gauss–Newton steps
-            total[0] += float(np.clip(di, -lim, lim))
-            total[1] += float(np.clip(dj, -lim, lim))
-        if result is None:
-            if best is None:  # nothing usable: the unshifted image with its best map
-                a, b, _, _, chi2 = self._fit_box(sim, i0, j0, 2)
-                result = (a, b, chi2, 0.0, 0.0)
-            else:
-                result = (best[1], best[2], best[0], best[3], best[4])
+            # the Gauss–Newton step is too large to trust: place the particle by cross-correlation
+            ti, tj = self._coarse_shift(sim, i0, j0)
+            coarse_done = True
+            it0 = it + 1
+        if status == 0:
+            a, bc, chi2, di, dj = res
+            b = bc - a * self.background + self.exp_mean  # see _fit_box
+        else:  # nothing usable: the unshifted image with its best map
+            a, b, _, _, chi2 = self._fit_box(sim, i0, j0, 2)
+            di = dj = 0.0
         if self.profile:
             self.timings["alignment"] += time.perf_counter() - t
         dx = self.image.pixel_size
-        a, b, chi2, di, dj = result
-        return a, b, chi2, (di * dx, dj * dx), ood
+        return float(a), float(b), float(chi2), (float(di) * dx, float(dj) * dx), ood
 
     def _shift_box(self, sim, i0, j0, di, dj):
         """The rendered box moved by (di, dj) pixels (Keys cubic interpolation), clipped to the image."""

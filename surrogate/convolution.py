@@ -204,29 +204,30 @@ def _splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy)
         j1 = min(cj + half + 1, ny)
         if i0 >= i1 or j0 >= j1:
             continue
-        # gx[half + k], gy[half + k]: the window at offset k (full window, clipped below)
-        t = fi - ci
-        p = weights[a] * norm * np.exp(-c2 * t * t)
-        q = p
-        up = np.exp(2.0 * c2 * t)
-        dn = np.exp(-2.0 * c2 * t)
-        gx[half] = p
+        # gx[half + k], gy[half + k]: the window at offset k (full window, clipped below);
+        # the four power chains are independent, so one loop overlaps their latencies
+        ti = fi - ci
+        tj = fj - cj
+        px = weights[a] * norm * np.exp(-c2 * ti * ti)
+        qx = px
+        py = np.exp(-c2 * tj * tj)
+        qy = py
+        upx = np.exp(2.0 * c2 * ti)
+        dnx = np.exp(-2.0 * c2 * ti)
+        upy = np.exp(2.0 * c2 * tj)
+        dny = np.exp(-2.0 * c2 * tj)
+        gx[half] = px
+        gy[half] = py
         for k in range(1, half + 1):
-            p *= up
-            q *= dn
-            gx[half + k] = p * E[k]
-            gx[half - k] = q * E[k]
-        t = fj - cj
-        p = np.exp(-c2 * t * t)
-        q = p
-        up = np.exp(2.0 * c2 * t)
-        dn = np.exp(-2.0 * c2 * t)
-        gy[half] = p
-        for k in range(1, half + 1):
-            p *= up
-            q *= dn
-            gy[half + k] = p * E[k]
-            gy[half - k] = q * E[k]
+            px *= upx
+            qx *= dnx
+            py *= upy
+            qy *= dny
+            e = E[k]
+            gx[half + k] = px * e
+            gx[half - k] = qx * e
+            gy[half + k] = py * e
+            gy[half - k] = qy * e
         oi = i0 - (ci - half)
         oj = j0 - (cj - half)
         n = j1 - j0

@@ -237,6 +237,17 @@ class GASettings:
         within 0.5 Å even after 1500 generations.
     relax_fmax : float
         FIRE force criterion, eV/Å.
+    anneal_every : int
+        Every this many generations (0: never), ``anneal_count`` individuals
+        chosen by the parent selection go through image-restrained simulated
+        annealing (:class:`refine.anneal.Annealing`: Langevin MD on
+        E + α·χ² from ``anneal_temperature`` K down to 300 K over
+        ``anneal_steps`` steps of 5 fs, then a FIRE quench) and join that
+        generation's offspring. Local moves cannot crystallise an amorphous
+        300-atom cluster; the annealing can, while the image holds its
+        projection. The annealings of one generation go through the
+        toolbox ``map`` (a process pool runs them in parallel); each has its
+        own seed drawn from the GA's generator.
     beam_parallel_cuts : float
         Probability that a crossover's cut plane contains the beam direction
         (:class:`refine.operators.CutSpliceCrossover` ``beam_parallel``).
@@ -285,6 +296,10 @@ class GASettings:
     relax_fmax: float = 0.05
     relax_image: bool = False
     beam_parallel_cuts: float = 0.0
+    anneal_every: int = 0
+    anneal_count: int = 1
+    anneal_steps: int = 8000
+    anneal_temperature: float = 1500.0
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
@@ -307,6 +322,14 @@ class GASettings:
         positive_int("elite", 0)
         positive_int("immigrants", 0)
         positive_int("image_guided_moves", 1)
+        positive_int("anneal_every", 0)
+        positive_int("anneal_count", 1)
+        positive_int("anneal_steps", 0)
+        if not (isinstance(self.anneal_temperature, (int, float)) and math.isfinite(self.anneal_temperature)
+                and self.anneal_temperature > 0):
+            raise InputError(f"anneal_temperature must be a positive number of K, got {self.anneal_temperature!r}")
+        if not 0.0 <= self.beam_parallel_cuts <= 1.0:
+            raise InputError(f"beam_parallel_cuts must be in [0, 1], got {self.beam_parallel_cuts!r}")
         if self.offspring_size is not None:
             positive_int("offspring_size", 1)
         if self.stagnation is not None:
@@ -646,6 +669,8 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     tb.register("similar", similar)
     tb.register("survive", _Survival(settings, similar))
     tb.register("immigrant", _Immigrant(comp, rng, d_min, settings.multi_objective))
+    # a name lets the annealing make its calculator where it runs (asap3 calculators do not pickle)
+    anneal_calculator = calculator
     if calculator is not None and settings.relax_steps > 0:
         if isinstance(calculator, str):  # a name such as "emt" or "auto" (refine.energy)
             from .energy import make_calculator
@@ -655,7 +680,32 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
             calculator = _cost_calculator(fitness, calculator)
         tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
                                              min_distance=d_min, rng=rng))
+    if settings.anneal_every and anneal_calculator is not None:
+        from .anneal import AnnealSchedule, Annealing
+
+        schedule = AnnealSchedule(start_temperature=float(settings.anneal_temperature),
+                                  end_temperature=min(300.0, float(settings.anneal_temperature)),
+                                  steps=int(settings.anneal_steps))
+        tb.register("anneal", _AnnealTask(Annealing(fitness, anneal_calculator, schedule)))
     return tb
+
+
+class _AnnealTask:
+    """``task = (atoms, seed) -> annealed atoms``: one argument, for any ``map``."""
+
+    def __init__(self, annealing):
+        self.annealing = annealing
+
+    def __call__(self, task):
+        atoms, seed = task
+        return self.annealing(atoms, seed)
+
+
+def _anneal(toolbox, population, settings, rng) -> list:
+    picks = toolbox.select(population, settings.anneal_count)
+    seeds = rng.integers(0, 2**63 - 1, size=len(picks))
+    tasks = [(as_atoms(p), int(s)) for p, s in zip(picks, seeds)]
+    return [toolbox.individual(a) for a in toolbox.map(toolbox.anneal, tasks)]
 
 
 def _cost_calculator(fitness, calculator):
@@ -936,6 +986,8 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
                 break
             gen += 1
             offspring = _vary(toolbox, pop, settings, rng)
+            if hasattr(toolbox, "anneal") and gen % settings.anneal_every == 0:
+                offspring.extend(_anneal(toolbox, pop, settings, rng))
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)

@@ -243,7 +243,7 @@ def run_case(case, model, args, work: Path) -> dict:
                           dose=args.dose, start=args.start, relax_steps=args.relax_steps, alpha=_alpha(args),
                           alpha_scale=args.alpha_factor,
                           start_relax_steps=args.start_relax_steps, resume=args.resume,
-                          progress=not args.no_progress, ga_options=_ga_options(args))
+                          progress=not args.no_progress, ga_options=_ga_options(args), workers=args.workers)
     wall = time.perf_counter() - t1
     cpu = time.process_time() - c1
     truth_fit = result.fitness.evaluate(truth)
@@ -348,6 +348,7 @@ def main(argv=None):
     p.add_argument("--ga", action="append", metavar="KEY=VALUE",
                    help="a further refine.ga.GASettings field, VALUE as JSON (repeatable), e.g. --ga immigrants=2 "
                         "--ga 'mutation_weights={\"image_guided\": 4}'")
+    p.add_argument("--workers", type=int, default=1, help="processes for the annealings (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("/tmp/stem-refine-self-consistency"))
     p.add_argument("--resume", action="store_true", help="continue earlier runs in --work")

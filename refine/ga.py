@@ -328,6 +328,8 @@ class GASettings:
         if not (isinstance(self.anneal_temperature, (int, float)) and math.isfinite(self.anneal_temperature)
                 and self.anneal_temperature > 0):
             raise InputError(f"anneal_temperature must be a positive number of K, got {self.anneal_temperature!r}")
+        if self.relax_image and self.relax_steps == 0:
+            raise InputError("relaxing on the image cost (relax_image / --image-forces) needs relax steps > 0")
         if not 0.0 <= self.beam_parallel_cuts <= 1.0:
             raise InputError(f"beam_parallel_cuts must be in [0, 1], got {self.beam_parallel_cuts!r}")
         if self.offspring_size is not None:
@@ -701,11 +703,11 @@ class _AnnealTask:
         return self.annealing(atoms, seed)
 
 
-def _anneal(toolbox, population, settings, rng) -> list:
+def _anneal(toolbox, population, settings, rng, anneal_map=None) -> list:
     picks = toolbox.select(population, settings.anneal_count)
     seeds = rng.integers(0, 2**63 - 1, size=len(picks))
     tasks = [(as_atoms(p), int(s)) for p, s in zip(picks, seeds)]
-    return [toolbox.individual(a) for a in toolbox.map(toolbox.anneal, tasks)]
+    return [toolbox.individual(a) for a in (anneal_map or toolbox.map)(toolbox.anneal, tasks)]
 
 
 def _cost_calculator(fitness, calculator):
@@ -833,7 +835,7 @@ def _vary(toolbox, population, settings: GASettings, rng: np.random.Generator) -
 def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | None = None, out_dir=None, *,
            rng: np.random.Generator, composition: Mapping[str, int] | None = None, difference: Callable | None = None,
            calculator=None, map_func: Callable = map, resume: bool = False,
-           toolbox: base.Toolbox | None = None) -> GAResult:
+           toolbox: base.Toolbox | None = None, anneal_map: Callable | None = None) -> GAResult:
     """Run the genetic algorithm (see the module docstring for the loop).
 
     Parameters
@@ -859,6 +861,10 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         fresh, with a log message).
     toolbox : deap.base.Toolbox, optional
         A custom toolbox (built with the same ``rng``) instead of :func:`make_toolbox`'s.
+    anneal_map : callable, optional
+        ``map``-like used for the annealings only (default: the toolbox's
+        ``map``), e.g. a process pool's ``map``: annealings take minutes and
+        pickle cheaply, evaluations take a millisecond.
 
     Returns
     -------
@@ -987,7 +993,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             gen += 1
             offspring = _vary(toolbox, pop, settings, rng)
             if hasattr(toolbox, "anneal") and gen % settings.anneal_every == 0:
-                offspring.extend(_anneal(toolbox, pop, settings, rng))
+                offspring.extend(_anneal(toolbox, pop, settings, rng, anneal_map))
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)

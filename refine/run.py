@@ -50,6 +50,7 @@ Lengths in Å, energies in eV.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -347,13 +348,29 @@ def plot_history(logbook_csv, path, *, n_valid: int | None = None) -> Path:
 
 # --------------------------------------------------------------------------- the run
 
+@contextlib.contextmanager
+def _anneal_pool(workers: int):
+    """A process pool's ordered ``map`` for the annealings (None: serial)."""
+    if workers <= 1:
+        yield None
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: the workers inherit the imported, jitted modules (no re-compilation)
+    method = "fork" if "fork" in mp.get_all_start_methods() else None
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context(method)) as pool:
+        yield lambda f, xs: list(pool.map(f, list(xs)))
+
+
 def refine_image(image, composition, *, model=None, out_dir, population: int = 20, generations: int = 100,
                  seed: int = 0, alpha="auto", time_limit: float | None = None, pixel_size: float | None = None,
                  resume: bool = False, mask=None, start="random", noise=None, dose: float | None = None,
                  multi_objective: bool = False, calculator="auto", stagnation: int | None = None,
                  relax_steps: int = 0, start_relax_steps: int = 0, resample: bool = True,
                  checkpoint_every: int = 1, progress: bool = True, alpha_scale: float = 1.0,
-                 ga_options: dict | None = None, fitness_options: dict | None = None) -> RefinementResult:
+                 ga_options: dict | None = None, fitness_options: dict | None = None,
+                 workers: int = 1) -> RefinementResult:
     """Refine the structure of a particle of ``composition`` against ``image``.
 
     Parameters
@@ -403,6 +420,9 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         FIRE steps on each offspring / each random starting cluster (0: none).
     ga_options, fitness_options : dict, optional
         Further :class:`refine.ga.GASettings` fields and :class:`refine.fitness.Fitness` keywords.
+    workers : int
+        Processes for the image-restrained annealings (``anneal_every`` in
+        ``ga_options``); results do not depend on it.
 
     Returns
     -------
@@ -464,6 +484,8 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
         settings.alpha = float(alpha)
     settings.validate()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
     if not isinstance(start_relax_steps, (int, np.integer)) or start_relax_steps < 0:
         raise InputError(f"start_relax_steps must be a non-negative integer, got {start_relax_steps!r}")
     fit_kw = dict(fitness_options or {})
@@ -535,8 +557,10 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     try:
         if not resuming:
             _write_json(out / "inputs.json", inputs)
-        ga = run_ga(fitness, pop, settings, out, rng=rng, composition=comp, difference=FitnessDifference(fitness),
-                    calculator=calculator if relax_steps else None, resume=resuming)
+        with _anneal_pool(workers if settings.anneal_every else 1) as anneal_map:
+            ga = run_ga(fitness, pop, settings, out, rng=rng, composition=comp,
+                        difference=FitnessDifference(fitness), calculator=calculator if (relax_steps or settings.anneal_every) else None,
+                        resume=resuming, anneal_map=anneal_map)
     except InputError:
         if created:
             shutil.rmtree(out, ignore_errors=True)

@@ -87,6 +87,19 @@ def add_arguments(parser):
                    help="FIRE steps on every random starting cluster (default 0)")
     g.add_argument("--calculator", default="auto",
                    help="energy: auto (asap3 EMT / the Pt-Mo potential), emt, ase-emt, or package.module:Class")
+    g.add_argument("--image-forces", action="store_true",
+                   help="relax offspring on E + α·χ² (image forces from the surrogate's adjoint), not E alone; "
+                        "needs --relax-steps")
+    g.add_argument("--anneal-every", type=int, default=0, metavar="N",
+                   help="every N generations, image-restrained simulated annealing of --anneal-count "
+                        "selected individuals (default 0: never)")
+    g.add_argument("--anneal-count", type=int, default=1, metavar="N", help="annealings each time (default 1)")
+    g.add_argument("--anneal-steps", type=int, default=8000, metavar="N",
+                   help="MD steps of 5 fs per annealing (default 8000 = 40 ps)")
+    g.add_argument("--anneal-temperature", type=float, default=1500.0, metavar="K",
+                   help="start temperature of the annealing, cooled linearly to 300 K (default 1500)")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes for the annealings (default 1)")
     g.add_argument("--pareto", action="store_true",
                    help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -138,7 +151,10 @@ def run(args) -> int:
         pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
         relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
-        progress=args.progress, alpha_scale=args.alpha_scale,
+        progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers,
+        ga_options={"relax_image": args.image_forces, "anneal_every": args.anneal_every,
+                    "anneal_count": args.anneal_count, "anneal_steps": args.anneal_steps,
+                    "anneal_temperature": args.anneal_temperature},
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

@@ -158,3 +158,28 @@ def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
     assert str(out) in printed and "within 0.5 Å" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["composition"] == meta["composition"] and summary["noise"]["dose"] == meta["dose"]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--image-forces"], "relax steps"),
+    (["--anneal-every", "-1"], "anneal_every"),
+    (["--anneal-every", "1", "--anneal-steps", "-5"], "anneal_steps"),
+    (["--anneal-every", "1", "--anneal-temperature", "0"], "anneal_temperature"),
+    (["--workers", "0"], "workers"),
+])
+def test_bad_search_options_are_one_line_errors(image_file, model_file, tmp_path, capsys, extra, fragment):
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "1", *extra)) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith(("WARNING", "INFO"))]
+    assert len(err) == 1 and fragment in err[0], err
+    assert not out.exists()
+
+
+def test_image_forces_and_annealing_through_the_cli(image_file, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "2", "--relax-steps", "3", "--image-forces",
+                      "--anneal-every", "1", "--anneal-steps", "50", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    # μ starts + 2 generations of λ = μ offspring + one annealing each
+    assert summary["evaluations"] == 5 + 2 * (5 + 1)
+    assert summary["settings"]["relax_image"] is True and summary["settings"]["anneal_every"] == 1

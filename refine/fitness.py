@@ -1028,18 +1028,14 @@ class Fitness:
         return float(a), float(b), float(chi2), (float(di) * dx, float(dj) * dx), ood
 
     def _shift_box(self, sim, i0, j0, di, dj):
-        """The rendered box moved by (di, dj) pixels (Keys cubic interpolation), clipped to the image."""
+        """The rendered box moved by (di, dj) pixels (Keys cubic interpolation), clipped to the image.
+
+        Returns (view of a reused buffer, i0, j0); the alignment's numba loop
+        calls the same :func:`_shifted_box`.
+        """
         m, n = self.image.shape
-        bi, bj = sim.shape
-        ni, nj = math.floor(di), math.floor(dj)
-        oi0, oi1 = max(i0 + ni - 1, 0), min(i0 + ni + bi + 2, m)
-        oj0, oj1 = max(j0 + nj - 1, 0), min(j0 + nj + bj + 2, n)
-        if oi1 <= oi0 or oj1 <= oj0:
-            return self._shift_out[:0].reshape(0, 0), 0, 0
-        tmp = self._shift_tmp[: (oi1 - oi0) * bj].reshape(oi1 - oi0, bj)
-        out = self._shift_out[: (oi1 - oi0) * (oj1 - oj0)].reshape(oi1 - oi0, oj1 - oj0)
-        _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, self.background, tmp, out)
-        return out, oi0, oj0
+        return _shifted_box(sim, i0, j0, float(di), float(dj), m, n, self.background, self._shift_tmp,
+                            self._shift_out)
 
     def _align_render(self, pos):
         """Re-render at the shifted positions for every alignment step (exact, slower)."""

@@ -387,3 +387,31 @@ def test_cross_correlation_on_a_small_unbinned_image(model):
     r = f.evaluate(shifted(small, d_px * PIXEL))
     assert f._fft[0] == 1  # no binning below 96 px
     assert np.abs(np.array(r.shift) / PIXEL - d_px).max() < 0.05
+
+
+@pytest.mark.parametrize("align", ["auto", "fft", "local"])
+def test_candidate_outside_the_field_gets_the_flat_fit(model, truth, grid, clean, align):
+    # no pixel of the image is reached: every search step is degenerate, the answer is b = mean
+    img = experiment(clean, grid, sigma=0.01, seed=4)
+    f = Fitness(model, img, alpha=1.0, noise=0.01, align=align, calculator=None)
+    far = truth.copy()
+    far.positions[:, 0] += 100.0
+    r = f.evaluate(far)
+    assert r.scale == 0.0 and r.shift == (0.0, 0.0)
+    assert r.offset == pytest.approx(img.data.mean(), rel=1e-12)
+    assert r.chi2 == pytest.approx(np.sum((img.data - img.data.mean()) ** 2) / 0.01**2, rel=1e-9)
+
+
+def test_search_without_convergence_returns_the_best_visited_shift(model, truth, grid, clean):
+    # max_iter=0: one Gauss–Newton step is computed but never verified, so the
+    # unshifted fit (the only visited shift) is the answer, as with align="none"
+    img = experiment(clean, grid, sigma=0.01, seed=6)
+    one = Fitness(model, img, alpha=1.0, noise=0.01, align="local", max_iter=0, calculator=None)
+    none = Fitness(model, img, alpha=1.0, noise=0.01, align="none", calculator=None)
+    moved = shifted(truth, (0.03, -0.02))
+    r, ref = one.evaluate(moved), none.evaluate(moved)
+    assert r.shift == (0.0, 0.0)
+    assert (r.chi2, r.scale, r.offset) == pytest.approx((ref.chi2, ref.scale, ref.offset), rel=1e-12)
+    # with iterations it moves and improves
+    r3 = Fitness(model, img, alpha=1.0, noise=0.01, align="local", calculator=None).evaluate(moved)
+    assert r3.chi2 < ref.chi2 and np.abs(np.array(r3.shift) / PIXEL - (0.3, -0.2)).max() < 0.05

@@ -86,7 +86,12 @@ counts such evaluations (for the run summary).
 
 Hot path: per evaluation nothing image-sized is allocated (conv and output
 buffers and the xy array are reused; views of the buffers cover the box);
-only the FFT path of the coarse alignment allocates its spectra.
+only the FFT path of the coarse alignment allocates its spectra. The whole
+Gauss–Newton search is one numba call (:func:`_gauss_newton`; Python only
+steps in for the FFT), and its kernels are written so that LLVM vectorizes
+them: branch-free interior loops with the box edges handled apart
+(:func:`_box_sums`, :func:`_shift_cubic`), several running maxima
+(:func:`_max_value`). ``tests/benchmarks/bench_fitness.py`` times each part.
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ from .exceptions import InputError, RefineError
 from .operators import (
     CutSpliceCrossover,
     DepthFlipMutation,
+    DepthMoveMutation,
     ImageGuidedMutation,
     LocalRelaxation,
     MirrorMutation,
@@ -178,7 +179,8 @@ def as_atoms(ind) -> Atoms:
 # --- settings and result ---------------------------------------------------------------
 
 _DEFAULT_WEIGHTS = {"rattle": 1.0, "permutation": 1.0, "surface_move": 1.0, "image_guided": 1.0,
-                    "rotation": 1.0, "mirror": 0.5, "depth_flip": 0.0}
+                    "rotation": 1.0, "mirror": 0.5, "depth_flip": 0.0,
+                    "depth_move": 0.0}
 
 
 @dataclass
@@ -198,7 +200,7 @@ class GASettings:
     mutation_weights : dict
         Relative weights of ``rattle``, ``permutation`` (alloys only),
         ``surface_move``, ``image_guided`` (only with a ``difference``
-        function), ``rotation``, ``mirror``, ``depth_flip``.
+        function), ``rotation``, ``mirror``, ``depth_flip``, ``depth_move``.
     tournament_size : int
         Parent tournament size (single objective).
     hall_of_fame_size : int
@@ -262,7 +264,8 @@ class GASettings:
         See :class:`refine.operators.SimilarityCriterion`.
     image_guided_moves : int
         Atoms moved per image-guided mutation
-        (:class:`refine.operators.ImageGuidedMutation` ``n_moves``).
+        (:class:`refine.operators.ImageGuidedMutation` ``n_moves``) and
+        per depth move (:class:`refine.operators.DepthMoveMutation`).
     immigrants : int
         Fresh random clusters added to the offspring every generation
         (diversity against premature convergence).
@@ -656,6 +659,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
         (weights["rotation"], RotationMutation(rng, d_min, max_angle=settings.rotation_max_angle, **kw)),
         (weights["mirror"], MirrorMutation(rng, d_min, comp, **kw)),
         (weights["depth_flip"], DepthFlipMutation(rng, d_min, **kw)),
+        (weights["depth_move"], DepthMoveMutation(rng, d_min, n_moves=settings.image_guided_moves, **kw)),
     ]
     if len(comp) > 1:
         ops.append((weights["permutation"], PermutationMutation(rng, d_min, **kw)))

@@ -710,6 +710,51 @@ class DepthFlipMutation(Operator):
         return (self._finish(ind),)
 
 
+class DepthMoveMutation(Operator):
+    """Move surface atoms to the other end of their line of sight (same x, y; other z).
+
+    An atom on the top surface and one at the same x, y on the bottom
+    surface give the same image: only the energy tells them apart, and local
+    moves cannot carry an atom through the particle. This mutation takes a
+    low-coordinated atom (probability ∝ exp(−0.7·(CN − CN_min))), finds the
+    atoms within ``column_radius`` of its x, y (its column along the beam)
+    and puts it one bond length beyond the far end of that column, keeping
+    its x, y — its projection. Overlaps are repaired.
+
+    Parameters
+    ----------
+    n_moves : int
+        Atoms moved per call.
+    column_radius : float, optional
+        Å; default half the nearest-neighbour distance.
+    """
+
+    name = "depth_move"
+
+    def __init__(self, rng, min_distance, *, n_moves: int = 1, column_radius: float | None = None, **kw):
+        super().__init__(rng, min_distance, **kw)
+        self.n_moves = int(n_moves)
+        self.column_radius = float(column_radius) if column_radius else 0.5 * self.nn_distance
+
+    def __call__(self, ind):
+        pos = np.array(ind.positions, dtype=float)
+        if len(pos) < 2:
+            return (self._finish(ind),)
+        for _ in range(self.n_moves):
+            cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * self.nn_distance)
+            w = np.exp(-0.7 * (cn - cn.min()))
+            k = int(self.rng.choice(len(pos), p=w / w.sum()))
+            d_xy = np.hypot(pos[:, 0] - pos[k, 0], pos[:, 1] - pos[k, 1])
+            column = np.flatnonzero(d_xy <= self.column_radius)
+            z = pos[column, 2]
+            if pos[k, 2] >= 0.5 * (z.min() + z.max()):
+                pos[k, 2] = z.min() - self.nn_distance
+            else:
+                pos[k, 2] = z.max() + self.nn_distance
+        ind.positions = pos
+        return (self._finish(ind),)
+
+
 class MutationSelector:
     """Apply one of several mutations, drawn with given weights (DEAP ``mutate``).
 

@@ -17,6 +17,7 @@ from refine.exceptions import InputError
 from refine.operators import (
     CutSpliceCrossover,
     DepthFlipMutation,
+    DepthMoveMutation,
     Fingerprint,
     ImageGuidedMutation,
     LocalRelaxation,
@@ -61,6 +62,7 @@ def _all_operators(rng, difference):
         MirrorMutation(rng, D_MIN, COMP),
         DepthFlipMutation(rng, D_MIN),
         DepthFlipMutation(rng, D_MIN, whole=1.0),
+        DepthMoveMutation(rng, D_MIN, n_moves=2),
     ]
 
 
@@ -148,6 +150,26 @@ def test_depth_flip_keeps_the_projection_and_changes_depths(rng):
             np.testing.assert_allclose(c.positions[:, 2], 2 * a.positions[:, 2].mean() - a.positions[:, 2])
         else:
             assert 0.2 * len(a) <= flipped.sum() <= 0.8 * len(a)
+
+
+def test_depth_move_carries_a_surface_atom_through_the_particle(rng):
+    # a Pt55 icosahedron with its 5-fold axis along the beam plus one adatom on top of the
+    # axis: the adatom is the least coordinated atom and must end below the bottom vertex,
+    # at the same x, y
+    a = Icosahedron("Pt", 3)
+    a.positions -= a.positions.mean(axis=0)
+    from scipy.spatial.transform import Rotation
+
+    axis = a.positions[np.argmax(np.linalg.norm(a.positions, axis=1))]
+    a.positions = Rotation.align_vectors([[0, 0, 1]], [axis])[0].apply(a.positions)
+    top = a.positions[:, 2].max()
+    a += Atoms("Pt", positions=[[0.0, 0.0, top + 2.3]])
+    moves = [DepthMoveMutation(rng, 2.0)(a.copy())[0] for _ in range(20)]
+    hits = [m for m in moves if m.positions[-1, 2] < a.positions[:, 2].min()]
+    assert len(hits) >= 10  # the adatom is by far the most likely pick
+    for m in hits:
+        np.testing.assert_allclose(m.positions[-1, :2], [0.0, 0.0], atol=1e-9)
+        assert m.positions[-1, 2] == pytest.approx(a.positions[:-1, 2].min() - 2.0 / 0.75, abs=1e-6)
 
 
 def test_crossover_refuses_different_sizes(rng):

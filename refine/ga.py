@@ -249,7 +249,9 @@ class GASettings:
         300-atom cluster; the annealing can, while the image holds its
         projection. The annealings of one generation go through the
         toolbox ``map`` (a process pool runs them in parallel); each has its
-        own seed drawn from the GA's generator.
+        own seed drawn from the GA's generator. With a ``time_limit``, a
+        round that would end past it (judged by the last round's duration)
+        is skipped.
     beam_parallel_cuts : float
         Probability that a crossover's cut plane contains the beam direction
         (:class:`refine.operators.CutSpliceCrossover` ``beam_parallel``).
@@ -983,6 +985,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
 
     postfix()
     stop_reason = "generations"
+    anneal_seconds = 0.0  # duration of the last round of annealings
     try:
         while True:
             if gen >= settings.generations:
@@ -997,7 +1000,11 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             gen += 1
             offspring = _vary(toolbox, pop, settings, rng)
             if hasattr(toolbox, "anneal") and gen % settings.anneal_every == 0:
-                offspring.extend(_anneal(toolbox, pop, settings, rng, anneal_map))
+                # a round of annealings takes minutes: skip one that would end past the time limit
+                if settings.time_limit is None or elapsed() + anneal_seconds <= settings.time_limit:
+                    t_anneal = time.perf_counter()
+                    offspring.extend(_anneal(toolbox, pop, settings, rng, anneal_map))
+                    anneal_seconds = time.perf_counter() - t_anneal
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)

@@ -252,6 +252,13 @@ class GASettings:
         own seed drawn from the GA's generator. With a ``time_limit``, a
         round that would end past it (judged by the last round's duration)
         is skipped.
+    polish_every : int
+        Every this many generations (0: never), the best individual gets a
+        deterministic sweep of depth moves (:meth:`refine.operators.DepthMoveMutation.polish`):
+        each of its ``polish_atoms`` least-coordinated atoms in turn is
+        moved to the far end of its line of sight, relaxed and evaluated,
+        and kept when the cost drops; the result joins the offspring. Needs
+        the offspring relaxation (``relax_steps`` and a calculator).
     beam_parallel_cuts : float
         Probability that a crossover's cut plane contains the beam direction
         (:class:`refine.operators.CutSpliceCrossover` ``beam_parallel``).
@@ -305,6 +312,8 @@ class GASettings:
     anneal_count: int = 1
     anneal_steps: int = 8000
     anneal_temperature: float = 1500.0
+    polish_every: int = 0
+    polish_atoms: int = 60
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
@@ -330,6 +339,8 @@ class GASettings:
         positive_int("anneal_every", 0)
         positive_int("anneal_count", 1)
         positive_int("anneal_steps", 0)
+        positive_int("polish_every", 0)
+        positive_int("polish_atoms", 1)
         if not (isinstance(self.anneal_temperature, (int, float)) and math.isfinite(self.anneal_temperature)
                 and self.anneal_temperature > 0):
             raise InputError(f"anneal_temperature must be a positive number of K, got {self.anneal_temperature!r}")
@@ -650,6 +661,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     kw = {"nn_distance": d_nn}
     tb = base.Toolbox()
     tb.register("evaluate", CostEvaluator(fitness))
+    tb.min_distance, tb.nn_distance = d_min, d_nn
     tb.register("map", map_func)
     tb.register("clone", copy.deepcopy)
     tb.register("individual", to_individual, multi_objective=settings.multi_objective)
@@ -714,6 +726,24 @@ def _anneal(toolbox, population, settings, rng, anneal_map=None) -> list:
     seeds = rng.integers(0, 2**63 - 1, size=len(picks))
     tasks = [(as_atoms(p), int(s)) for p, s in zip(picks, seeds)]
     return [toolbox.individual(a) for a in (anneal_map or toolbox.map)(toolbox.anneal, tasks)]
+
+
+def _polish(toolbox, population, settings, alpha):
+    """Depth-move sweep of the best individual; returns (new individual, evaluations spent)."""
+    best = min(population, key=_best_key)
+
+    def evaluate(atoms):
+        ind = toolbox.individual(atoms)
+        _evaluate(toolbox, [ind], settings, alpha)
+        atoms.positions = ind.positions  # aligned on the image
+        return _cost(ind)
+
+    # its generator only feeds the overlap repair: a fixed seed keeps the sweep deterministic
+    mover = DepthMoveMutation(np.random.default_rng(0), toolbox.min_distance, nn_distance=toolbox.nn_distance)
+    atoms, cost, n_trials, n_accepted = mover.polish(as_atoms(best), toolbox.relax, evaluate,
+                                                     max_atoms=settings.polish_atoms)
+    log.debug("polish: %d of %d depth moves accepted, cost %.6g", n_accepted, n_trials, cost)
+    return toolbox.individual(atoms), n_trials + 1
 
 
 def _cost_calculator(fitness, calculator):
@@ -1005,6 +1035,10 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
                     t_anneal = time.perf_counter()
                     offspring.extend(_anneal(toolbox, pop, settings, rng, anneal_map))
                     anneal_seconds = time.perf_counter() - t_anneal
+            if settings.polish_every and hasattr(toolbox, "relax") and gen % settings.polish_every == 0 and not mo:
+                polished, n_polish = _polish(toolbox, pop, settings, alpha)
+                evaluations += n_polish
+                offspring.append(polished)
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)

@@ -545,6 +545,9 @@ class ImageGuidedMutation(Operator):
         Atoms moved per call.
     power : float
         Pixel (target) and atom (source) choice probabilities ∝ (excess)^power.
+    smooth : float
+        Å; the difference image is smoothed by a Gaussian of this σ first
+        (a matched filter for atom-sized blobs; 0: raw pixels).
 
     Notes
     -----
@@ -558,15 +561,23 @@ class ImageGuidedMutation(Operator):
 
     name = "image_guided"
 
-    def __init__(self, rng, min_distance, difference: Callable, *, n_moves: int = 1, power: float = 2.0, **kw):
+    def __init__(self, rng, min_distance, difference: Callable, *, n_moves: int = 1, power: float = 2.0,
+                 smooth: float = 0.3, **kw):
         super().__init__(rng, min_distance, **kw)
         self.difference = difference
         self.n_moves = int(n_moves)
         self.power = float(power)
+        self.smooth = float(smooth)
 
     def __call__(self, ind):
         diff, grid = self.difference(ind)
         diff = np.nan_to_num(np.asarray(diff, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)  # masked pixels
+        if self.smooth > 0:
+            # matched filter: a missing or extra atom is a PSF-sized blob in the difference, pixel
+            # noise is not; smoothing by about the PSF makes the blob, not the noise, the likely pick
+            from scipy.ndimage import gaussian_filter
+
+            diff = gaussian_filter(diff, self.smooth / grid.pixel_size, mode="constant")
         pos = np.array(ind.positions, dtype=float)
         dx = grid.pixel_size
         x0, y0 = grid.origin
@@ -744,15 +755,45 @@ class DepthMoveMutation(Operator):
             cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * self.nn_distance)
             w = np.exp(-0.7 * (cn - cn.min()))
             k = int(self.rng.choice(len(pos), p=w / w.sum()))
-            d_xy = np.hypot(pos[:, 0] - pos[k, 0], pos[:, 1] - pos[k, 1])
-            column = np.flatnonzero(d_xy <= self.column_radius)
-            z = pos[column, 2]
-            if pos[k, 2] >= 0.5 * (z.min() + z.max()):
-                pos[k, 2] = z.min() - self.nn_distance
-            else:
-                pos[k, 2] = z.max() + self.nn_distance
+            self.move(pos, k)
         ind.positions = pos
         return (self._finish(ind),)
+
+    def move(self, pos: np.ndarray, k: int) -> None:
+        """Move atom ``k`` of ``pos`` (n, 3) to the far end of its column, in place."""
+        d_xy = np.hypot(pos[:, 0] - pos[k, 0], pos[:, 1] - pos[k, 1])
+        z = pos[d_xy <= self.column_radius, 2]
+        if pos[k, 2] >= 0.5 * (z.min() + z.max()):
+            pos[k, 2] = z.min() - self.nn_distance
+        else:
+            pos[k, 2] = z.max() + self.nn_distance
+
+    def polish(self, ind, relax: Callable, evaluate: Callable, *, max_atoms: int = 60):
+        """Deterministic sweep: try the depth move of each of the ``max_atoms`` least-coordinated atoms.
+
+        Each trial is relaxed with ``relax(atoms)`` and scored with
+        ``evaluate(atoms) -> cost``; a trial that lowers the cost is kept
+        (and the sweep goes on from it). Returns ``(best, cost, n_trials,
+        n_accepted)``; ``ind`` is not changed.
+        """
+        best = ind.copy()
+        best_cost = evaluate(best)
+        cn = coordination_numbers(best.positions, NEIGHBOUR_FACTOR * self.nn_distance)
+        order = np.argsort(cn, kind="stable")[:max_atoms]
+        n_trials = n_accepted = 0
+        for k in order:
+            trial = best.copy()
+            pos = np.array(trial.positions)
+            self.move(pos, int(k))
+            trial.positions = pos
+            self._finish(trial)
+            relax(trial)
+            cost = evaluate(trial)
+            n_trials += 1
+            if cost < best_cost:
+                best, best_cost = trial, cost
+                n_accepted += 1
+        return best, best_cost, n_trials, n_accepted
 
 
 class MutationSelector:

@@ -90,3 +90,37 @@ def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
     assert res.evaluations == 4 + 4 * 4 + 4
     with pytest.raises(InputError, match="anneal_count"):
         GASettings(anneal_count=0).validate()
+
+
+def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth):  # noqa: F811
+    from refine.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
+    from refine.population import make_population
+
+    # a truth with three surface atoms carried to the far side: the sweep must bring the cost down
+    start = truth.copy()
+    from refine.operators import DepthMoveMutation, coordination_numbers
+
+    mover = DepthMoveMutation(np.random.default_rng(0), 2.0, nn_distance=2.77)
+    cn = coordination_numbers(start.positions, 1.2 * 2.77)
+    pos = start.positions.copy()
+    for k in np.argsort(cn, kind="stable")[:3]:
+        mover.move(pos, int(k))
+    start.positions = pos
+    settings = GASettings(population_size=2, relax_steps=10, relax_image=True, alpha=1e-3, polish_atoms=20,
+                          progress=False)
+    tb = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(1), calculator="emt")
+    ind = to_individual(start)
+    ind.fitness.values = (fitness.evaluate(start).cost,)
+    ind.info["cost"] = ind.fitness.values[0]
+    polished, n = _polish(tb, [ind], settings, 1e-3)
+    assert n == 21
+    assert fitness.evaluate(polished).cost < fitness.evaluate(start).cost
+    assert compare_structures(polished, truth).within[0.5] > compare_structures(start, truth).within[0.5]
+
+    rng = np.random.default_rng(0)
+    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
+        population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, alpha=1e-3,
+        relax_steps=2), tmp_path, rng=rng, calculator="emt")
+    assert res.evaluations == 4 + 2 * 4 + (10 + 1) + 1
+    with pytest.raises(InputError, match="polish_atoms"):
+        GASettings(polish_atoms=0).validate()

@@ -295,7 +295,8 @@ SEARCHES = {
     "anneal": {
         "args": {"relax_steps": 20, "alpha_factor": 2.0, "workers": 2},
         "ga": {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
-               "anneal_steps": 20000, "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0}},
+               "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60,
+               "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0}},
     },
     "ga": {"args": {"relax_steps": 5, "alpha_factor": 10.0, "workers": 1}, "ga": {}},
 }

@@ -2,18 +2,24 @@
 
 ::
 
-    stem-refine demo [--out DIR] [--generations N] [--seed S] [--start shapes|mixed|random|image] [--time-limit SECONDS] [--model MODEL]
+    stem-refine demo [--out DIR] [--generations N] [--seed S] [--start shapes|mixed|random|image]
+                     [--time-limit SECONDS] [--search anneal|plain] [--workers N] [--model MODEL]
 
 The shipped image (``refine/data/demo_image.npy``, made by
 ``refine/data/make_demo_image.py``) is an abTEM PRISM HAADF image of an
 EMT-relaxed 130-atom Pt Marks decahedron with Poisson noise; its pixel size,
 dose and composition come from ``refine/data/demo_image.json``. The GA starts
 from ase.cluster shapes in random orientations (a demo, not the benchmark: see
-examples/self_consistency.py for random starts), relaxes every offspring by 3
-EMT FIRE steps and stops after 90 s of GA time, so the whole run takes one to
-two minutes on two cores; it writes the usual results (best.xyz,
-images.png, fitness_history.png, summary.json, ...) to DIR; the true
-structure (``demo_truth.xyz``) is compared with the result at the end.
+examples/self_consistency.py for random starts) and uses the search of the
+self-consistency benchmark (``--search anneal``): offspring relaxed by 10
+FIRE steps on E + α·χ² (image forces), depth moves and beam-parallel cuts,
+image-restrained simulated annealing of two individuals every second
+generation on two processes, and a depth-move sweep of the best every fourth.
+It stops after 90 s of GA time, so the whole run takes about two minutes on
+two cores (measured: 87 % of the atoms within 0.5 Å of the truth; 48 % with
+``--search plain``); it writes the usual results (best.xyz, images.png,
+fitness_history.png, summary.json, ...) to DIR; the true structure
+(``demo_truth.xyz``) is compared with the result at the end.
 """
 
 from __future__ import annotations
@@ -35,12 +41,23 @@ def add_arguments(parser):
                         help="starting population (default shapes: ase.cluster shapes in random orientations)")
     parser.add_argument("--time-limit", type=float, default=90.0, metavar="SECONDS",
                         help="stop after this much GA wall time (default 90)")
-    parser.add_argument("--relax-steps", type=int, default=3, metavar="N",
-                        help="FIRE steps of EMT relaxation per offspring (default 3)")
+    parser.add_argument("--relax-steps", type=int, default=10, metavar="N",
+                        help="FIRE steps on E + α·χ² per offspring (default 10)")
+    parser.add_argument("--search", choices=("anneal", "plain"), default="anneal",
+                        help="anneal (default): image forces, depth moves and image-restrained annealing on "
+                             "--workers processes; plain: the GA with EMT relaxation of offspring only")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="processes for the annealings (default 2)")
     parser.add_argument("--model", "-m", default=None, metavar="MODEL",
                         help="surrogate model file (default: the shipped default model)")
     parser.add_argument("--resume", action="store_true", help="continue an earlier demo run in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+#: the search of the self-consistency benchmark, scaled to a 130-atom particle and 90 s
+DEMO_SEARCH = {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 2, "anneal_count": 2,
+               "anneal_steps": 6000, "polish_every": 4, "polish_atoms": 40,
+               "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0}}
+DEMO_ALPHA_SCALE = 2.0
 
 
 def demo_files():
@@ -80,7 +97,8 @@ def run(args) -> int:
     result = refine_image(image, meta["composition"], model=args.model, out_dir=args.out,
                           population=args.population, generations=args.generations, seed=args.seed,
                           time_limit=args.time_limit, dose=meta["dose"], start=args.start, resume=args.resume,
-                          relax_steps=args.relax_steps, progress=args.progress)
+                          relax_steps=args.relax_steps, progress=args.progress, alpha_scale=DEMO_ALPHA_SCALE,
+                          ga_options=DEMO_SEARCH if args.search == "anneal" else None, workers=args.workers)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
         from ..compare import compare_structures

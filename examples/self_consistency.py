@@ -294,17 +294,17 @@ def run_case(case, model, args, work: Path) -> dict:
 SEARCHES = {
     "anneal": {
         "args": {"relax_steps": 20, "alpha_factor": 2.0, "workers": 2},
-        "ga": {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
-               "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60,
-               "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0}},
+        "ga": "anneal",  # refine.recipes.SEARCHES["anneal"]
     },
-    "ga": {"args": {"relax_steps": 5, "alpha_factor": 10.0, "workers": 1}, "ga": {}},
+    "ga": {"args": {"relax_steps": 5, "alpha_factor": 10.0, "workers": 1}, "ga": "plain"},
 }
 
 
 def _ga_options(args):
     """GASettings fields: the recipe's, the image-guided options, then ``--ga KEY=VALUE`` pairs (VALUE as JSON)."""
-    recipe = json.loads(json.dumps(SEARCHES[args.search]["ga"]))
+    from refine.recipes import search_options
+
+    recipe = search_options(SEARCHES[args.search]["ga"])
     opts = {**recipe, "image_guided_moves": args.image_guided_moves}
     opts["mutation_weights"] = {**recipe.get("mutation_weights", {}), "image_guided": args.image_guided_weight}
     for item in args.ga or ():

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import sys
 
+from ..recipes import search_options
+
 help = "run a short refinement of the shipped demo image and show where the results are"
 description = __doc__
 
@@ -53,10 +55,10 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-#: the search of the self-consistency benchmark, scaled to a 130-atom particle and 90 s
-DEMO_SEARCH = {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 2, "anneal_count": 2,
-               "anneal_steps": 6000, "polish_every": 4, "polish_atoms": 40,
-               "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0}}
+#: the search of the self-consistency benchmark (refine.recipes "anneal"), scaled to a
+#: 130-atom particle and 90 s
+DEMO_SEARCH = {**search_options("anneal"), "anneal_every": 2, "anneal_steps": 6000, "polish_every": 4,
+               "polish_atoms": 40}
 DEMO_ALPHA_SCALE = 2.0
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sys
 
+from ..recipes import SEARCHES, search_options
+
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
 
@@ -43,6 +45,8 @@ def _noise(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be 'estimate', 'poisson' or a σ, got {text!r}") from None
+
+
 
 
 def add_arguments(parser):
@@ -81,25 +85,31 @@ def add_arguments(parser):
     g.add_argument("--start", default="random", metavar="random|shapes|mixed|image|FILE",
                    help="starting population: random compact clusters (default), ase.cluster shapes, half of "
                         "each, clusters following the image, or the frames of a structure file")
-    g.add_argument("--relax-steps", type=int, default=0, metavar="N",
-                   help="FIRE steps of EMT relaxation on every offspring (default 0)")
+    g.add_argument("--search", choices=sorted(SEARCHES), default="anneal",
+                   help="search recipe (default anneal): 'anneal' = offspring relaxed on E + α·χ² (image forces), "
+                        "depth moves, beam-parallel cuts, image-restrained simulated annealing of 2 individuals "
+                        "every 3 generations and a depth-move sweep of the best every 5 (the --anneal-* options "
+                        "override its values); 'plain' = the GA with only the options given")
+    g.add_argument("--relax-steps", type=int, default=None, metavar="N",
+                   help="FIRE steps on every offspring (default 20 with --search anneal, else 0)")
     g.add_argument("--start-relax-steps", type=int, default=0, metavar="N",
                    help="FIRE steps on every random starting cluster (default 0)")
     g.add_argument("--calculator", default="auto",
                    help="energy: auto (asap3 EMT / the Pt-Mo potential), emt, ase-emt, or package.module:Class")
-    g.add_argument("--image-forces", action="store_true",
+    g.add_argument("--image-forces", action="store_true", default=None,
                    help="relax offspring on E + α·χ² (image forces from the surrogate's adjoint), not E alone; "
                         "needs --relax-steps")
-    g.add_argument("--anneal-every", type=int, default=0, metavar="N",
+    g.add_argument("--anneal-every", type=int, default=None, metavar="N",
                    help="every N generations, image-restrained simulated annealing of --anneal-count "
-                        "selected individuals (default 0: never)")
-    g.add_argument("--anneal-count", type=int, default=1, metavar="N", help="annealings each time (default 1)")
-    g.add_argument("--anneal-steps", type=int, default=8000, metavar="N",
-                   help="MD steps of 5 fs per annealing (default 8000 = 40 ps)")
-    g.add_argument("--anneal-temperature", type=float, default=1500.0, metavar="K",
+                        "selected individuals (0: never; default 3 with --search anneal, else 0)")
+    g.add_argument("--anneal-count", type=int, default=None, metavar="N",
+                   help="annealings each time (default 2 with --search anneal, else 1)")
+    g.add_argument("--anneal-steps", type=int, default=None, metavar="N",
+                   help="MD steps of 5 fs per annealing (default 20000 = 100 ps with --search anneal)")
+    g.add_argument("--anneal-temperature", type=float, default=None, metavar="K",
                    help="start temperature of the annealing, cooled linearly to 300 K (default 1500)")
-    g.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="processes for the annealings (default 1)")
+    g.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="processes for the annealings (default 2)")
     g.add_argument("--pareto", action="store_true",
                    help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -145,16 +155,20 @@ def run(args) -> int:
     if args.seed < 0:
         raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
     mask = args.mask
+    ga_options = search_options(args.search)
+    for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
+                       ("anneal_count", args.anneal_count), ("anneal_steps", args.anneal_steps),
+                       ("anneal_temperature", args.anneal_temperature)):
+        if value is not None:
+            ga_options[key] = value
+    relax_steps = args.relax_steps if args.relax_steps is not None else (20 if args.search == "anneal" else 0)
     result = refine_image(
         args.image, args.composition, model=args.model, out_dir=args.out, population=args.population,
         generations=args.generations, seed=args.seed, alpha=args.alpha, time_limit=args.time_limit,
         pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
-        relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
-        progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers,
-        ga_options={"relax_image": args.image_forces, "anneal_every": args.anneal_every,
-                    "anneal_count": args.anneal_count, "anneal_steps": args.anneal_steps,
-                    "anneal_temperature": args.anneal_temperature},
+        relax_steps=relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
+        progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options,
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

@@ -37,7 +37,8 @@ def image_file(small_model, tmp_path_factory):
 
 def _args(image, model, out, *extra):
     return ["refine", str(image), "--model", str(model), "--composition", "Pt13", "--out", str(out),
-            "--pixel-size", str(PIXEL), "--population", "5", "--seed", "3", "--no-progress", *extra]
+            "--pixel-size", str(PIXEL), "--population", "5", "--seed", "3", "--no-progress", "--search", "plain",
+            *extra]
 
 
 def test_refine_then_resume_through_the_cli(image_file, model_file, tmp_path, capsys):
@@ -183,3 +184,19 @@ def test_image_forces_and_annealing_through_the_cli(image_file, model_file, tmp_
     # μ starts + 2 generations of λ = μ offspring + one annealing each
     assert summary["evaluations"] == 5 + 2 * (5 + 1)
     assert summary["settings"]["relax_image"] is True and summary["settings"]["anneal_every"] == 1
+
+
+def test_the_default_search_is_the_anneal_recipe(image_file, model_file, tmp_path, capsys):
+    from refine.recipes import SEARCHES
+
+    out = tmp_path / "out"
+    args = [a for a in _args(image_file, model_file, out, "--generations", "1", "--json") if a not in ("--search",)]
+    args.remove("plain")
+    assert main(args) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    for key, value in SEARCHES["anneal"].items():
+        if key == "mutation_weights":
+            assert all(settings[key][k] == v for k, v in value.items())
+        else:
+            assert settings[key] == value, key
+    assert settings["relax_steps"] == 20

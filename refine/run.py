@@ -367,10 +367,10 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
                  seed: int = 0, alpha="auto", time_limit: float | None = None, pixel_size: float | None = None,
                  resume: bool = False, mask=None, start="random", noise=None, dose: float | None = None,
                  multi_objective: bool = False, calculator="auto", stagnation: int | None = None,
-                 relax_steps: int = 0, start_relax_steps: int = 0, resample: bool = True,
+                 relax_steps: int | None = None, start_relax_steps: int = 0, resample: bool = True,
                  checkpoint_every: int = 1, progress: bool = True, alpha_scale: float = 1.0,
                  ga_options: dict | None = None, fitness_options: dict | None = None,
-                 workers: int = 1) -> RefinementResult:
+                 workers: int = 1, search: str = "plain") -> RefinementResult:
     """Refine the structure of a particle of ``composition`` against ``image``.
 
     Parameters
@@ -418,11 +418,17 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         Stop after this many generations without improvement.
     relax_steps, start_relax_steps : int
         FIRE steps on each offspring / each random starting cluster (0: none).
+        ``relax_steps`` None: 20 with a search that relaxes on the image
+        cost (``"anneal"``), else 0.
     ga_options, fitness_options : dict, optional
         Further :class:`refine.ga.GASettings` fields and :class:`refine.fitness.Fitness` keywords.
     workers : int
         Processes for the image-restrained annealings (``anneal_every`` in
         ``ga_options``); results do not depend on it.
+    search : {"plain", "anneal"}
+        Search recipe (:mod:`refine.recipes`): GASettings fields applied
+        before ``ga_options`` (which override them). ``stem-refine refine``
+        uses ``"anneal"`` by default.
 
     Returns
     -------
@@ -471,7 +477,11 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     if ckpt.exists() and not resume:
         raise InputError(f"{str(out)!r} already holds a refinement (checkpoint.pkl); resume it with --resume "
                          "or choose another output folder")
-    opts = dict(ga_options or {})
+    from .recipes import search_options
+
+    opts = {**search_options(search), **dict(ga_options or {})}
+    if relax_steps is None:
+        relax_steps = 20 if opts.get("relax_image") else 0
     try:
         settings = GASettings(population_size=population, generations=generations, alpha=alpha,
                               time_limit=time_limit, multi_objective=bool(multi_objective),

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import sys
 
-from ..recipes import search_options
-
 help = "run a short refinement of the shipped demo image and show where the results are"
 description = __doc__
 
@@ -55,9 +53,9 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-#: the search of the self-consistency benchmark (refine.recipes "anneal"), scaled to a
+#: changes to the search of the self-consistency benchmark (refine.recipes "anneal") for a
 #: 130-atom particle and 90 s
-DEMO_SEARCH = {**search_options("anneal"), "anneal_every": 2, "anneal_steps": 6000, "polish_every": 4,
+DEMO_SEARCH = {"anneal_every": 2, "anneal_steps": 6000, "polish_every": 4,
                "polish_atoms": 40}
 DEMO_ALPHA_SCALE = 2.0
 
@@ -100,7 +98,8 @@ def run(args) -> int:
                           population=args.population, generations=args.generations, seed=args.seed,
                           time_limit=args.time_limit, dose=meta["dose"], start=args.start, resume=args.resume,
                           relax_steps=args.relax_steps, progress=args.progress, alpha_scale=DEMO_ALPHA_SCALE,
-                          ga_options=DEMO_SEARCH if args.search == "anneal" else None, workers=args.workers)
+                          ga_options=DEMO_SEARCH if args.search == "anneal" else None, workers=args.workers,
+                          search=args.search)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
         from ..compare import compare_structures

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 
-from ..recipes import SEARCHES, search_options
+from ..recipes import SEARCHES
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
@@ -155,20 +155,20 @@ def run(args) -> int:
     if args.seed < 0:
         raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
     mask = args.mask
-    ga_options = search_options(args.search)
+    ga_options = {}
     for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
                        ("anneal_count", args.anneal_count), ("anneal_steps", args.anneal_steps),
                        ("anneal_temperature", args.anneal_temperature)):
         if value is not None:
             ga_options[key] = value
-    relax_steps = args.relax_steps if args.relax_steps is not None else (20 if args.search == "anneal" else 0)
     result = refine_image(
         args.image, args.composition, model=args.model, out_dir=args.out, population=args.population,
         generations=args.generations, seed=args.seed, alpha=args.alpha, time_limit=args.time_limit,
         pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
-        relax_steps=relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
+        relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
         progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options,
+        search=args.search,
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

@@ -162,7 +162,7 @@ def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, fragment", [
-    (["--image-forces"], "relax steps"),
+    (["--image-forces", "--relax-steps", "0"], "relax steps"),
     (["--anneal-every", "-1"], "anneal_every"),
     (["--anneal-every", "1", "--anneal-steps", "-5"], "anneal_steps"),
     (["--anneal-every", "1", "--anneal-temperature", "0"], "anneal_temperature"),

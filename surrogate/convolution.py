@@ -172,6 +172,21 @@ def scratch_rows(sigma: float, pixel_size: float) -> tuple[np.ndarray, np.ndarra
     return np.empty(n), np.empty(n)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def atom_window(x, y, x0, y0, dx, half, nx, ny):  # pragma: no cover - jitted
+    """An atom's fractional pixel position (fi, fj), nearest pixel (ci, cj) and PSF window [i0, i1) × [j0, j1).
+
+    The window is ``half`` pixels either side of the nearest pixel, clipped
+    to the image (empty when the atom is farther outside). Shared by the
+    splat and its adjoint (:mod:`surrogate.gradient`), which must agree.
+    """
+    fi = (x - x0) / dx
+    fj = (y - y0) / dx
+    ci = int(np.floor(fi + 0.5))
+    cj = int(np.floor(fj + 0.5))
+    return fi, fj, ci, cj, max(ci - half, 0), min(ci + half + 1, nx), max(cj - half, 0), min(cj + half + 1, ny)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy):  # pragma: no cover - jitted
     # Separable evaluation: exp(-(dx²+dy²)/2σ²) = gx(i)·gy(j), so each atom costs
@@ -194,14 +209,7 @@ def _splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy)
     for k in range(half + 1):
         E[k] = np.exp(-c2 * k * k)
     for a in range(xy.shape[0]):
-        fi = (xy[a, 0] - x0) / dx
-        fj = (xy[a, 1] - y0) / dx
-        ci = int(np.floor(fi + 0.5))
-        cj = int(np.floor(fj + 0.5))
-        i0 = max(ci - half, 0)
-        i1 = min(ci + half + 1, nx)
-        j0 = max(cj - half, 0)
-        j1 = min(cj + half + 1, ny)
+        fi, fj, ci, cj, i0, i1, j0, j1 = atom_window(xy[a, 0], xy[a, 1], x0, y0, dx, half, nx, ny)
         if i0 >= i1 or j0 >= j1:
             continue
         # gx[half + k], gy[half + k]: the window at offset k (full window, clipped below);

@@ -34,7 +34,7 @@ import math
 import numba
 import numpy as np
 
-from .convolution import CUTOFF_SIGMAS
+from .convolution import CUTOFF_SIGMAS, atom_window
 from .features import term_tree, term_tuples
 
 __all__ = ["SurrogateGradient", "positions_vjp"]
@@ -258,14 +258,7 @@ def _positions_vjp(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, dconv, out, sc
     dgx = scratch[2]
     dgy = scratch[3]
     for a in range(xy.shape[0]):
-        fi = (xy[a, 0] - x0) / dx
-        fj = (xy[a, 1] - y0) / dx
-        ci = int(np.floor(fi + 0.5))
-        cj = int(np.floor(fj + 0.5))
-        i0 = max(ci - half, 0)
-        i1 = min(ci + half + 1, nx)
-        j0 = max(cj - half, 0)
-        j1 = min(cj + half + 1, ny)
+        fi, fj, ci, cj, i0, i1, j0, j1 = atom_window(xy[a, 0], xy[a, 1], x0, y0, dx, half, nx, ny)
         out[a, 0] = 0.0
         out[a, 1] = 0.0
         if i0 >= i1 or j0 >= j1:

@@ -34,10 +34,43 @@ Run from the repository root::
 
 Results (table on stdout, ``results.json`` and every run's folder) go to ``--work``.
 
-Measured (2026-11-25, shipped default model, dose 1e5 e/Å², population 24,
-α = 10 × auto, 5 FIRE steps per offspring, 50 per random start, 900 s of GA
-wall time per case; the three cases ran at the same time on 2 shared cores,
-load average ≈ 4–10, so each got ≈ 410 s of CPU)::
+Measured with ``--search anneal`` (the default since 2026-11-25: offspring
+relaxed by 20 FIRE steps on E + α·χ², α = 2 × auto, beam-parallel cuts, depth
+flips and depth moves, image-restrained annealing of 2 individuals every 3
+generations — 1500 → 300 K over 20000 steps of 5 fs — on 2 worker processes,
+a depth-move sweep of the best every 5 generations; shipped default model,
+dose 1e5 e/Å², population 24, random starts, 900 s of GA wall time per
+case, one case at a time on the 2 cores; ``xy≤0.5Å``: the projected
+positions alone, one-to-one in the image frame)::
+
+    case              atoms  ≤0.3Å   ≤0.5Å  xy≤0.5Å  RMSD  χ²/px  χ²/px truth  E eV  E truth  gens  wall s
+    (a) decahedron      300  93.0%   95.7%    91.0%  1.82  0.743        0.691  78.5     72.9    27     938
+    (a) decahedron      300  88.3%   90.0%    90.7%  3.91  0.751        0.691  80.7     72.9    34     904
+    (b) icosahedron     309  97.7%   97.7%    91.3%  1.47  0.672        0.652  79.7     80.6    35     911   0/6 moved found
+    (c) annealed        300   2.7%    8.7%    78.7%  2.71  0.838        0.618 101.8     92.3    17     906
+
+The two (a) rows are two runs (the second with the matched-filter
+image-guided move and the depth-move sweep added): run-to-run spread is
+several per cent. In (a) and (b) what is left wrong are surface atoms on
+the wrong side of the particle along the beam, a few Å to 15 Å from their
+true sites. The melt-quenched particle (c) is not one crystal: its projection
+is found (78.7 % in x, y) but not its depth order (8.7 %), at an energy
+9.5 eV above the truth's — a search failure. In (b)
+the ideal icosahedron is found (97.7 %) but none of the 6 moved atoms: its
+energy is *lower* than the truth's (79.7 vs 80.6 eV) and at α = 2 × auto the
+truth's cost is lower by only 0.18 eV — the image evidence (Δχ² = 1206)
+is outweighed. With α = kT/2 at 300 K (0.013 eV per unit χ²: χ² is
+−2 log-likelihood, E/kT the Boltzmann prior) the truth wins by 14.8 eV, and a
+second stage at that α from the first stage's answer finds 3 of the 6 (99.0 %
+of all atoms within 0.5 Å after 150 s more)::
+
+    python examples/self_consistency.py --cases b --time-limit 150 --alpha 0.013 \
+        --start RUN/b-icosahedron/refinement/best.xyz --workers 1 --ga anneal_every=0 --image-guided-weight 4
+
+Earlier, with ``--search ga`` (the plain GA: α = 10 × auto, 5 FIRE steps per
+offspring on E alone, 50 per random start, 900 s of GA wall time per case;
+the three cases ran at the same time on 2 shared cores, load average ≈
+4–10, so each got ≈ 410 s of CPU)::
 
     case              atoms  ≤0.3Å   ≤0.5Å  RMSD  χ²/px  χ²/px truth  E eV  E truth  gens  evals
     (a) decahedron      300   3.7%   13.0%  2.39  1.260        0.691  134.8    72.9  2946  70728

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from surrogate.convolution import CUTOFF_SIGMAS, _splat_gaussians, scratch_rows
 from surrogate.gradient import SurrogateGradient, positions_vjp
 
 from .exceptions import InputError
@@ -46,29 +44,8 @@ class ImageTerm:
 
     def __init__(self, fitness):
         self.fitness = fitness
-        self.model = fitness.model
-        self.gradient = SurrogateGradient(self.model)
-        self.h = int(self.model.border)
-        self.sigma = float(fitness.params.sigma)
-        self.dx = float(fitness.image.pixel_size)
-        self.origin = tuple(float(v) for v in fitness.grid.origin)
-        self.weights = np.ascontiguousarray(fitness.weights, dtype=np.float64)
-        exp = np.ascontiguousarray(fitness.exp, dtype=np.float64)
-        self.exp_mean = float((self.weights * exp).sum() / self.weights.sum())
-        self.exp_c = np.ascontiguousarray(exp - self.exp_mean)
-        self.w_tot = float(self.weights.sum())
-        self.we_tot = float((self.weights * self.exp_c).sum())
-        self.wee_tot = float((self.weights * self.exp_c ** 2).sum())
-        s = 2 * self.h + 1
-        self.background = float(self.model.predict_into(np.zeros((s, s)), np.empty((1, 1)))[0, 0])
-        self.reach = int(math.ceil(CUTOFF_SIGMAS * self.sigma / self.dx)) + 2 + self.h
-        self._gx, self._gy = scratch_rows(self.sigma, self.dx)
+        self.gradient = SurrogateGradient(fitness.model)
         self.n_calls = 0
-
-    def _atom_weights(self, numbers):
-        f = self.fitness
-        f._prepare_numbers(np.asarray(numbers))
-        return f._atom_w
 
     def chi2_and_gradient(self, positions, numbers, *, gradient: bool = True):
         """χ² (no alignment) and ∂χ²/∂r.
@@ -87,65 +64,31 @@ class ImageTerm:
         grad : ndarray, shape (n, 3) or None
             ∂χ²/∂r in 1/Å (z column 0: the image does not see z).
         """
+        f = self.fitness
         pos = np.ascontiguousarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3 or not np.all(np.isfinite(pos)):
             raise InputError("positions must be a finite (n, 3) array")
-        w_atoms = self._atom_weights(numbers)
+        f._prepare_numbers(np.asarray(numbers))
         self.n_calls += 1
-        m, n = self.exp_c.shape
-        dx, h = self.dx, self.h
-        x0, y0 = self.origin
-        fi = (pos[:, 0] - x0) / dx
-        fj = (pos[:, 1] - y0) / dx
-        i0 = max(int(math.floor(fi.min())) - self.reach, 0)
-        i1 = min(int(math.ceil(fi.max())) + self.reach + 1, m)
-        j0 = max(int(math.floor(fj.min())) - self.reach, 0)
-        j1 = min(int(math.ceil(fj.max())) + self.reach + 1, n)
+        # the fitness's own render (convolution box with border h left in f._conv_buf) and
+        # closed-form intensity map: this χ² is the fitness's χ² with align="none"
+        sim, i0, j0, _ = f._render(pos, (0.0, 0.0))
+        a, b, _, _, chi2 = f._fit_box(sim, i0, j0, 2)
         grad = np.zeros(pos.shape) if gradient else None
-        if i1 <= i0 or j1 <= j0:  # every atom far outside the image: χ² of a flat image
-            chi2 = self.wee_tot - self.we_tot ** 2 / self.w_tot
-            return max(chi2, 0.0), grad
-        conv = np.zeros((i1 - i0 + 2 * h, j1 - j0 + 2 * h))
-        cx0, cy0 = x0 + (i0 - h) * dx, y0 + (j0 - h) * dx
-        xy = np.ascontiguousarray(pos[:, :2])
-        _splat_gaussians(xy, w_atoms, cx0, cy0, dx, self.sigma, CUTOFF_SIGMAS, conv, self._gx, self._gy)
-        sim = np.empty((i1 - i0, j1 - j0))
-        self.model.predict_into(conv, sim)
-        w = self.weights[i0:i1, j0:j1]
-        e = self.exp_c[i0:i1, j0:j1]
-        a, b, chi2 = _intensity_map(sim, w, e, self.background, self.w_tot, self.we_tot, self.wee_tot)
-        if gradient:
-            upstream = 2.0 * a * w * (a * (sim - self.background) + b - e)
-            dconv = self.gradient.convolution_vjp(conv, upstream)
-            g2 = positions_vjp(xy, w_atoms, (cx0, cy0), dx, self.sigma, dconv)
-            grad[:, :2] = g2
+        if not gradient or sim.size == 0:
+            return chi2, grad
+        bi, bj = sim.shape
+        h = f.h
+        conv = f._conv_buf[: (bi + 2 * h) * (bj + 2 * h)].reshape(bi + 2 * h, bj + 2 * h)
+        w = f.weights[i0:i0 + bi, j0:j0 + bj]
+        upstream = 2.0 * a * w * (a * sim + b - f.exp[i0:i0 + bi, j0:j0 + bj])
+        upstream[w == 0.0] = 0.0  # masked pixels (their data may be NaN)
+        dconv = self.gradient.convolution_vjp(conv, upstream)
+        dx = f.image.pixel_size
+        x0, y0 = f.grid.origin
+        grad[:, :2] = positions_vjp(pos[:, :2], f._atom_w, (x0 + (i0 - h) * dx, y0 + (j0 - h) * dx), dx,
+                                    f.params.sigma, dconv)
         return chi2, grad
-
-
-@numba.njit(cache=True, nogil=True)
-def _intensity_map(sim, w, e, bg, w_tot, we_tot, wee_tot):  # pragma: no cover - jitted
-    # min over (a, b') of Σ w (a·s + b' − e)², s = sim − bg (0 outside the box), e centred
-    sss = 0.0
-    ss = 0.0
-    sse = 0.0
-    for i in range(sim.shape[0]):
-        for j in range(sim.shape[1]):
-            ww = w[i, j]
-            if ww == 0.0:
-                continue
-            s = sim[i, j] - bg
-            ws = ww * s
-            sss += ws * s
-            ss += ws
-            sse += ws * e[i, j]
-    det = sss * w_tot - ss * ss
-    if det <= 1e-300 * max(sss * w_tot, 1e-300):
-        b = we_tot / w_tot
-        return 0.0, b, max(wee_tot - b * we_tot, 0.0)
-    a = (sse * w_tot - ss * we_tot) / det
-    b = (sss * we_tot - ss * sse) / det
-    chi2 = wee_tot - a * sse - b * we_tot
-    return a, b, max(chi2, 0.0)
 
 
 class CostCalculator(Calculator):

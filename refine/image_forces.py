@@ -45,7 +45,6 @@ class ImageTerm:
     def __init__(self, fitness):
         self.fitness = fitness
         self.gradient = SurrogateGradient(fitness.model)
-        self.n_calls = 0
 
     def chi2_and_gradient(self, positions, numbers, *, gradient: bool = True):
         """χ² (no alignment) and ∂χ²/∂r.
@@ -69,7 +68,6 @@ class ImageTerm:
         if pos.ndim != 2 or pos.shape[1] != 3 or not np.all(np.isfinite(pos)):
             raise InputError("positions must be a finite (n, 3) array")
         f._prepare_numbers(np.asarray(numbers))
-        self.n_calls += 1
         # the fitness's own render (convolution box with border h left in f._conv_buf) and
         # closed-form intensity map: this χ² is the fitness's χ² with align="none"
         sim, i0, j0, _ = f._render(pos, (0.0, 0.0))

@@ -356,8 +356,8 @@ def _ga_options(args):
 
 
 def _alpha(args):
-    if args.alpha == "auto":
-        return "auto"
+    if args.alpha in ("auto", "thermal"):
+        return args.alpha
     return float(args.alpha)
 
 

@@ -269,6 +269,23 @@ class GASettings:
         energy places them along the beam. Needs a fitness with a surrogate
         model and an image (:class:`refine.fitness.Fitness`); α is read
         from the fitness at every step (energy only until it is calibrated).
+    finish_fraction : float
+        Length of a finishing stage at the end of the run, as a fraction of
+        ``time_limit`` (or of ``generations`` without one); 0: none. In it
+        the selection weighs the image by ``finish_alpha`` instead of the
+        search's α, annealing stops, and the mutations get
+        ``finish_weights``. The offspring relaxation keeps the search's α:
+        a large α in the relaxation strains the particle to fit the noise,
+        whereas in the selection it only decides between discrete
+        alternatives (an atom on this site or on that one).
+    finish_alpha : float or "thermal", optional
+        α of the finishing stage, eV per unit χ²; ``"thermal"`` asks the
+        fitness (``fitness.thermal_alpha()``, k_B·T/2: χ² is −2 ln
+        likelihood and E/k_BT the Boltzmann prior). Needed when
+        ``finish_fraction`` > 0.
+    finish_weights : dict
+        Mutation weights that replace ``mutation_weights`` entries in the
+        finishing stage.
     duplicate_cost_tol, duplicate_fingerprint_tol : float
         See :class:`refine.operators.SimilarityCriterion`.
     image_guided_moves : int
@@ -314,6 +331,9 @@ class GASettings:
     anneal_temperature: float = 1500.0
     polish_every: int = 0
     polish_atoms: int = 60
+    finish_fraction: float = 0.0
+    finish_alpha: object = None
+    finish_weights: dict = field(default_factory=dict)
     duplicate_cost_tol: float = 1e-4
     duplicate_fingerprint_tol: float = 0.03
     align_individuals: bool = True
@@ -365,7 +385,16 @@ class GASettings:
         if not (self.alpha is None or self.alpha == "auto"
                 or (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0)):
             raise InputError(f"alpha must be 'auto' or a non-negative number, got {self.alpha!r}")
-        unknown = set(self.mutation_weights) - set(_DEFAULT_WEIGHTS)
+        if not (isinstance(self.finish_fraction, (int, float)) and 0.0 <= self.finish_fraction < 1.0):
+            raise InputError(f"finish_fraction must be in [0, 1), got {self.finish_fraction!r}")
+        if self.finish_fraction > 0:
+            if self.multi_objective:
+                raise InputError("a finishing stage (finish_fraction) needs the single-objective mode")
+            a = self.finish_alpha
+            if not (a == "thermal" or (isinstance(a, (int, float)) and not isinstance(a, bool)
+                                       and math.isfinite(a) and a >= 0)):
+                raise InputError(f"finish_alpha must be 'thermal' or a non-negative number, got {a!r}")
+        unknown = (set(self.mutation_weights) | set(self.finish_weights)) - set(_DEFAULT_WEIGHTS)
         if unknown:
             raise InputError(f"unknown mutation(s) {sorted(unknown)}; known: {sorted(_DEFAULT_WEIGHTS)}")
         return self
@@ -697,7 +726,8 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
 
             calculator = make_calculator(calculator, tuple(comp))
         if settings.relax_image:
-            calculator = _cost_calculator(fitness, calculator)
+            tb.relax_alpha = _FitnessAlpha(fitness)
+            calculator = _cost_calculator(fitness, calculator, tb.relax_alpha)
         tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
                                              min_distance=d_min, rng=rng))
     if settings.anneal_every and anneal_calculator is not None:
@@ -746,23 +776,55 @@ def _polish(toolbox, population, settings, alpha):
     return toolbox.individual(atoms), n_trials + 1
 
 
-def _cost_calculator(fitness, calculator):
-    """E + α·χ² calculator (refine.image_forces) for the offspring relaxation."""
+def _cost_calculator(fitness, calculator, alpha=None):
+    """E + α·χ² calculator (refine.image_forces) for the offspring relaxation; α: the fitness's by default."""
     from .image_forces import CostCalculator, ImageTerm
 
     if not all(hasattr(fitness, k) for k in ("model", "image", "weights", "exp", "grid")):
         raise InputError("relax_image needs a refine.fitness.Fitness (a surrogate model and an image)")
-    return CostCalculator(ImageTerm(fitness), calculator, alpha=_FitnessAlpha(fitness))
+    return CostCalculator(ImageTerm(fitness), calculator, alpha=alpha or _FitnessAlpha(fitness))
 
 
 class _FitnessAlpha:
-    """The fitness's current α (None until calibrated); picklable, unlike a lambda."""
+    """The fitness's current α (None until calibrated), or ``pinned`` when set; picklable, unlike a lambda."""
 
     def __init__(self, fitness):
         self.fitness = fitness
+        self.pinned = None
 
     def __call__(self):
-        return _alpha_of(self.fitness)
+        return self.pinned if self.pinned is not None else _alpha_of(self.fitness)
+
+
+def _enter_finish(toolbox, settings, search_alpha) -> None:
+    """Finishing stage: the relaxation keeps the search's α; the mutations get ``finish_weights``."""
+    if hasattr(toolbox, "relax_alpha"):
+        toolbox.relax_alpha.pinned = search_alpha
+    selector = getattr(getattr(toolbox, "mutate", None), "func", None)
+    if settings.finish_weights and hasattr(selector, "reweighted"):
+        toolbox.register("mutate", selector.reweighted(settings.finish_weights))
+
+
+def _finish_alpha(fitness, settings) -> float:
+    a = settings.finish_alpha
+    if a == "thermal":
+        if not hasattr(fitness, "thermal_alpha"):
+            raise InputError(f"finish_alpha='thermal' needs a fitness with thermal_alpha(); {type(fitness).__name__} "
+                             "has none: give a number")
+        return float(fitness.thermal_alpha())
+    return float(a)
+
+
+def _reweigh(population, alpha) -> None:
+    """Recompute the cost E + α·χ² of evaluated individuals for a new α (no re-evaluation)."""
+    for ind in population:
+        e, c2 = ind.info.get("energy", math.nan), ind.info.get("chi2", math.nan)
+        if e is None or c2 is None or not (math.isfinite(e) and math.isfinite(c2)):
+            continue
+        cost = float(e) + alpha * float(c2)
+        ind.fitness.values = (cost,)
+        ind.info["cost"] = cost
+        ind.info["alpha"] = float(alpha)
 
 
 # --- checkpoints and logbook files -----------------------------------------------------
@@ -945,6 +1007,9 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         alpha = state["alpha"]
         if alpha is not None and _alpha_of(fitness) != alpha:
             _set_alpha(fitness, alpha)
+        finishing, search_alpha = state.get("finishing", False), state.get("search_alpha")
+        if finishing:
+            _enter_finish(toolbox, settings, search_alpha)
         if state.get("operators") != repr(getattr(toolbox, "mutate", None)):
             log.warning("resuming with other mutations than the checkpointed run (%s, now %s): the run will "
                         "not repeat an uninterrupted one", state.get("operators"), getattr(toolbox, "mutate", None))
@@ -974,6 +1039,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         logbook.header = list(LOGBOOK_COLUMNS)
         gen = 0
         elapsed0 = 0.0
+        finishing, search_alpha = False, None
         evaluations = _evaluate(toolbox, pop, settings, alpha)
         if mo:
             pop = toolbox.survive(pop, [], hof)
@@ -993,7 +1059,8 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             "logbook": logbook, "best_cost": best_cost, "stale": stale, "evaluations": evaluations,
             "elapsed": elapsed(), "alpha": alpha, "rng_state": rng.bit_generator.state,
             "py_random_state": random.getstate(), "settings": asdict(settings), "composition": comp,
-            "operators": repr(getattr(toolbox, "mutate", None)),
+            "operators": repr(getattr(toolbox, "mutate", None)), "finishing": finishing,
+            "search_alpha": search_alpha,
         }
         atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         _write_logbook_csv(out / LOGBOOK_NAME, logbook)
@@ -1016,6 +1083,10 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
     postfix()
     stop_reason = "generations"
     anneal_seconds = 0.0  # duration of the last round of annealings
+    f = settings.finish_fraction
+    # where the search ends and the finishing stage begins (s, or a generation without a time limit)
+    search_end = None if f == 0 else (settings.time_limit * (1.0 - f) if settings.time_limit is not None
+                                      else math.floor(settings.generations * (1.0 - f)))
     try:
         while True:
             if gen >= settings.generations:
@@ -1027,11 +1098,25 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             if settings.time_limit is not None and elapsed() >= settings.time_limit:
                 stop_reason = "time_limit"
                 break
+            if search_end is not None and not finishing and \
+                    (elapsed() if settings.time_limit is not None else gen) >= search_end:
+                finishing, search_alpha = True, alpha
+                alpha = _finish_alpha(fitness, settings)
+                _set_alpha(fitness, alpha)
+                _enter_finish(toolbox, settings, search_alpha)
+                hof_members = list(hof)
+                _reweigh(pop + hof_members, alpha)
+                hof = tools.HallOfFame(settings.hall_of_fame_size, similar=similar)
+                hof.update(hof_members + pop)
+                best_cost, stale = min(_cost(i) for i in pop), 0
+                log.info("finishing stage from generation %d: selection α %.6g → %.6g (relaxation keeps %.6g)",
+                         gen, search_alpha, alpha, search_alpha)
             gen += 1
             offspring = _vary(toolbox, pop, settings, rng)
-            if hasattr(toolbox, "anneal") and gen % settings.anneal_every == 0:
+            if hasattr(toolbox, "anneal") and not finishing and gen % settings.anneal_every == 0:
                 # a round of annealings takes minutes: skip one that would end past the time limit
-                if settings.time_limit is None or elapsed() + anneal_seconds <= settings.time_limit:
+                end = search_end if search_end is not None else settings.time_limit
+                if settings.time_limit is None or elapsed() + anneal_seconds <= end:
                     t_anneal = time.perf_counter()
                     offspring.extend(_anneal(toolbox, pop, settings, rng, anneal_map))
                     anneal_seconds = time.perf_counter() - t_anneal

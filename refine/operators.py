@@ -806,7 +806,8 @@ class MutationSelector:
     """
 
     def __init__(self, rng: np.random.Generator, operators: Sequence[tuple[float, Callable]]):
-        ops = [(float(w), op) for w, op in operators if w > 0]
+        self._weighted = [(float(w), op) for w, op in operators]
+        ops = [(w, op) for w, op in self._weighted if w > 0]
         if not ops:
             raise InputError("need at least one mutation with a positive weight")
         self.rng = rng
@@ -817,6 +818,10 @@ class MutationSelector:
     def __call__(self, ind):
         k = int(self.rng.choice(len(self.operators), p=self.probabilities))
         return self.operators[k](ind)
+
+    def reweighted(self, weights: Mapping[str, float]) -> "MutationSelector":
+        """A selector over the same operators (same generator) with the named weights replaced."""
+        return MutationSelector(self.rng, [(float(weights.get(op.name, w)), op) for w, op in self._weighted])
 
     def __repr__(self):
         parts = ", ".join(f"{p:.2f}:{op.name}" for p, op in zip(self.probabilities, self.operators))

@@ -391,7 +391,7 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         μ and the maximum number of generations (counted over resumed runs).
     seed : int
         Seeds the one :class:`numpy.random.Generator` of the run.
-    alpha : "auto" or float
+    alpha : "auto", "thermal" or float
         Weight of χ² in the cost (see :mod:`refine.fitness`).
     alpha_scale : float
         With ``alpha="auto"``: multiply the automatic α by this (> 1 favours the image).
@@ -489,8 +489,10 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
                               progress=progress, **opts)
     except TypeError as exc:
         raise InputError(f"unknown GA option: {exc}") from None
-    if isinstance(settings.alpha, str) and settings.alpha != "auto":
-        raise InputError(f"alpha must be 'auto' or a non-negative number, got {alpha!r}")
+    if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
+        raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
+    if settings.alpha == "thermal":
+        settings.alpha = None  # the fitness sets it (k_B·T/2)
     if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
         settings.alpha = float(alpha)
     settings.validate()

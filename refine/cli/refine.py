@@ -27,12 +27,12 @@ description = __doc__
 def _alpha(text):
     import argparse
 
-    if text == "auto":
+    if text in ("auto", "thermal"):
         return text
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'thermal' or a number, got {text!r}") from None
     return v
 
 
@@ -74,8 +74,9 @@ def add_arguments(parser):
     g.add_argument("--generations", type=int, default=100, metavar="N",
                    help="maximum generations, counted over resumed runs (default 100)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|X",
-                   help="weight of χ² in E + α·χ²; 'auto' balances the two over the starting population")
+    g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|thermal|X",
+                   help="weight of χ² in E + α·χ² (eV); 'auto' balances the two over the starting population, "
+                        "'thermal' = k_B·300 K/2 (the Bayesian weight: χ² = −2 ln likelihood, E/k_BT the prior)")
     g.add_argument("--alpha-scale", type=float, default=1.0, metavar="F",
                    help="with --alpha auto: multiply the automatic α by F (> 1 weighs the image more)")
     g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
@@ -108,6 +109,12 @@ def add_arguments(parser):
                    help="MD steps of 5 fs per annealing (default 20000 = 100 ps with --search anneal)")
     g.add_argument("--anneal-temperature", type=float, default=None, metavar="K",
                    help="start temperature of the annealing, cooled linearly to 300 K (default 1500)")
+    g.add_argument("--finish-fraction", type=float, default=None, metavar="F",
+                   help="the last fraction F of --time-limit (or of --generations) is a finishing stage that "
+                        "selects at --finish-alpha, without annealing (default 0.15 with --search anneal, else 0)")
+    g.add_argument("--finish-alpha", type=_alpha, default=None, metavar="thermal|X",
+                   help="α of the finishing stage's selection (default thermal = k_B·300 K/2); the offspring "
+                        "relaxation keeps the search's α")
     g.add_argument("--workers", type=int, default=2, metavar="N",
                    help="processes for the annealings (default 2)")
     g.add_argument("--pareto", action="store_true",
@@ -158,9 +165,14 @@ def run(args) -> int:
     ga_options = {}
     for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
                        ("anneal_count", args.anneal_count), ("anneal_steps", args.anneal_steps),
-                       ("anneal_temperature", args.anneal_temperature)):
+                       ("anneal_temperature", args.anneal_temperature),
+                       ("finish_fraction", args.finish_fraction), ("finish_alpha", args.finish_alpha)):
         if value is not None:
             ga_options[key] = value
+    if args.finish_alpha == "auto":
+        raise CLIError("--finish-alpha must be 'thermal' or a number, got 'auto'")
+    if args.finish_fraction is not None and args.finish_fraction > 0 and args.finish_alpha is None:
+        ga_options["finish_alpha"] = "thermal"
     result = refine_image(
         args.image, args.composition, model=args.model, out_dir=args.out, population=args.population,
         generations=args.generations, seed=args.seed, alpha=args.alpha, time_limit=args.time_limit,

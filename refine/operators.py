@@ -38,6 +38,8 @@ __all__ = [
     "nearest_neighbour_distance",
     "default_min_distance",
     "coordination_numbers",
+    "interior_vacancies",
+    "fill_vacancies",
     "hollow_sites",
     "repair_min_distance",
     "repair_composition",
@@ -794,6 +796,87 @@ class DepthMoveMutation(Operator):
                 best, best_cost = trial, cost
                 n_accepted += 1
         return best, best_cost, n_trials, n_accepted
+
+
+def interior_vacancies(positions, nn_distance: float, *, min_neighbours: int = 9) -> np.ndarray:
+    """Empty lattice sites inside a particle, shape ``(m, 3)`` in Å (m may be 0).
+
+    Every nearest-neighbour bond i→j, continued by one bond length
+    (2·r_j − r_i), ends on a lattice site of a close-packed crystal. Such an
+    end point counts as a vacancy when no atom is within 0.8 bond lengths
+    of it and at least ``min_neighbours`` atoms are within
+    ``NEIGHBOUR_FACTOR`` bond lengths (a surface site has ≤ 9 in fcc, an
+    interior one 12). End points within 1 Å of each other are one site.
+    """
+    pos = np.asarray(positions, dtype=float)
+    if len(pos) < 2:
+        return np.empty((0, 3))
+    tree = cKDTree(pos)
+    pairs = np.array(sorted(tree.query_pairs(NEIGHBOUR_FACTOR * nn_distance)), dtype=int).reshape(-1, 2)
+    if not len(pairs):
+        return np.empty((0, 3))
+    ends = np.vstack([2.0 * pos[pairs[:, 1]] - pos[pairs[:, 0]], 2.0 * pos[pairs[:, 0]] - pos[pairs[:, 1]]])
+    dist, _ = tree.query(ends)
+    ends = ends[dist > 0.8 * nn_distance]
+    if not len(ends):
+        return np.empty((0, 3))
+    count = np.asarray(tree.query_ball_point(ends, NEIGHBOUR_FACTOR * nn_distance, return_length=True))
+    keep = count >= min_neighbours
+    ends, count = ends[keep], count[keep]
+    sites = []
+    used = np.zeros(len(ends), bool)
+    end_tree = cKDTree(ends) if len(ends) else None
+    for i in np.argsort(-count, kind="stable"):
+        if used[i]:
+            continue
+        group = [g for g in end_tree.query_ball_point(ends[i], 1.0) if not used[g]]
+        used[group] = True
+        sites.append(ends[group].mean(axis=0))
+    return np.array(sites).reshape(-1, 3)
+
+
+def fill_vacancies(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,
+                   column_radius: float | None = None, candidates: int = 2):
+    """Deterministic sweep: fill each interior vacancy of ``ind`` with a surface atom if the cost drops.
+
+    For each site of :func:`interior_vacancies`, the ``candidates``
+    least-coordinated atoms of its column along the beam (within
+    ``column_radius`` of its x, y, default half a bond: moving one of them
+    keeps the projection nearly unchanged) and the ``candidates``
+    least-coordinated atoms overall are tried in turn; each trial is relaxed
+    with ``relax(atoms)`` and scored with ``evaluate(atoms) -> cost``, and
+    the best one is kept when it beats the current cost. A vacancy inside a
+    particle and an adatom on its surface give nearly the same projection,
+    and local moves cannot carry an atom inside. Returns ``(best, cost,
+    n_trials, n_accepted)``; ``ind`` is not changed.
+    """
+    best = ind.copy()
+    best_cost = evaluate(best)
+    radius = 0.5 * nn_distance if column_radius is None else float(column_radius)
+    n_trials = n_accepted = 0
+    for site in interior_vacancies(best.positions, nn_distance):
+        pos = np.array(best.positions)
+        cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * nn_distance)
+        column = np.flatnonzero(np.hypot(pos[:, 0] - site[0], pos[:, 1] - site[1]) <= radius)
+        movers = list(column[np.argsort(cn[column], kind="stable")][:candidates])
+        movers += list(np.argsort(cn, kind="stable")[:candidates])
+        trial_best = None
+        for k in dict.fromkeys(int(m) for m in movers):
+            if cn[k] >= 12:  # an interior atom: moving it only moves the vacancy
+                continue
+            trial = best.copy()
+            p = np.array(trial.positions)
+            p[k] = site
+            trial.positions = p
+            relax(trial)
+            cost = evaluate(trial)
+            n_trials += 1
+            if trial_best is None or cost < trial_best[0]:
+                trial_best = (cost, trial)
+        if trial_best is not None and trial_best[0] < best_cost:
+            best_cost, best = trial_best
+            n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
 
 
 class MutationSelector:

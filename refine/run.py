@@ -600,6 +600,8 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         "alpha": _finite(fitness.alpha) if fitness.alpha is not None else None,
         "alpha_rule": fitness.alpha_rule,
         "alpha_scale": float(getattr(fitness, "alpha_scale", 1.0)),
+        # with a finishing stage the answer is chosen at its α; the search ran at this one
+        "search_alpha": _finite(ga.logbook[0]["alpha"]) if len(ga.logbook) else None,
         "intensity_map": {"scale": _finite(r.scale), "offset": _finite(r.offset)},
         "generations": int(ga.generation),
         "stop_reason": ga.stop_reason,

@@ -138,7 +138,10 @@ def print_summary(summary: dict, out_dir, file=None):
     print(f"  χ²               {num(s['chi2'], '.6g')}  ({num(s['chi2_per_pixel'], '.4g')} per pixel over "
           f"{s['n_valid_pixels']} pixels; noise: {s['noise'].get('model')})", file=file)
     print(f"  energy           {num(s['energy'], '.6g')} eV  ({num(s['energy_per_atom'], '.4g')} eV/atom)", file=file)
-    print(f"  alpha            {num(s['alpha'], '.6g')}  ({s['alpha_rule']})", file=file)
+    search = s.get("search_alpha")
+    note = f"; the search ran at {search:.6g}" if search is not None and s["alpha"] is not None \
+        and abs(search - s["alpha"]) > 1e-12 * abs(s["alpha"]) else ""
+    print(f"  alpha            {num(s['alpha'], '.6g')}  ({s['alpha_rule']}{note})", file=file)
     print(f"  model            {s['model']['source']}", file=file)
     if s.get("domain_warning"):
         print(f"  WARNING          {s['out_of_domain_evaluations']} candidates left the model's training range "

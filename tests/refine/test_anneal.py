@@ -92,7 +92,7 @@ def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
         GASettings(anneal_count=0).validate()
 
 
-def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth):  # noqa: F811
+def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeypatch):  # noqa: F811
     from refine.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
     from refine.population import make_population
 
@@ -113,14 +113,26 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth):  # noq
     ind.fitness.values = (fitness.evaluate(start).cost,)
     ind.info["cost"] = ind.fitness.values[0]
     polished, n = _polish(tb, [ind], settings, 1e-3)
-    assert n == 21
+    assert n == 22  # the start scored by the vacancy sweep (no vacancy here) and by the depth sweep, 20 moves
     assert fitness.evaluate(polished).cost < fitness.evaluate(start).cost
     assert compare_structures(polished, truth).within[0.5] > compare_structures(start, truth).within[0.5]
 
+    import refine.ga as ga_module
+
+    fills = []
+
+    def spy(*args, **kw):
+        out = real_fill(*args, **kw)
+        fills.append(out[2])
+        return out
+
+    real_fill = ga_module.fill_vacancies
+    monkeypatch.setattr(ga_module, "fill_vacancies", spy)
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
         population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, alpha=1e-3,
         relax_steps=2), tmp_path, rng=rng, calculator="emt")
-    assert res.evaluations == 4 + 2 * 4 + (10 + 1) + 1
+    # μ + 2 λ + the polish of generation 2 (start scored twice, vacancy trials, 10 depth moves) + its result
+    assert len(fills) == 1 and res.evaluations == 4 + 2 * 4 + (2 + fills[0] + 10) + 1
     with pytest.raises(InputError, match="polish_atoms"):
         GASettings(polish_atoms=0).validate()

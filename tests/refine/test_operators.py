@@ -387,3 +387,32 @@ def test_image_guided_move_finds_the_missing_atom_in_noise():
 
     raw, filtered = hits(0.0), hits(0.3)
     assert filtered >= 8 and filtered > raw
+
+
+def test_interior_vacancy_is_found_and_filled_by_the_sweep():
+    from ase.cluster import Icosahedron
+
+    from refine.operators import fill_vacancies, interior_vacancies
+
+    truth = Icosahedron("Pt", 3)  # 55 atoms, ideal: no vacancy
+    pos = truth.positions - truth.positions.mean(axis=0)
+    assert len(interior_vacancies(pos, 2.77)) == 0
+    centre = int(np.argmin(np.linalg.norm(pos, axis=1)))
+    start = truth.copy()
+    p = pos.copy()
+    p[centre] = p[np.argmax(p[:, 2])] + [0.0, 0.0, 2.77]  # the centre atom becomes an adatom on top
+    start.positions = p
+    sites = interior_vacancies(p, 2.77)
+    assert len(sites) == 1 and np.linalg.norm(sites[0]) < 0.3  # the empty centre, nothing else
+
+    def cost(atoms):  # distance to the ideal particle: lowest when the centre is filled again
+        from scipy.spatial import cKDTree
+
+        return float(np.sum(cKDTree(atoms.positions).query(pos)[0] ** 2))
+
+    calls = []
+    best, best_cost, n_trials, n_accepted = fill_vacancies(start, lambda a: calls.append(1), cost, 2.77)
+    assert n_accepted == 1 and n_trials == len(calls) >= 1
+    assert best_cost < 1e-12 and cost(start) > 1.0
+    np.testing.assert_array_equal(start.positions, p)  # the input is not changed
+    assert len(interior_vacancies(best.positions, 2.77)) == 0

@@ -167,6 +167,9 @@ def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
     (["--anneal-every", "1", "--anneal-steps", "-5"], "anneal_steps"),
     (["--anneal-every", "1", "--anneal-temperature", "0"], "anneal_temperature"),
     (["--workers", "0"], "workers"),
+    (["--finish-fraction", "1.5"], "finish_fraction"),
+    (["--finish-fraction", "0.2", "--finish-alpha", "auto"], "--finish-alpha"),
+    (["--finish-fraction", "0.2", "--finish-alpha", "-1"], "finish_alpha"),
 ])
 def test_bad_search_options_are_one_line_errors(image_file, model_file, tmp_path, capsys, extra, fragment):
     out = tmp_path / "out"
@@ -200,3 +203,20 @@ def test_the_default_search_is_the_anneal_recipe(image_file, model_file, tmp_pat
         else:
             assert settings[key] == value, key
     assert settings["relax_steps"] == 20
+
+
+def test_thermal_alpha_and_a_finishing_stage_through_the_cli(image_file, model_file, tmp_path, capsys):
+    from ase.units import kB
+
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "4", "--alpha", "1e-3",
+                      "--finish-fraction", "0.5", "--json")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["settings"]["finish_fraction"] == 0.5 and summary["settings"]["finish_alpha"] == "thermal"
+    # the answer is selected (and reported) at the thermal α
+    assert summary["alpha"] == pytest.approx(0.5 * kB * 300.0) and summary["search_alpha"] == 1e-3
+    log = (out / "logbook.csv").read_text().splitlines()
+    assert len(log) == 1 + 5
+    out2 = tmp_path / "out2"
+    assert main(_args(image_file, model_file, out2, "--generations", "1", "--alpha", "thermal", "--json")) == 0
+    assert json.loads(capsys.readouterr().out)["alpha"] == pytest.approx(0.5 * kB * 300.0)

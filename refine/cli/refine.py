@@ -3,8 +3,9 @@
 ::
 
     stem-refine refine IMAGE --composition Pt309 --out DIR [--model MODEL]
-        [--population N --generations N --seed S --alpha auto|X --time-limit SECONDS]
+        [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
         [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --pareto --resume]
+        [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
 
 The cost is E(s) + α·χ²[I_surrogate(s), IMAGE] (EMT energy in eV, surrogate
 image from MODEL, default the shipped model). Results go to DIR: best.xyz,
@@ -12,6 +13,11 @@ images.png (experimental / simulated / difference), experimental.npy,
 simulated.npy, difference.npy, fitness_history.png, summary.json, plus
 logbook.csv and checkpoint.pkl; ``--resume`` continues a run from its
 checkpoint (raise --generations or --time-limit to run longer).
+
+The default search (``--search anneal``, :mod:`refine.recipes`) ends with a
+finishing stage: the last 15 % of the run selects at the thermal α
+(k_B·300 K/2, the Bayesian weight of χ²), which decides between sites
+the image can tell apart and the energy alone cannot.
 """
 
 from __future__ import annotations

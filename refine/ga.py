@@ -255,7 +255,9 @@ class GASettings:
         is skipped.
     polish_every : int
         Every this many generations (0: never), the best individual gets a
-        deterministic sweep of depth moves (:meth:`refine.operators.DepthMoveMutation.polish`):
+        deterministic sweep that fills its interior vacancies with surface
+        atoms (:func:`refine.operators.fill_vacancies`, each fill kept when
+        the cost drops), then a sweep of depth moves (:meth:`refine.operators.DepthMoveMutation.polish`):
         each of its ``polish_atoms`` least-coordinated atoms in turn is
         moved to the far end of its line of sight, relaxed and evaluated,
         and kept when the cost drops; the result joins the offspring. Needs

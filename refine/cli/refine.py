@@ -145,9 +145,11 @@ def print_summary(summary: dict, out_dir, file=None):
           f"{s['n_valid_pixels']} pixels; noise: {s['noise'].get('model')})", file=file)
     print(f"  energy           {num(s['energy'], '.6g')} eV  ({num(s['energy_per_atom'], '.4g')} eV/atom)", file=file)
     search = s.get("search_alpha")
-    note = f"; the search ran at {search:.6g}" if search is not None and s["alpha"] is not None \
-        and abs(search - s["alpha"]) > 1e-12 * abs(s["alpha"]) else ""
-    print(f"  alpha            {num(s['alpha'], '.6g')}  ({s['alpha_rule']}{note})", file=file)
+    if search is not None and s["alpha"] is not None and abs(search - s["alpha"]) > 1e-12 * abs(s["alpha"]):
+        how = f"of the finishing stage; the search ran at {search:.6g} ({s['alpha_rule']})"
+    else:
+        how = s["alpha_rule"]
+    print(f"  alpha            {num(s['alpha'], '.6g')}  ({how})", file=file)
     print(f"  model            {s['model']['source']}", file=file)
     if s.get("domain_warning"):
         print(f"  WARNING          {s['out_of_domain_evaluations']} candidates left the model's training range "

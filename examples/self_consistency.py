@@ -68,6 +68,7 @@ Earlier runs on the way (900 s of GA time)::
     + finishing stage                          (b) 100.0%   100.0%  80.7 (80.6)  6/6 moved atoms found
     + vacancy fill in the polish               (a) 100.0%   100.0%  73.1 (72.9)  903 s wall
     --alpha thermal for the whole run          (a)   6.3%    93.7%  170.6 (72.9)
+    final recipe, --time-limit 1200            (c)   9.0%    84.0%  111.2 (92.3)  more time alone does not help
 
 What each step fixed. Without the finishing stage, (b) finds the ideal
 icosahedron but none of the 6 moved atoms: its energy is *lower* than the

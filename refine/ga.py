@@ -775,10 +775,11 @@ def _polish(toolbox, population, settings, alpha):
     atoms, cost, n_fill, n_filled = fill_vacancies(as_atoms(best), toolbox.relax, evaluate, toolbox.nn_distance)
     # its generator only feeds the overlap repair: a fixed seed keeps the sweep deterministic
     mover = DepthMoveMutation(np.random.default_rng(0), toolbox.min_distance, nn_distance=toolbox.nn_distance)
-    atoms, cost, n_trials, n_accepted = mover.polish(atoms, toolbox.relax, evaluate, max_atoms=settings.polish_atoms)
+    atoms, cost, n_trials, n_accepted = mover.polish(atoms, toolbox.relax, evaluate, max_atoms=settings.polish_atoms,
+                                                     cost=cost)
     log.debug("polish: %d of %d vacancy fills and %d of %d depth moves accepted, cost %.6g", n_filled, n_fill,
               n_accepted, n_trials, cost)
-    return toolbox.individual(atoms), n_fill + 1 + n_trials + 1
+    return toolbox.individual(atoms), 1 + n_fill + n_trials
 
 
 def _cost_calculator(fitness, calculator, alpha=None):

@@ -770,16 +770,17 @@ class DepthMoveMutation(Operator):
         else:
             pos[k, 2] = z.max() + self.nn_distance
 
-    def polish(self, ind, relax: Callable, evaluate: Callable, *, max_atoms: int = 60):
+    def polish(self, ind, relax: Callable, evaluate: Callable, *, max_atoms: int = 60, cost: float | None = None):
         """Deterministic sweep: try the depth move of each of the ``max_atoms`` least-coordinated atoms.
 
         Each trial is relaxed with ``relax(atoms)`` and scored with
         ``evaluate(atoms) -> cost``; a trial that lowers the cost is kept
-        (and the sweep goes on from it). Returns ``(best, cost, n_trials,
-        n_accepted)``; ``ind`` is not changed.
+        (and the sweep goes on from it). ``cost``: the cost of ``ind`` when
+        already known (else it is evaluated). Returns ``(best, cost,
+        n_trials, n_accepted)``; ``ind`` is not changed.
         """
         best = ind.copy()
-        best_cost = evaluate(best)
+        best_cost = evaluate(best) if cost is None else float(cost)
         cn = coordination_numbers(best.positions, NEIGHBOUR_FACTOR * self.nn_distance)
         order = np.argsort(cn, kind="stable")[:max_atoms]
         n_trials = n_accepted = 0

@@ -113,7 +113,7 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     ind.fitness.values = (fitness.evaluate(start).cost,)
     ind.info["cost"] = ind.fitness.values[0]
     polished, n = _polish(tb, [ind], settings, 1e-3)
-    assert n == 22  # the start scored by the vacancy sweep (no vacancy here) and by the depth sweep, 20 moves
+    assert n == 21  # the start scored once (no vacancy here), then 20 depth moves
     assert fitness.evaluate(polished).cost < fitness.evaluate(start).cost
     assert compare_structures(polished, truth).within[0.5] > compare_structures(start, truth).within[0.5]
 
@@ -132,7 +132,7 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
         population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, alpha=1e-3,
         relax_steps=2), tmp_path, rng=rng, calculator="emt")
-    # μ + 2 λ + the polish of generation 2 (start scored twice, vacancy trials, 10 depth moves) + its result
-    assert len(fills) == 1 and res.evaluations == 4 + 2 * 4 + (2 + fills[0] + 10) + 1
+    # μ + 2 λ + the polish of generation 2 (the start, vacancy trials, 10 depth moves) + its result
+    assert len(fills) == 1 and res.evaluations == 4 + 2 * 4 + (1 + fills[0] + 10) + 1
     with pytest.raises(InputError, match="polish_atoms"):
         GASettings(polish_atoms=0).validate()

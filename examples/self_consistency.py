@@ -18,10 +18,10 @@ particle again. The issue's three cases and a glass:
 (g) ``glass`` (not one of the issue's cases, reported without a goal): the
     same particle and the same melt, quenched at ``--glass-cooling-rate``
     K/ps (100), which freezes it into a glass (2 of 300 atoms fcc or hcp).
-    Sessions 1–3 ran this as case (c). 100 K/ps is 10^14 K/s; no particle that
-    reaches a microscope cools that fast (3 K/ps is still 10^4–10^6 times
-    faster than splat cooling, the fastest experimental quench), so the recrystallised particle is the
-    realistic "annealed and quenched" one. ``examples/truth_basin.py`` shows
+    Sessions 1–3 ran this as case (c). 100 K/ps is 10^14 K/s; no particle
+    that reaches a microscope cools that fast (3 K/ps is still 10^4–10^6
+    times faster than splat cooling, the fastest experimental quench), so
+    the recrystallised particle is the realistic "annealed and quenched" one. ``examples/truth_basin.py`` shows
     why the glass is out of the search's reach.
 
 For each case it reports, after optimal rigid alignment (mirror z → −z
@@ -79,7 +79,7 @@ and case (a) with ``--seed 1`` (another decahedron pose and tilt axis;
     (a) decahedron      300 100.0%  100.0%   100.0%  0.03  0.643        0.651  72.1     72.0    51     892
 
 Goals (b) and (c) are met in every run, (a) in three of four: the third
-left a patch of 10 surface atoms on the bottom of the particle that belongs
+(seed 0) left a patch of 10 surface atoms on the bottom of the particle that belongs
 on its top (the projection 99 % right, the energy 3.7 eV above the
 truth's). The glass (g) is out of reach: its projection is roughly found
 but not its depth order, at an energy 13.6 eV above the truth's (a search

@@ -44,7 +44,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _fitness(case_dir: Path, alpha: float):
+def _fitness(case_dir: Path, alpha: float, model_path=None):
+    from ase.io import read
+
     from refine.fitness import Fitness
     from refine.images import ExperimentalImage
     from refine.run import load_model_or_default
@@ -54,24 +56,19 @@ def _fitness(case_dir: Path, alpha: float):
     data = np.load(run / "experimental.npy")
     image = ExperimentalImage(data=data, pixel_size=float(inputs["pixel_size"]), mask=np.ones(data.shape, bool),
                               origin=(0.0, 0.0), source=inputs.get("image_source", "experimental.npy"))
-    model, _ = load_model_or_default(None)
+    model, _ = load_model_or_default(model_path)
+    symbols = sorted(set(read(case_dir / "truth.xyz").get_chemical_symbols()))
     return Fitness(model, image, alpha=alpha, noise=inputs.get("noise", "poisson"), dose=inputs.get("dose"),
-                   calculator="auto", symbols=sorted(set(case_dir_symbols(case_dir))))
-
-
-def case_dir_symbols(case_dir: Path):
-    from ase.io import read
-
-    return read(case_dir / "truth.xyz").get_chemical_symbols()
+                   calculator="auto", symbols=symbols)
 
 
 def _anneal(task):
-    case_dir, alpha, temperature, steps, start_name, seed = task
+    case_dir, model_path, alpha, temperature, steps, start_name, seed = task
     from ase.io import read
 
     from refine.anneal import AnnealSchedule, Annealing
 
-    fitness = _fitness(case_dir, alpha)
+    fitness = _fitness(case_dir, alpha, model_path)
     start = read(case_dir / ("truth.xyz" if start_name == "truth" else "refinement/best.xyz"))
     schedule = AnnealSchedule(start_temperature=temperature, end_temperature=min(300.0, temperature), steps=steps)
     return start_name, seed, Annealing(fitness, "auto", schedule)(start, seed)
@@ -94,6 +91,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=20000, help="MD steps of 5 fs (recipe: 20000)")
     p.add_argument("--alpha", type=float, default=None,
                    help="eV per unit χ² (default: the run's search α from refinement/summary.json)")
+    p.add_argument("--model", default=None,
+                   help="the model file the case was run with (default: the shipped default model)")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     from ase.io import read
@@ -105,12 +104,12 @@ def main(argv=None) -> dict:
             raise SystemExit(f"error: {case_dir / name} is missing (run examples/self_consistency.py first)")
     summary = json.loads((case_dir / "refinement/summary.json").read_text())
     alpha = args.alpha if args.alpha is not None else float(summary.get("search_alpha") or summary["alpha"])
-    fitness = _fitness(case_dir, alpha)
+    fitness = _fitness(case_dir, alpha, args.model)
     thermal = fitness.thermal_alpha()
     truth = read(case_dir / "truth.xyz")
     rows = [{"start": "truth", "seed": None, **_row(fitness, thermal, truth, truth)},
             {"start": "answer", "seed": None, **_row(fitness, thermal, read(case_dir / "refinement/best.xyz"), truth)}]
-    tasks = [(case_dir, alpha, args.temperature, args.steps, s, k) for s in ("truth", "answer")
+    tasks = [(case_dir, args.model, alpha, args.temperature, args.steps, s, k) for s in ("truth", "answer")
              for k in range(args.runs)]
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for start_name, seed, out in pool.map(_anneal, tasks):

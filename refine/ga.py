@@ -92,6 +92,7 @@ from .operators import (
     diversity,
     fill_vacancies,
     nearest_neighbour_distance,
+    transfer_patches,
 )
 
 __all__ = [
@@ -257,11 +258,22 @@ class GASettings:
         Every this many generations (0: never), the best individual gets a
         deterministic sweep that fills its interior vacancies with surface
         atoms (:func:`refine.operators.fill_vacancies`, each fill kept when
-        the cost drops), then a sweep of depth moves (:meth:`refine.operators.DepthMoveMutation.polish`):
+        the cost drops), moves whole surface patches to the other side of
+        the particle (:func:`refine.operators.transfer_patches`, with
+        ``polish_patches`` > 0), then a sweep of depth moves (:meth:`refine.operators.DepthMoveMutation.polish`):
         each of its ``polish_atoms`` least-coordinated atoms in turn is
         moved to the far end of its line of sight, relaxed and evaluated,
         and kept when the cost drops; the result joins the offspring. Needs
         the offspring relaxation (``relax_steps`` and a calculator).
+    polish_patches : int
+        Seeds of the polish's patch sweep (0: no patch sweep). Each seed
+        (a least-coordinated surface atom) grows patches of 3, 5, 7, 10 and
+        14 atoms on its side along the beam; each patch is moved to the
+        empty lattice sites under the same x, y on the other side, relaxed
+        and evaluated, and the best is kept when the cost drops. One
+        projection shows an island of atoms on the top and on the bottom
+        facet alike; single-atom depth moves cannot carry an island over,
+        because each atom moved alone becomes an adatom.
     beam_parallel_cuts : float
         Probability that a crossover's cut plane contains the beam direction
         (:class:`refine.operators.CutSpliceCrossover` ``beam_parallel``).
@@ -334,6 +346,7 @@ class GASettings:
     anneal_temperature: float = 1500.0
     polish_every: int = 0
     polish_atoms: int = 60
+    polish_patches: int = 0
     finish_fraction: float = 0.0
     finish_alpha: object = None
     finish_weights: dict = field(default_factory=dict)
@@ -364,6 +377,7 @@ class GASettings:
         positive_int("anneal_steps", 0)
         positive_int("polish_every", 0)
         positive_int("polish_atoms", 1)
+        positive_int("polish_patches", 0)
         if not (isinstance(self.anneal_temperature, (int, float)) and math.isfinite(self.anneal_temperature)
                 and self.anneal_temperature > 0):
             raise InputError(f"anneal_temperature must be a positive number of K, got {self.anneal_temperature!r}")
@@ -762,7 +776,7 @@ def _anneal(toolbox, population, settings, rng, anneal_map=None) -> list:
 
 
 def _polish(toolbox, population, settings, alpha):
-    """Depth-move sweep of the best individual; returns (new individual, evaluations spent)."""
+    """Vacancy, patch and depth-move sweeps of the best individual; returns (new individual, evaluations spent)."""
     best = min(population, key=_best_key)
 
     def evaluate(atoms):
@@ -771,15 +785,21 @@ def _polish(toolbox, population, settings, alpha):
         atoms.positions = ind.positions  # aligned on the image
         return _cost(ind)
 
-    # interior vacancies first (a surface atom into each, when the cost drops), then the depth moves
+    # interior vacancies first (a surface atom into each, when the cost drops), then islands carried to the
+    # other side along the beam, then single-atom depth moves
     atoms, cost, n_fill, n_filled = fill_vacancies(as_atoms(best), toolbox.relax, evaluate, toolbox.nn_distance)
+    n_patch = n_moved = 0
+    if settings.polish_patches:
+        atoms, cost, n_patch, n_moved = transfer_patches(atoms, toolbox.relax, evaluate, toolbox.nn_distance,
+                                                         min_distance=toolbox.min_distance,
+                                                         seeds=settings.polish_patches, cost=cost)
     # its generator only feeds the overlap repair: a fixed seed keeps the sweep deterministic
     mover = DepthMoveMutation(np.random.default_rng(0), toolbox.min_distance, nn_distance=toolbox.nn_distance)
     atoms, cost, n_trials, n_accepted = mover.polish(atoms, toolbox.relax, evaluate, max_atoms=settings.polish_atoms,
                                                      cost=cost)
-    log.debug("polish: %d of %d vacancy fills and %d of %d depth moves accepted, cost %.6g", n_filled, n_fill,
-              n_accepted, n_trials, cost)
-    return toolbox.individual(atoms), 1 + n_fill + n_trials
+    log.debug("polish: %d of %d vacancy fills, %d of %d patch transfers and %d of %d depth moves accepted, "
+              "cost %.6g", n_filled, n_fill, n_moved, n_patch, n_accepted, n_trials, cost)
+    return toolbox.individual(atoms), 1 + n_fill + n_patch + n_trials
 
 
 def _cost_calculator(fitness, calculator, alpha=None):

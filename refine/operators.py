@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii, reference_states
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
@@ -40,6 +42,11 @@ __all__ = [
     "coordination_numbers",
     "interior_vacancies",
     "fill_vacancies",
+    "surface_sites",
+    "depth_sides",
+    "surface_patches",
+    "transfer_patch",
+    "transfer_patches",
     "hollow_sites",
     "repair_min_distance",
     "repair_composition",
@@ -799,21 +806,25 @@ class DepthMoveMutation(Operator):
         return best, best_cost, n_trials, n_accepted
 
 
-def interior_vacancies(positions, nn_distance: float, *, min_neighbours: int = 9) -> np.ndarray:
-    """Empty lattice sites inside a particle, shape ``(m, 3)`` in Å (m may be 0).
+def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neighbours: int | None = None) -> np.ndarray:
+    """Empty lattice sites next to a particle: continued nearest-neighbour bonds, shape ``(m, 3)`` in Å.
 
     Every nearest-neighbour bond i→j, continued by one bond length
-    (2·r_j − r_i), ends on a lattice site of a close-packed crystal. Such an
-    end point counts as a vacancy when no atom is within 0.8 bond lengths
-    of it and at least ``min_neighbours`` atoms are within
-    ``NEIGHBOUR_FACTOR`` bond lengths (a surface site has ≤ 9 in fcc, an
-    interior one 12). End points within 1 Å of each other are one site.
+    (2·r_j − r_i), ends on a lattice site of a close-packed crystal (for a
+    subsurface→surface bond: the hollow site of the right stacking on the
+    facet). An end point counts when no atom is within 0.8 bond lengths of
+    it and the number of atoms within ``NEIGHBOUR_FACTOR`` bond lengths is
+    in ``[min_neighbours, max_neighbours]``. End points linked by steps of
+    less than 0.6 Å are one site (their mean): the ends of different bonds
+    onto one site scatter by a few tenths of an Å in a relaxed particle,
+    while distinct sites are ≥ 1.6 Å apart (fcc and hcp hollows). Sites
+    come out most-coordinated first.
     """
     pos = np.asarray(positions, dtype=float)
     if len(pos) < 2:
         return np.empty((0, 3))
     tree = cKDTree(pos)
-    pairs = np.array(sorted(tree.query_pairs(NEIGHBOUR_FACTOR * nn_distance)), dtype=int).reshape(-1, 2)
+    pairs = tree.query_pairs(NEIGHBOUR_FACTOR * nn_distance, output_type="ndarray").reshape(-1, 2)
     if not len(pairs):
         return np.empty((0, 3))
     ends = np.vstack([2.0 * pos[pairs[:, 1]] - pos[pairs[:, 0]], 2.0 * pos[pairs[:, 0]] - pos[pairs[:, 1]]])
@@ -823,17 +834,203 @@ def interior_vacancies(positions, nn_distance: float, *, min_neighbours: int = 9
         return np.empty((0, 3))
     count = np.asarray(tree.query_ball_point(ends, NEIGHBOUR_FACTOR * nn_distance, return_length=True))
     keep = count >= min_neighbours
+    if max_neighbours is not None:
+        keep &= count <= max_neighbours
     ends, count = ends[keep], count[keep]
-    sites = []
-    used = np.zeros(len(ends), bool)
-    end_tree = cKDTree(ends) if len(ends) else None
-    for i in np.argsort(-count, kind="stable"):
-        if used[i]:
+    if not len(ends):
+        return np.empty((0, 3))
+    links = cKDTree(ends).query_pairs(0.6, output_type="ndarray").reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(ends), len(ends)))
+    n_sites, label = connected_components(graph, directed=False)
+    sites = np.zeros((n_sites, 3))
+    np.add.at(sites, label, ends)
+    sites /= np.bincount(label, minlength=n_sites)[:, None]
+    site_count = np.zeros(n_sites)
+    np.maximum.at(site_count, label, count)
+    return sites[np.argsort(-site_count, kind="stable")]
+
+
+def interior_vacancies(positions, nn_distance: float, *, min_neighbours: int = 9) -> np.ndarray:
+    """Empty lattice sites inside a particle, shape ``(m, 3)`` in Å (m may be 0).
+
+    The ends of continued nearest-neighbour bonds (:func:`_lattice_sites`)
+    with no atom within 0.8 bond lengths and at least ``min_neighbours``
+    atoms within ``NEIGHBOUR_FACTOR`` bond lengths (a surface site has ≤ 9
+    in fcc, an interior one 12). No ideal particle has one.
+    """
+    return _lattice_sites(positions, nn_distance, min_neighbours)
+
+
+def surface_sites(positions, nn_distance: float, *, min_neighbours: int = 3, max_neighbours: int = 8) -> np.ndarray:
+    """Empty lattice sites on a particle's surface, shape ``(m, 3)`` in Å, most-coordinated first.
+
+    The ends of continued nearest-neighbour bonds (:func:`_lattice_sites`)
+    with ``min_neighbours`` to ``max_neighbours`` atoms around them: the
+    hollow sites of the right stacking on every facet (3 neighbours on
+    {111}, 4 on {100}) and the sites along steps and island edges (5–8).
+    Unlike :func:`hollow_sites` it enumerates them all, deterministically.
+    """
+    return _lattice_sites(positions, nn_distance, min_neighbours, max_neighbours)
+
+
+def depth_sides(points, positions, radius: float) -> np.ndarray:
+    """+1 where a point lies in the upper half (larger z) of the particle's line of sight through it, else −1.
+
+    The line of sight of a point is the set of atoms of ``positions``
+    within ``radius`` Å of its x, y; the point is on the upper side when
+    its z is at least the mid-point of their z range. A point with no atom
+    in its line of sight is compared with its own z (+1). Shape ``(m,)``.
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 3)
+    pos = np.asarray(positions, dtype=float)
+    pairs = cKDTree(pts[:, :2]).sparse_distance_matrix(cKDTree(pos[:, :2]), radius, output_type="ndarray")
+    z_lo = np.full(len(pts), np.inf)
+    z_hi = np.full(len(pts), -np.inf)
+    np.minimum.at(z_lo, pairs["i"], pos[pairs["j"], 2])
+    np.maximum.at(z_hi, pairs["i"], pos[pairs["j"], 2])
+    mid = pts[:, 2].copy()
+    seen = np.isfinite(z_lo)
+    mid[seen] = 0.5 * (z_lo[seen] + z_hi[seen])
+    return np.where(pts[:, 2] >= mid, 1, -1)
+
+
+def surface_patches(positions, nn_distance: float, *, sizes: Sequence[int] = (3, 5, 7, 10, 14), seeds: int = 6,
+                    max_coordination: int = 9) -> list[np.ndarray]:
+    """Connected patches of low-coordinated surface atoms on one side (top or bottom) of a particle.
+
+    Seeds are the least-coordinated atoms (a seed already inside an
+    earlier seed's largest patch is skipped). A patch grows from its seed
+    one neighbour at a time, the least-coordinated first (then the nearest
+    to the seed), through surface atoms (coordination ≤
+    ``max_coordination``) on the seed's side along the beam
+    (:func:`depth_sides`): an island on a facet (coordination 4–7) is taken
+    whole before its rim (9 and more, counting the island's own atoms).
+    One patch per size in ``sizes``; a patch that cannot grow to a size
+    is not repeated. Returns index arrays, seed by seed, smallest first.
+    """
+    pos = np.asarray(positions, dtype=float)
+    n = len(pos)
+    if n < 4:
+        return []
+    cutoff = NEIGHBOUR_FACTOR * nn_distance
+    tree = cKDTree(pos)
+    neighbours = tree.query_ball_point(pos, cutoff)
+    cn = np.array([len(v) - 1 for v in neighbours])
+    side = depth_sides(pos, pos, nn_distance)
+    sizes = sorted({int(s) for s in sizes if int(s) >= 1})
+    patches, covered, n_seeds = [], set(), 0
+    for seed in np.argsort(cn, kind="stable"):
+        if n_seeds >= seeds or not sizes:
+            break
+        seed = int(seed)
+        if seed in covered or cn[seed] > max_coordination:
             continue
-        group = [g for g in end_tree.query_ball_point(ends[i], 1.0) if not used[g]]
-        used[group] = True
-        sites.append(ends[group].mean(axis=0))
-    return np.array(sites).reshape(-1, 3)
+        n_seeds += 1
+        allowed = (cn <= max_coordination) & (side == side[seed])
+        d_seed = np.linalg.norm(pos - pos[seed], axis=1)
+        patch, frontier = [seed], set(j for j in neighbours[seed] if allowed[j] and j != seed)
+        last = 0
+        for size in sizes:
+            while len(patch) < size and frontier:
+                j = min(frontier, key=lambda i: (cn[i], d_seed[i], i))
+                frontier.discard(j)
+                patch.append(j)
+                frontier.update(i for i in neighbours[j] if allowed[i] and i not in patch)
+            if len(patch) > last:
+                patches.append(np.array(patch, dtype=int))
+                last = len(patch)
+        covered.update(patch)
+    return patches
+
+
+def transfer_patch(positions, patch, nn_distance: float, *, max_shift: float | None = None) -> np.ndarray:
+    """Move the atoms ``patch`` to empty lattice sites on the opposite side of the particle, same x, y.
+
+    The image of a top-side island and of a bottom-side island over the
+    same columns are nearly the same; the energy tells them apart, but no
+    local move carries a connected group of atoms through the particle.
+    Here the patch atoms are lifted off and put, one at a time, on the
+    :func:`surface_sites` of the rest on the other side along the beam
+    (:func:`depth_sides`), each on the free site nearest to its own x, y
+    (the closest pair first; sites are recomputed after every placement,
+    so a patch can build more than one layer). An atom with no such site
+    within ``max_shift`` Å in x, y (default half a bond) goes one bond
+    beyond the far end of its line of sight instead. Returns new positions
+    ``(n, 3)``; the input is not changed.
+    """
+    pos = np.array(positions, dtype=float)
+    patch = [int(k) for k in np.atleast_1d(patch)]
+    if not patch:
+        return pos
+    tol = 0.5 * nn_distance if max_shift is None else float(max_shift)
+    side = depth_sides(pos[patch], pos, nn_distance)
+    placed = np.ones(len(pos), bool)
+    placed[patch] = False
+    todo = dict(zip(patch, -side))  # atom → the side it goes to
+    while todo:
+        rest = pos[placed]
+        sites = surface_sites(rest, nn_distance)
+        best = None
+        if len(sites):
+            site_side = depth_sides(sites, rest, nn_distance)
+            for k, target in todo.items():
+                ok = site_side == target
+                if not ok.any():
+                    continue
+                d = np.hypot(sites[ok, 0] - pos[k, 0], sites[ok, 1] - pos[k, 1])
+                i = int(np.argmin(d))
+                if d[i] <= tol and (best is None or d[i] < best[0]):
+                    best = (d[i], k, sites[ok][i])
+        if best is None:  # no lattice site under any atom left: the far end of its line of sight
+            k, target = next(iter(todo.items()))
+            d_xy = np.hypot(rest[:, 0] - pos[k, 0], rest[:, 1] - pos[k, 1])
+            z = rest[d_xy <= 0.5 * nn_distance, 2] if np.any(d_xy <= 0.5 * nn_distance) else rest[:, 2]
+            pos[k, 2] = z.min() - nn_distance if target < 0 else z.max() + nn_distance
+        else:
+            _, k, site = best
+            pos[k] = site
+        placed[k] = True
+        del todo[k]
+    return pos
+
+
+def transfer_patches(ind, relax: Callable, evaluate: Callable, nn_distance: float, *, min_distance: float,
+                     seeds: int = 6, sizes: Sequence[int] = (3, 5, 7, 10, 14), rounds: int = 2,
+                     cost: float | None = None, rng=None):
+    """Deterministic sweep: move each :func:`surface_patches` patch to the far side; keep what lowers the cost.
+
+    A refinement can put a whole island of surface atoms on the wrong side
+    of the particle along the beam: the projection is right, the energy a
+    few eV too high, and every single-atom depth move makes an adatom and
+    is rejected. Each trial moves one patch (:func:`transfer_patch`),
+    repairs the minimum distance, is relaxed with ``relax(atoms)`` and
+    scored with ``evaluate(atoms) -> cost``; the best trial is kept when it
+    beats the current cost, and the sweep starts again from it (at most
+    ``rounds`` sweeps). ``cost``: the cost of ``ind`` when already known.
+    ``rng`` only feeds the overlap repair (default: a fixed seed, so the
+    sweep is deterministic). Returns ``(best, cost, n_trials,
+    n_accepted)``; ``ind`` is not changed.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    best = ind.copy()
+    best_cost = evaluate(best) if cost is None else float(cost)
+    n_trials = n_accepted = 0
+    for _ in range(max(1, int(rounds))):
+        trial_best = None
+        for patch in surface_patches(best.positions, nn_distance, sizes=sizes, seeds=seeds):
+            trial = best.copy()
+            trial.positions = transfer_patch(best.positions, patch, nn_distance)
+            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+            relax(trial)
+            c = evaluate(trial)
+            n_trials += 1
+            if trial_best is None or c < trial_best[0]:
+                trial_best = (c, trial)
+        if trial_best is None or not trial_best[0] < best_cost:
+            break
+        best_cost, best = trial_best
+        n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
 
 
 def fill_vacancies(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,

@@ -26,7 +26,7 @@ __all__ = ["SEARCHES", "search_options"]
 SEARCHES = {
     "plain": {},
     "anneal": {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
-               "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60,
+               "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60, "polish_patches": 4,
                "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0},
                "finish_fraction": 0.15, "finish_alpha": "thermal", "finish_weights": {"image_guided": 4.0}},
 }

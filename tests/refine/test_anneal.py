@@ -32,15 +32,18 @@ def start():
 
 
 def test_annealing_beats_a_local_relaxation_from_the_same_start(fitness, start, truth):  # noqa: F811
-    # the same cost, the same start: FIRE alone stays in the amorphous basin it starts in,
-    # the annealing crystallises the particle under the image (Pt55 icosahedron)
+    # the same cost, the same start: FIRE alone stays in the basin it starts in; the annealing (melt, then
+    # cool under the image) gets out of it to a lower cost, whichever its seed. Which structure a 15 ps
+    # anneal of Pt55 then finds is chaotic: the MD trajectory depends on the machine's floating point (numba
+    # fastmath, vector width): on one machine the fraction of atoms within 0.5 Å of the truth ranged from
+    # 0.22 to 0.64 over six seeds (FIRE: 0.55), and from 0.18 to 0.76 over four seeds of 8000 steps. So this
+    # test asserts the cost only; the self-consistency benchmark measures what annealing does to a search.
     relaxed = Annealing(fitness, "emt", AnnealSchedule(steps=0, quench_steps=3000))(start, 0)
-    annealed = Annealing(fitness, "emt", AnnealSchedule(steps=3000))(start, 1)
-    r_relaxed, r_annealed = fitness.evaluate(relaxed), fitness.evaluate(annealed)
-    assert r_annealed.cost < r_relaxed.cost
-    within_relaxed = compare_structures(relaxed, truth, mirror=True).within[0.5]
-    within_annealed = compare_structures(annealed, truth, mirror=True).within[0.5]
-    assert within_annealed >= within_relaxed + 0.3
+    r_relaxed = fitness.evaluate(relaxed)
+    for seed in (1, 2):
+        annealed = Annealing(fitness, "emt", AnnealSchedule(steps=3000))(start, seed)
+        assert fitness.evaluate(annealed).cost < r_relaxed.cost - 2.0  # eV; 4.1–7.4 eV lower in six anneals
+    assert compare_structures(relaxed, truth, mirror=True).within[0.5] < 0.9  # FIRE did not find it
 
 
 def test_annealing_is_reproducible_and_leaves_its_input_alone(fitness, start):
@@ -136,3 +139,36 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     assert len(fills) == 1 and res.evaluations == 4 + 2 * 4 + (1 + fills[0] + 10) + 1
     with pytest.raises(InputError, match="polish_atoms"):
         GASettings(polish_atoms=0).validate()
+
+
+def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeypatch):
+    # polish_patches > 0 adds the patch sweep between the vacancy fills and the depth moves; its trials are
+    # evaluations of the GA like any other
+    import refine.ga as ga_module
+    from refine.ga import GASettings, run_ga
+    from refine.population import make_population
+
+    calls, fills = [], []
+    real_patches, real_fill = ga_module.transfer_patches, ga_module.fill_vacancies
+
+    def spy_patches(*args, **kw):
+        out = real_patches(*args, **kw)
+        calls.append((kw["seeds"], out[2]))
+        return out
+
+    def spy_fill(*args, **kw):
+        out = real_fill(*args, **kw)
+        fills.append(out[2])
+        return out
+
+    monkeypatch.setattr(ga_module, "transfer_patches", spy_patches)
+    monkeypatch.setattr(ga_module, "fill_vacancies", spy_fill)
+    rng = np.random.default_rng(0)
+    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
+        population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, polish_patches=2,
+        alpha=1e-3, relax_steps=2), tmp_path, rng=rng, calculator="emt")
+    assert len(calls) == 1 and calls[0][0] == 2 and calls[0][1] >= 2  # two seeds: at least a patch each
+    # μ + 2 λ + the polish (the start, vacancy trials, patch trials, 10 depth moves) + its result
+    assert res.evaluations == 4 + 2 * 4 + (1 + fills[0] + calls[0][1] + 10) + 1
+    with pytest.raises(InputError, match="polish_patches"):
+        GASettings(polish_patches=-1).validate()

@@ -112,6 +112,11 @@ class Annealing:
     schedule : AnnealSchedule
     alpha : float, optional
         Weight of χ² (eV); default: ``fitness.alpha`` at call time.
+    single_precision : bool
+        Image forces from the float32 adjoint (:class:`refine.image_forces.ImageTerm`):
+        the image gradient is ~95 % of an MD step, and float32 halves it
+        (forces accurate to ~1e-6 relative; the trajectory is chaotic
+        anyway). Default True.
 
     Calling ``annealing(atoms, seed)`` returns a new ``ase.Atoms`` (no cell,
     no calculator) with ``info["anneal_seed"]``; ``atoms`` is not changed.
@@ -119,11 +124,13 @@ class Annealing:
 
     name = "anneal"
 
-    def __init__(self, fitness, calculator="auto", schedule: AnnealSchedule | None = None, alpha=None):
+    def __init__(self, fitness, calculator="auto", schedule: AnnealSchedule | None = None, alpha=None, *,
+                 single_precision: bool = True):
         self.fitness = fitness
         self.calculator = calculator
         self.schedule = schedule or AnnealSchedule()
         self.alpha = alpha
+        self.single_precision = bool(single_precision)
 
     def _energy_calculator(self, symbols):
         c = self.calculator
@@ -155,7 +162,7 @@ class Annealing:
         span = np.ptp(work.positions, axis=0)
         work.cell = np.diag(span + 40.0)  # asap3 needs a cell; free cluster, no periodicity
         work.pbc = False
-        term = ImageTerm(self.fitness)
+        term = ImageTerm(self.fitness, single_precision=self.single_precision)
         energy_calc = self._energy_calculator(work.get_chemical_symbols())
         if sch.steps > 0:
             work.calc = CostCalculator(_Cached(term, sch.image_every), energy_calc, alpha=float(alpha))

@@ -815,7 +815,7 @@ def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neigh
     facet). An end point counts when no atom is within 0.8 bond lengths of
     it and the number of atoms within ``NEIGHBOUR_FACTOR`` bond lengths is
     in ``[min_neighbours, max_neighbours]``. End points linked by steps of
-    less than 0.6 Å are one site (their mean): the ends of different bonds
+    less than 1 Å are one site (their mean): the ends of different bonds
     onto one site scatter by a few tenths of an Å in a relaxed particle,
     while distinct sites are ≥ 1.6 Å apart (fcc and hcp hollows). Sites
     come out most-coordinated first.
@@ -839,7 +839,7 @@ def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neigh
     ends, count = ends[keep], count[keep]
     if not len(ends):
         return np.empty((0, 3))
-    links = cKDTree(ends).query_pairs(0.6, output_type="ndarray").reshape(-1, 2)
+    links = cKDTree(ends).query_pairs(1.0, output_type="ndarray").reshape(-1, 2)
     graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(ends), len(ends)))
     n_sites, label = connected_components(graph, directed=False)
     sites = np.zeros((n_sites, 3))

@@ -5,7 +5,8 @@
 relaxed on E + α·χ² (image forces), depth-preserving crossover and moves,
 image-restrained simulated annealing of two individuals every third
 generation and a sweep of the best every fifth (interior vacancies filled
-with surface atoms, then depth moves); the last 15 % of
+with surface atoms, islands of surface atoms carried through the particle
+under the same columns, then single-atom depth moves); the last 15 % of
 the run is a finishing stage that selects at the thermal α (k_B·300 K/2,
 see :mod:`refine.fitness`) with image-guided moves four times as likely
 (on case (b) of the benchmark it turned 0 of 6 moved atoms found into 6 of

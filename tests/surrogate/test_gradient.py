@@ -67,6 +67,21 @@ def test_convolution_vjp_is_linear_in_the_upstream_image(models, rng):
         g.convolution_vjp(conv, u1[:-1])
 
 
+@pytest.mark.parametrize("name", ["s3 d2 log inter", "s5 d2 no log"])
+def test_single_precision_vjp_agrees_with_double(models, name, rng):
+    # float32 through the polynomial (the annealing's MD forces): the same adjoint to ~1e-6 relative
+    model = models[name]
+    h = model.border
+    conv = rng.uniform(0.0, 0.01, size=(30 + 2 * h, 27 + 2 * h))
+    conv[:, :3] = 0.0
+    up = rng.normal(size=(30, 27))
+    exact = SurrogateGradient(model).convolution_vjp(conv, up)
+    single = SurrogateGradient(model, single_precision=True).convolution_vjp(conv, up)
+    assert single.dtype == np.float64 and single.shape == exact.shape
+    err = np.abs(single - exact).max() / np.abs(exact).max()
+    assert 0.0 < err < 1e-5  # float32 rounding, not another formula
+
+
 def test_positions_vjp_matches_finite_differences(rng):
     params = ConvolutionParameters()
     grid = ProbeGrid(origin=(-0.4, 0.3), shape=(60, 50), pixel_size=0.1)

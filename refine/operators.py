@@ -806,6 +806,22 @@ class DepthMoveMutation(Operator):
         return best, best_cost, n_trials, n_accepted
 
 
+def _best_trial(trials, relax: Callable, evaluate: Callable):
+    """Relax (``relax(atoms)``, in place) and score (``evaluate(atoms) -> cost``) each trial structure.
+
+    Returns ``((cost, atoms) of the lowest cost or None, number of trials)``; the sweeps below keep it
+    only when it beats their current cost.
+    """
+    best, n = None, 0
+    for trial in trials:
+        relax(trial)
+        cost = evaluate(trial)
+        n += 1
+        if best is None or cost < best[0]:
+            best = (cost, trial)
+    return best, n
+
+
 def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neighbours: int | None = None) -> np.ndarray:
     """Empty lattice sites next to a particle: continued nearest-neighbour bonds, shape ``(m, 3)`` in Å.
 
@@ -1016,16 +1032,15 @@ def transfer_patches(ind, relax: Callable, evaluate: Callable, nn_distance: floa
     best_cost = evaluate(best) if cost is None else float(cost)
     n_trials = n_accepted = 0
     for _ in range(max(1, int(rounds))):
-        trial_best = None
-        for patch in surface_patches(best.positions, nn_distance, sizes=sizes, seeds=seeds):
-            trial = best.copy()
-            trial.positions = transfer_patch(best.positions, patch, nn_distance)
-            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-            relax(trial)
-            c = evaluate(trial)
-            n_trials += 1
-            if trial_best is None or c < trial_best[0]:
-                trial_best = (c, trial)
+        def transfers(best=best):
+            for patch in surface_patches(best.positions, nn_distance, sizes=sizes, seeds=seeds):
+                trial = best.copy()
+                trial.positions = transfer_patch(best.positions, patch, nn_distance)
+                repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+                yield trial
+
+        trial_best, n = _best_trial(transfers(), relax, evaluate)
+        n_trials += n
         if trial_best is None or not trial_best[0] < best_cost:
             break
         best_cost, best = trial_best
@@ -1058,19 +1073,18 @@ def fill_vacancies(ind, relax: Callable, evaluate: Callable, nn_distance: float,
         column = np.flatnonzero(np.hypot(pos[:, 0] - site[0], pos[:, 1] - site[1]) <= radius)
         movers = list(column[np.argsort(cn[column], kind="stable")][:candidates])
         movers += list(np.argsort(cn, kind="stable")[:candidates])
-        trial_best = None
-        for k in dict.fromkeys(int(m) for m in movers):
-            if cn[k] >= 12:  # an interior atom: moving it only moves the vacancy
-                continue
-            trial = best.copy()
-            p = np.array(trial.positions)
-            p[k] = site
-            trial.positions = p
-            relax(trial)
-            cost = evaluate(trial)
-            n_trials += 1
-            if trial_best is None or cost < trial_best[0]:
-                trial_best = (cost, trial)
+        def fills(best=best, site=site):
+            for k in dict.fromkeys(int(m) for m in movers):
+                if cn[k] >= 12:  # an interior atom: moving it only moves the vacancy
+                    continue
+                trial = best.copy()
+                p = np.array(trial.positions)
+                p[k] = site
+                trial.positions = p
+                yield trial
+
+        trial_best, n = _best_trial(fills(), relax, evaluate)
+        n_trials += n
         if trial_best is not None and trial_best[0] < best_cost:
             best_cost, best = trial_best
             n_accepted += 1

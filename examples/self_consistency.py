@@ -89,6 +89,22 @@ and from the answer: from the truth it comes back (96.3 %, 96.0 % within
 0.5 Å), from the answer it stays away (9.0 %, 8.7 %). The truth is a narrow
 basin, and nothing crystalline leads the annealings into it.
 
+Session 5, on a slower machine (an annealing MD step 7–9 ms against the
+earlier 2.5–5 ms, so 25–32 generations in 890 s instead of ~57), with the
+polish's patch sweep (``polish_patches`` 4)::
+
+    (a) decahedron      300  95.3%   95.7%    91.7%  2.91  0.734        0.691  84.9     72.9    25     894
+    (a) decahedron      300  88.3%   89.7%    95.0%  3.32  0.712        0.691  81.7     72.9    31     899   float32 image force
+    (a) decahedron      300  67.7%   76.7%    90.0%  3.77  0.755        0.691  94.8     72.9    25     927   --ga anneal_steps=10000
+    (b) icosahedron     309  99.4%   99.4%    98.4%  1.63  0.647        0.652  81.3     80.6    32     894   4/6 moved found
+
+On this machine (a) misses: the annealing gets 4–5 rounds instead of ~19.
+The 95.7 % run left a region one layer spacing too low along the beam with
+a 12-atom patch under it (a grain shifted along the beam; the patch sweep
+moves surface patches, not grains). ``examples/patch_transfer.py`` measures
+the patch sweep alone on a deliberately misplaced island of case (a):
+96.7 → 99.3 % (10 atoms), 97.7 → 100 % (7 atoms, seed 1).
+
 Earlier runs on the way (900 s of GA time; (g) was called (c) then)::
 
     variant                                   case  ≤0.5Å  xy≤0.5Å  E eV (truth)  note

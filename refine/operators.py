@@ -770,12 +770,8 @@ class DepthMoveMutation(Operator):
 
     def move(self, pos: np.ndarray, k: int) -> None:
         """Move atom ``k`` of ``pos`` (n, 3) to the far end of its column, in place."""
-        d_xy = np.hypot(pos[:, 0] - pos[k, 0], pos[:, 1] - pos[k, 1])
-        z = pos[d_xy <= self.column_radius, 2]
-        if pos[k, 2] >= 0.5 * (z.min() + z.max()):
-            pos[k, 2] = z.min() - self.nn_distance
-        else:
-            pos[k, 2] = z.max() + self.nn_distance
+        side = depth_sides(pos[k], pos, self.column_radius)[0]
+        pos[k, 2] = _beyond_line_of_sight(pos, pos[k, :2], self.column_radius, -side, self.nn_distance)
 
     def polish(self, ind, relax: Callable, evaluate: Callable, *, max_atoms: int = 60, cost: float | None = None):
         """Deterministic sweep: try the depth move of each of the ``max_atoms`` least-coordinated atoms.
@@ -910,6 +906,19 @@ def depth_sides(points, positions, radius: float) -> np.ndarray:
     return np.where(pts[:, 2] >= mid, 1, -1)
 
 
+def _beyond_line_of_sight(positions, xy, radius: float, side: int, nn_distance: float) -> float:
+    """z (Å) one bond beyond the top (``side`` +1) or bottom (−1) end of a line of sight.
+
+    The line of sight is the atoms of ``positions`` within ``radius`` Å of
+    ``xy`` (all atoms when there are none): a point there keeps its
+    projection and sits on the surface, on the chosen side of the particle.
+    """
+    pos = np.asarray(positions, dtype=float)
+    near = np.hypot(pos[:, 0] - xy[0], pos[:, 1] - xy[1]) <= radius
+    z = pos[near, 2] if near.any() else pos[:, 2]
+    return float(z.max() + nn_distance if side > 0 else z.min() - nn_distance)
+
+
 def surface_patches(positions, nn_distance: float, *, sizes: Sequence[int] = (3, 5, 7, 10, 14), seeds: int = 6,
                     max_coordination: int = 9) -> list[np.ndarray]:
     """Connected patches of low-coordinated surface atoms on one side (top or bottom) of a particle.
@@ -999,9 +1008,7 @@ def transfer_patch(positions, patch, nn_distance: float, *, max_shift: float | N
                     best = (d[i], k, sites[ok][i])
         if best is None:  # no lattice site under any atom left: the far end of its line of sight
             k, target = next(iter(todo.items()))
-            d_xy = np.hypot(rest[:, 0] - pos[k, 0], rest[:, 1] - pos[k, 1])
-            z = rest[d_xy <= 0.5 * nn_distance, 2] if np.any(d_xy <= 0.5 * nn_distance) else rest[:, 2]
-            pos[k, 2] = z.min() - nn_distance if target < 0 else z.max() + nn_distance
+            pos[k, 2] = _beyond_line_of_sight(rest, pos[k, :2], 0.5 * nn_distance, target, nn_distance)
         else:
             _, k, site = best
             pos[k] = site

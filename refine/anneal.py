@@ -114,9 +114,10 @@ class Annealing:
         Weight of χ² (eV); default: ``fitness.alpha`` at call time.
     single_precision : bool
         Image forces from the float32 adjoint (:class:`refine.image_forces.ImageTerm`):
-        the image gradient is ~95 % of an MD step, and float32 halves it
-        (forces accurate to ~1e-6 relative; the trajectory is chaotic
-        anyway). Default True.
+        the image gradient is most of an MD step, and float32 makes the step
+        1.31× faster (``tests/benchmarks/bench_anneal_step.py``; forces
+        accurate to ~1e-6 relative, and the trajectory is chaotic anyway).
+        Default True.
 
     Calling ``annealing(atoms, seed)`` returns a new ``ase.Atoms`` (no cell,
     no calculator) with ``info["anneal_seed"]``; ``atoms`` is not changed.

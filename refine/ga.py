@@ -805,7 +805,7 @@ def _polish(toolbox, population, settings, alpha):
 def _cost_calculator(fitness, calculator, alpha=None):
     """E + α·χ² calculator (refine.image_forces) for the offspring relaxation; α: the fitness's by default.
 
-    The image force comes from the float32 adjoint (twice as fast; ~1e-6 relative error, far below the
+    The image force comes from the float32 adjoint (1.49× faster; ~1e-6 relative error, far below the
     relaxation's force criterion)."""
     from .image_forces import CostCalculator, ImageTerm
 

@@ -42,6 +42,8 @@ __all__ = [
     "coordination_numbers",
     "interior_vacancies",
     "fill_vacancies",
+    "image_guided_sweep",
+    "smoothed_difference",
     "surface_sites",
     "depth_sides",
     "surface_patches",
@@ -538,6 +540,42 @@ class SurfaceMoveMutation(Operator):
         return (self._finish(ind),)
 
 
+class _PixelSampler:
+    """``sample(points) -> values``: an image on a :class:`surrogate.ProbeGrid` read at the nearest pixel of each x, y."""
+
+    def __init__(self, image, grid):
+        self.image = image
+        self.grid = grid
+
+    def __call__(self, points) -> np.ndarray:
+        pts = np.asarray(points, dtype=float).reshape(-1, np.shape(points)[-1])
+        dx = self.grid.pixel_size
+        x0, y0 = self.grid.origin
+        ii = np.clip(np.rint((pts[:, 0] - x0) / dx).astype(int), 0, self.image.shape[0] - 1)
+        jj = np.clip(np.rint((pts[:, 1] - y0) / dx).astype(int), 0, self.image.shape[1] - 1)
+        return self.image[ii, jj]
+
+
+def smoothed_difference(difference: Callable, atoms, smooth: float):
+    """The simulated minus the experimental image of ``atoms``, smoothed, and a sampler of it.
+
+    ``difference(atoms) -> (diff, grid)`` as for :class:`ImageGuidedMutation`;
+    NaN (masked) pixels count as 0. ``smooth`` (Å, 0: none) is the σ of a
+    Gaussian applied first: a matched filter for atom-sized blobs (a missing
+    or extra atom is a PSF-sized blob in the difference, pixel noise is not).
+    Returns ``(diff, sample)``: the smoothed image, shape ``grid.shape``, and
+    ``sample(points) -> values`` at the nearest pixel of each point's x, y
+    (``sample.grid`` is the grid).
+    """
+    diff, grid = difference(atoms)
+    diff = np.nan_to_num(np.asarray(diff, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
+    if smooth > 0:
+        from scipy.ndimage import gaussian_filter
+
+        diff = gaussian_filter(diff, smooth / grid.pixel_size, mode="constant")
+    return diff, _PixelSampler(diff, grid)
+
+
 class ImageGuidedMutation(Operator):
     """Move an atom from where the simulated image is too bright to where it is too dark.
 
@@ -579,28 +617,20 @@ class ImageGuidedMutation(Operator):
         self.smooth = float(smooth)
 
     def __call__(self, ind):
-        diff, grid = self.difference(ind)
-        diff = np.nan_to_num(np.asarray(diff, dtype=float), nan=0.0, posinf=0.0, neginf=0.0)  # masked pixels
-        if self.smooth > 0:
-            # matched filter: a missing or extra atom is a PSF-sized blob in the difference, pixel
-            # noise is not; smoothing by about the PSF makes the blob, not the noise, the likely pick
-            from scipy.ndimage import gaussian_filter
-
-            diff = gaussian_filter(diff, self.smooth / grid.pixel_size, mode="constant")
+        diff, sample = smoothed_difference(self.difference, ind, self.smooth)
         pos = np.array(ind.positions, dtype=float)
-        dx = grid.pixel_size
-        x0, y0 = grid.origin
         dark = np.clip(-diff, 0.0, None) ** self.power
         total = dark.sum()
         if not np.isfinite(total) or total <= 0:
             ind.info["operator"] = self.name
             return (self._finish(ind),)
         pix_p = (dark / total).ravel()
+        grid = sample.grid
+        dx = grid.pixel_size
+        x0, y0 = grid.origin
         cutoff = NEIGHBOUR_FACTOR * self.nn_distance
         for _ in range(self.n_moves):
-            ii = np.clip(np.rint((pos[:, 0] - x0) / dx).astype(int), 0, diff.shape[0] - 1)
-            jj = np.clip(np.rint((pos[:, 1] - y0) / dx).astype(int), 0, diff.shape[1] - 1)
-            bright = np.clip(diff[ii, jj], 0.0, None) ** self.power
+            bright = np.clip(sample(pos), 0.0, None) ** self.power
             if bright.sum() > 0:
                 k = int(self.rng.choice(len(pos), p=bright / bright.sum()))
             else:
@@ -1095,6 +1125,100 @@ def fill_vacancies(ind, relax: Callable, evaluate: Callable, nn_distance: float,
         if trial_best is not None and trial_best[0] < best_cost:
             best_cost, best = trial_best
             n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
+
+
+def _one_per_line_of_sight(points, order, radius: float, limit: int, *, min_separation: float = 0.0) -> list[int]:
+    """Indices from ``order`` (best first), at most one per line of sight (x, y within ``radius``), ≤ ``limit``."""
+    chosen: list[int] = []
+    for k in order:
+        k = int(k)
+        if all(np.hypot(*(points[k, :2] - points[j, :2])) > radius
+               and np.linalg.norm(points[k] - points[j]) > min_separation for j in chosen):
+            chosen.append(k)
+            if len(chosen) >= limit:
+                break
+    return chosen
+
+
+def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Callable, nn_distance: float, *,
+                       min_distance: float, sizes: Sequence[int] = (1, 2, 4, 8, 16), rounds: int = 4,
+                       smooth: float = 0.3, max_coordination: int = 9, cost: float | None = None, rng=None):
+    """Deterministic sweep: move surface atoms from too-bright spots of the difference image onto too-dark sites.
+
+    The deterministic counterpart of :class:`ImageGuidedMutation`. A
+    refinement can end with a dozen surface atoms in the wrong lines of
+    sight: an island on the bottom facet where the image wants the atoms
+    on top of other columns, each misplaced atom a bright blob in the
+    simulated − experimental difference and each missing one a dark blob.
+    Moved one at a time by the random mutation, such atoms are rarely all
+    found before the run ends. Here, from the difference image smoothed by
+    ``smooth`` Å (:func:`smoothed_difference`):
+
+    * sources: surface atoms (coordination ≤ ``max_coordination``) where
+      the difference is positive, brightest first (then least coordinated),
+      one per line of sight (x, y within half a bond);
+    * sinks: empty surface lattice sites (:func:`surface_sites`) where it
+      is negative, darkest first, one per line of sight (the most
+      coordinated site of that line) and ≥ 0.9 bonds apart;
+
+    and each trial moves the first n sources onto the first n sinks, for
+    n in ``sizes`` (a trial with fewer pairs than n is the last). Trials
+    are repaired to ``min_distance``, relaxed with ``relax(atoms)`` and
+    scored with ``evaluate(atoms) -> cost``; the best is kept when it
+    beats the current cost, and the sweep starts again from it with a new
+    difference image (at most ``rounds`` times). ``cost``: the cost of
+    ``ind`` when already known. ``rng`` only feeds the overlap repair
+    (default: a fixed seed, so the sweep is deterministic). Returns
+    ``(best, cost, n_trials, n_accepted)``; ``ind`` is not changed.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    sizes = sorted({int(n) for n in sizes if int(n) >= 1})
+    best = ind.copy()
+    best_cost = evaluate(best) if cost is None else float(cost)
+    n_trials = n_accepted = 0
+    if not sizes:
+        return best, best_cost, n_trials, n_accepted
+    line = 0.5 * nn_distance
+    for _ in range(max(1, int(rounds))):
+        _, sample = smoothed_difference(difference, best, smooth)
+        pos = np.array(best.positions, dtype=float)
+        excess = sample(pos)
+        cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * nn_distance)
+        order = [k for k in np.lexsort((cn, -excess)) if excess[k] > 0 and cn[k] <= max_coordination]
+        sources = _one_per_line_of_sight(pos, order, line, sizes[-1])
+        sites = surface_sites(pos, nn_distance)
+        if not sources or not len(sites):
+            break
+        deficit = sample(sites)
+        count = np.asarray(cKDTree(pos).query_ball_point(sites, NEIGHBOUR_FACTOR * nn_distance, return_length=True))
+        # darkest first; on one line of sight the most coordinated site (an island's edge, not an adatom)
+        dark = [i for i in np.lexsort((-count, deficit)) if deficit[i] < 0]
+        best_on_line = [int(min(np.flatnonzero(np.hypot(*(sites[:, :2] - sites[i, :2]).T) <= line),
+                                key=lambda j: (-count[j], deficit[j]))) for i in dark]
+        sinks = _one_per_line_of_sight(sites, list(dict.fromkeys(best_on_line)), line, sizes[-1],
+                                       min_separation=0.9 * nn_distance)
+
+        def moves(best=best, sources=sources, sinks=sinks, sites=sites):
+            for n in sizes:
+                m = min(n, len(sources), len(sinks))
+                if m == 0:
+                    return
+                trial = best.copy()
+                p = np.array(trial.positions)
+                p[sources[:m]] = sites[sinks[:m]]
+                trial.positions = p
+                repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+                yield trial
+                if m < n:
+                    return
+
+        trial_best, n = _best_trial(moves(), relax, evaluate)
+        n_trials += n
+        if trial_best is None or not trial_best[0] < best_cost:
+            break
+        best_cost, best = trial_best
+        n_accepted += 1
     return best, best_cost, n_trials, n_accepted
 
 

@@ -5,8 +5,10 @@
 relaxed on E + α·χ² (image forces), depth-preserving crossover and moves,
 image-restrained simulated annealing of two individuals every third
 generation and a sweep of the best every fifth (interior vacancies filled
-with surface atoms, islands of surface atoms carried through the particle
-under the same columns, then single-atom depth moves); the last 15 % of
+with surface atoms; surface atoms moved from too-bright to too-dark spots
+of the difference image, up to 16 at a time; islands of surface atoms
+carried through the particle under the same columns; then single-atom
+depth moves); the last 15 % of
 the run is a finishing stage that selects at the thermal α (k_B·300 K/2,
 see :mod:`refine.fitness`) with image-guided moves four times as likely
 (on case (b) of the benchmark it turned 0 of 6 moved atoms found into 6 of
@@ -28,6 +30,7 @@ SEARCHES = {
     "plain": {},
     "anneal": {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
                "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60, "polish_patches": 4,
+               "polish_image_moves": 16,
                "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0},
                "finish_fraction": 0.15, "finish_alpha": "thermal", "finish_weights": {"image_guided": 4.0}},
 }

@@ -1143,7 +1143,8 @@ def _one_per_line_of_sight(points, order, radius: float, limit: int, *, min_sepa
 
 def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Callable, nn_distance: float, *,
                        min_distance: float, sizes: Sequence[int] = (1, 2, 4, 8, 16), rounds: int = 4,
-                       smooth: float = 0.3, max_coordination: int = 9, cost: float | None = None, rng=None):
+                       smooth: float = 0.3, max_coordination: int = 9, significance: float = 0.25,
+                       cost: float | None = None, rng=None):
     """Deterministic sweep: move surface atoms from too-bright spots of the difference image onto too-dark sites.
 
     The deterministic counterpart of :class:`ImageGuidedMutation`. A
@@ -1156,11 +1157,13 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
     ``smooth`` Å (:func:`smoothed_difference`):
 
     * sources: surface atoms (coordination ≤ ``max_coordination``) where
-      the difference is positive, brightest first (then least coordinated),
-      one per line of sight (x, y within half a bond);
+      the difference is at least ``significance`` times its largest value
+      at an atom, brightest first (then least coordinated), one per line of
+      sight (x, y within half a bond);
     * sinks: empty surface lattice sites (:func:`surface_sites`) where it
-      is negative, darkest first, one per line of sight (the most
-      coordinated site of that line) and ≥ 0.9 bonds apart;
+      is at most ``significance`` times its most negative value at a site,
+      darkest first, one per line of sight (the most coordinated site of
+      that line) and ≥ 0.9 bonds apart;
 
     and each trial moves the first n sources onto the first n sinks, for
     n in ``sizes`` (a trial with fewer pairs than n is the last). Trials
@@ -1185,7 +1188,10 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
         pos = np.array(best.positions, dtype=float)
         excess = sample(pos)
         cn = coordination_numbers(pos, NEIGHBOUR_FACTOR * nn_distance)
-        order = [k for k in np.lexsort((cn, -excess)) if excess[k] > 0 and cn[k] <= max_coordination]
+        # the tails of a misplaced atom's blob reach its neighbours: only clear excesses and deficits count
+        floor = significance * excess.max()
+        order = [k for k in np.lexsort((cn, -excess)) if excess[k] > 0 and excess[k] >= floor
+                 and cn[k] <= max_coordination]
         sources = _one_per_line_of_sight(pos, order, line, sizes[-1])
         sites = surface_sites(pos, nn_distance)
         if not sources or not len(sites):
@@ -1193,7 +1199,8 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
         deficit = sample(sites)
         count = np.asarray(cKDTree(pos).query_ball_point(sites, NEIGHBOUR_FACTOR * nn_distance, return_length=True))
         # darkest first; on one line of sight the most coordinated site (an island's edge, not an adatom)
-        dark = [i for i in np.lexsort((-count, deficit)) if deficit[i] < 0]
+        ceiling = significance * deficit.min()
+        dark = [i for i in np.lexsort((-count, deficit)) if deficit[i] < 0 and deficit[i] <= ceiling]
         best_on_line = [int(min(np.flatnonzero(np.hypot(*(sites[:, :2] - sites[i, :2]).T) <= line),
                                 key=lambda j: (-count[j], deficit[j]))) for i in dark]
         sinks = _one_per_line_of_sight(sites, list(dict.fromkeys(best_on_line)), line, sizes[-1],

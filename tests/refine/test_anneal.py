@@ -172,3 +172,42 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
     assert res.evaluations == 4 + 2 * 4 + (1 + fills[0] + calls[0][1] + 10) + 1
     with pytest.raises(InputError, match="polish_patches"):
         GASettings(polish_patches=-1).validate()
+
+
+def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):
+    # polish_image_moves > 0 adds the image-guided sweep after the vacancy fills: trials of 1, 2, 4, … atoms up to
+    # the setting, each an evaluation of the GA; without a difference function there is no sweep
+    import refine.ga as ga_module
+    from refine.ga import FitnessDifference, GASettings, run_ga
+    from refine.population import make_population
+
+    calls, fills = [], []
+    real_sweep, real_fill = ga_module.image_guided_sweep, ga_module.fill_vacancies
+
+    def spy_sweep(*args, **kw):
+        out = real_sweep(*args, **kw)
+        calls.append((list(kw["sizes"]), out[2]))
+        return out
+
+    def spy_fill(*args, **kw):
+        out = real_fill(*args, **kw)
+        fills.append(out[2])
+        return out
+
+    monkeypatch.setattr(ga_module, "image_guided_sweep", spy_sweep)
+    monkeypatch.setattr(ga_module, "fill_vacancies", spy_fill)
+    settings = GASettings(population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10,
+                          polish_image_moves=6, alpha=1e-3, relax_steps=2)
+    rng = np.random.default_rng(0)
+    res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path / "with", rng=rng, calculator="emt",
+                 difference=FitnessDifference(fitness))
+    # random clusters against the image: misplaced atoms everywhere, so the sweep has trials to make
+    assert len(calls) == 1 and calls[0][0] == [1, 2, 4, 6] and calls[0][1] >= 1
+    # μ + λ per generation (mutations and crossovers; no immigrants) + the polish (the start, vacancy trials,
+    # image-guided trials, 10 depth moves) + its result
+    assert res.evaluations == 4 + 2 * 4 + (1 + fills[0] + calls[0][1] + 10) + 1
+    rng = np.random.default_rng(0)
+    run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path / "without", rng=rng, calculator="emt")
+    assert len(calls) == 1
+    with pytest.raises(InputError, match="polish_image_moves"):
+        GASettings(polish_image_moves=-1).validate()

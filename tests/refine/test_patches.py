@@ -1,4 +1,4 @@
-"""Surface lattice sites and island ("patch") transfers through the particle (refine.operators)."""
+"""Surface lattice sites, island ("patch") transfers through the particle and the image-guided sweep (refine.operators)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from refine.operators import (
     NEIGHBOUR_FACTOR,
     depth_sides,
+    image_guided_sweep,
     interior_vacancies,
     surface_patches,
     surface_sites,
@@ -23,31 +24,34 @@ NN = 2.77  # Å, Pt
 ISLAND = 7
 
 
-def _fcc_111_along_z():
-    """A Pt truncated octahedron (314 atoms, ideal lattice) with a {111} facet on top and one on the bottom.
+def _fcc_111_along_z(layers=8):
+    """A Pt truncated octahedron (ideal lattice) with a {111} facet on top and one on the bottom.
 
-    Eight {111} layers along z: with ABC stacking, a hollow site of the top
-    facet then lies over a hollow site of the bottom facet (with 6 or 7
-    layers they are nn/√3 = 1.6 Å apart in x, y and no island keeps its
-    projection through the particle).
+    Eight {111} layers along z (314 atoms): with ABC stacking, a hollow site
+    of the top facet then lies over a hollow site of the bottom facet (with
+    6 or 7 layers they are nn/√3 = 1.6 Å apart in x, y and no island keeps
+    its projection through the particle). ``layers=7``: 201 atoms.
     """
-    a = Octahedron("Pt", 8, cutoff=2, latticeconstant=NN * np.sqrt(2))
+    a = Octahedron("Pt", layers, cutoff=2, latticeconstant=NN * np.sqrt(2))
     pos = a.positions - a.positions.mean(axis=0)
     rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [[1.0, 1.0, 1.0]])
     return Atoms(f"Pt{len(a)}", positions=rot.apply(pos))
 
 
-def _with_top_island(base, n):
-    """``base`` plus an island of ``n`` atoms on the lattice sites nearest the middle of its top facet."""
+def _with_top_island(base, n, *, side=1, centre=(0.0, 0.0)):
+    """``base`` plus an island of ``n`` atoms on the lattice sites of its top facet nearest ``centre`` (x, y, Å).
+
+    ``side=-1``: on the bottom facet.
+    """
     pos = base.positions.copy()
-    top = pos[:, 2].max()
+    face = pos[:, 2].max() if side > 0 else pos[:, 2].min()
     for _ in range(n):
         sites = surface_sites(pos, NN)
-        on_top = sites[sites[:, 2] > top + 0.5]
+        on_face = sites[side * (sites[:, 2] - face) > 0.5]
         # the most coordinated, then the most central: a compact island that grows site by site
-        coord = np.asarray(cKDTree(pos).query_ball_point(on_top, NEIGHBOUR_FACTOR * NN, return_length=True))
-        k = np.lexsort((np.hypot(on_top[:, 0], on_top[:, 1]), -coord))[0]
-        pos = np.vstack([pos, on_top[k]])
+        coord = np.asarray(cKDTree(pos).query_ball_point(on_face, NEIGHBOUR_FACTOR * NN, return_length=True))
+        k = np.lexsort((np.hypot(on_face[:, 0] - centre[0], on_face[:, 1] - centre[1]), -coord))[0]
+        pos = np.vstack([pos, on_face[k]])
     return Atoms(f"Pt{len(pos)}", positions=pos)
 
 
@@ -132,4 +136,60 @@ def test_the_island_is_one_of_the_patches_and_the_sweep_carries_it_back(truth):
     # nothing to gain from the truth itself: one sweep, nothing kept
     same, same_cost, n2, a2 = transfer_patches(truth, lambda a: None, cost, NN, min_distance=0.75 * NN, cost=0.0)
     assert a2 == 0 and same_cost == 0.0 and n2 == len(surface_patches(truth.positions, NN))  # default: 6 seeds
+    np.testing.assert_array_equal(same.positions, truth.positions)
+
+
+def _projection_difference(reference, pixel=0.2, sigma=0.5):
+    """``difference(atoms) -> (image(atoms) − image(reference), grid)``: Gaussian blobs (σ Å) at the projected atoms."""
+    from surrogate.grid import ProbeGrid
+
+    grid = ProbeGrid(origin=(-16.0, -16.0), shape=(160, 160), pixel_size=pixel)
+    x = grid.origin[0] + pixel * np.arange(grid.shape[0])
+    y = grid.origin[1] + pixel * np.arange(grid.shape[1])
+
+    def image(pos):
+        gx = np.exp(-((x[None, :] - pos[:, 0, None]) ** 2) / (2 * sigma**2))  # (n, nx)
+        gy = np.exp(-((y[None, :] - pos[:, 1, None]) ** 2) / (2 * sigma**2))  # (n, ny)
+        return gx.T @ gy  # (nx, ny): diff[i, j] at x0 + iΔ, y0 + jΔ
+
+    ref = image(reference.positions)
+    return lambda atoms: (image(np.asarray(atoms.positions)) - ref, grid)
+
+
+def test_image_guided_sweep_moves_misplaced_atoms_onto_the_dark_sites():
+    # 7 {111} layers: no bottom hollow under a top hollow, so each dark spot has one surface site on its line
+    base = _fcc_111_along_z(layers=7)
+    truth = _with_top_island(base, ISLAND)
+    n = len(base)
+    # the same number of atoms on surface sites of the rest, at least 4 Å from the island in x, y: the wrong projection
+    pos = base.positions.copy()
+    for _ in range(ISLAND):
+        sites = surface_sites(pos, NN)
+        gap = np.hypot(*(sites[:, None, :2] - truth.positions[None, n:, :2]).transpose(2, 0, 1)).min(axis=1)
+        sites = sites[gap > 4.0]
+        coord = np.asarray(cKDTree(pos).query_ball_point(sites, NEIGHBOUR_FACTOR * NN, return_length=True))
+        pos = np.vstack([pos, sites[np.argmax(coord)]])  # the most coordinated free site first
+    wrong = Atoms(f"Pt{len(pos)}", positions=pos)
+    gap = np.hypot(*(wrong.positions[n:, None, :2] - truth.positions[None, n:, :2]).transpose(2, 0, 1))
+    assert gap.min() > 4.0
+    difference = _projection_difference(truth)
+
+    def cost(atoms):  # the projection's misfit: zero only with every island atom back on its column
+        return float(np.sum(difference(atoms)[0] ** 2))
+
+    relaxed = []
+    best, best_cost, n_trials, n_accepted = image_guided_sweep(wrong, relaxed.append, cost, difference, NN,
+                                                               min_distance=0.75 * NN)
+    assert cost(wrong) > 10.0
+    assert best_cost < 1e-10 and n_accepted == 1 and cost(best) == pytest.approx(best_cost, abs=1e-12)
+    # the first round tries 1, 2, 4 and then all 7 atoms (fewer pairs than 8: the last); the second starts from
+    # the exact answer and keeps nothing
+    assert n_trials == len(relaxed) >= 4
+    d, _ = cKDTree(best.positions).query(truth.positions)
+    assert d.max() < 1e-6  # the island is back on its lattice sites
+    np.testing.assert_array_equal(wrong.positions[:n], base.positions)  # the input is untouched
+    # on the truth there is no bright spot: nothing tried, nothing changed
+    same, same_cost, n2, a2 = image_guided_sweep(truth, relaxed.append, cost, difference, NN,
+                                                 min_distance=0.75 * NN, cost=0.0)
+    assert (n2, a2, same_cost) == (0, 0, 0.0)
     np.testing.assert_array_equal(same.positions, truth.positions)

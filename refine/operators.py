@@ -42,6 +42,9 @@ __all__ = [
     "coordination_numbers",
     "interior_vacancies",
     "fill_vacancies",
+    "beam_period",
+    "beam_sectors",
+    "shift_sectors",
     "image_guided_sweep",
     "smoothed_difference",
     "surface_sites",
@@ -1226,6 +1229,106 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
             break
         best_cost, best = trial_best
         n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
+
+
+def beam_period(positions, nn_distance: float, *, radius: float = 0.5, min_fraction: float = 0.2) -> float | None:
+    """The spacing of atoms along the beam (z) within lines of sight, Å, or None where there is none.
+
+    Pairs of atoms closer than ``radius`` Å in x, y and 0.5–1.5 bonds
+    apart along z are neighbours in a column seen end-on; their median
+    |Δz| is the period with which a grain repeats along the beam (one bond
+    length for ⟨110⟩ columns). None when fewer than ``min_fraction`` of the
+    atoms are in such a pair (no column along the beam: no grain can
+    slide along it unseen).
+    """
+    pos = np.asarray(positions, dtype=float)
+    if len(pos) < 2:
+        return None
+    pairs = cKDTree(pos).query_pairs(1.5 * nn_distance, output_type="ndarray").reshape(-1, 2)
+    d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    dz = np.abs(d[:, 2])
+    column = (np.hypot(d[:, 0], d[:, 1]) < radius) & (dz > 0.5 * nn_distance)
+    if np.unique(pairs[column]).size < min_fraction * len(pos):
+        return None
+    return float(np.median(dz[column]))
+
+
+def beam_sectors(positions, *, widths: Sequence[float] = (72.0, 144.0, 180.0), step: float = 24.0) -> list[np.ndarray]:
+    """Wedges of a particle seen along the beam: boolean masks of the atoms in each, shape ``(n,)``.
+
+    A wedge spans ``width`` degrees of azimuth about the projected centre
+    of mass, starting at every multiple of ``step`` degrees; a 180° wedge
+    and its complement are one (only starts below 180° are kept). Twin
+    boundaries of a decahedron seen near its five-fold axis bound wedges of
+    72° and 144°; a half particle is 180°.
+    """
+    pos = np.asarray(positions, dtype=float)
+    centre = pos[:, :2].mean(axis=0)
+    azimuth = np.degrees(np.arctan2(pos[:, 1] - centre[1], pos[:, 0] - centre[0])) % 360.0
+    masks = []
+    for width in widths:
+        for start in np.arange(0.0, 360.0, step):
+            if width >= 180.0 and start >= 180.0:
+                continue
+            inside = ((azimuth - start) % 360.0) < width
+            if 0 < inside.sum() < len(pos):
+                masks.append(inside)
+    return masks
+
+
+def shift_sectors(ind, relax: Callable, evaluate: Callable, nn_distance: float, *, min_distance: float,
+                  finish: Callable | None = None, keep: int = 2, widths: Sequence[float] = (72.0, 144.0, 180.0),
+                  step: float = 24.0, cost: float | None = None, rng=None):
+    """Slide whole wedges of the particle along the beam by one period; keep what lowers the cost.
+
+    A grain can sit one lattice period too high along the beam: every
+    column of it holds the right atoms, so the projection is right, but
+    its top and bottom facets are stepped against the neighbouring
+    grains' (several eV). No local move repairs this. Each wedge of
+    :func:`beam_sectors` is shifted by ± :func:`beam_period` along z and
+    repaired to ``min_distance``; the candidates are ranked by their
+    unrelaxed ``evaluate`` cost (the image does not change, so the energy
+    of the stepped surfaces ranks them), and the ``keep`` best are relaxed
+    with ``relax(atoms)`` and, when given, finished by
+    ``finish(atoms, cost) -> (atoms, cost, n_evaluations)`` (a wedge's
+    edges rarely match a grain's: atoms left on the wrong side need the
+    other sweeps) before the cost decides. Returns ``(best, cost,
+    n_trials, n_accepted)`` where ``n_trials`` counts every evaluation;
+    ``ind`` is not changed. Nothing is tried where the particle has no
+    period along the beam.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    best = ind.copy()
+    best_cost = evaluate(best) if cost is None else float(cost)
+    pos = np.array(best.positions, dtype=float)
+    period = beam_period(pos, nn_distance)
+    if period is None or keep < 1:
+        return best, best_cost, 0, 0
+    ranked = []
+    for inside in beam_sectors(pos, widths=widths, step=step):
+        for sign in (1.0, -1.0):
+            trial = best.copy()
+            p = pos.copy()
+            p[inside, 2] += sign * period
+            trial.positions = p
+            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+            ranked.append((evaluate(trial), len(ranked), trial))
+    n_trials = len(ranked)
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    n_accepted = 0
+    start_cost = best_cost
+    for _, _, trial in ranked[:keep]:
+        relax(trial)
+        trial_cost = evaluate(trial)
+        n_trials += 1
+        if finish is not None:
+            trial, trial_cost, n = finish(trial, trial_cost)
+            n_trials += n
+        if trial_cost < best_cost:
+            best, best_cost = trial, trial_cost
+    if best_cost < start_cost:
+        n_accepted = 1
     return best, best_cost, n_trials, n_accepted
 
 

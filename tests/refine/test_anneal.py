@@ -211,3 +211,42 @@ def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_p
     assert len(calls) == 1
     with pytest.raises(InputError, match="polish_image_moves"):
         GASettings(polish_image_moves=-1).validate()
+
+
+def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_count(tmp_path, fitness, start,
+                                                                                   monkeypatch):
+    import pickle
+
+    import refine.ga as ga_module
+    from refine.ga import GASettings, make_toolbox, run_ga
+    from refine.population import make_population
+
+    settings = GASettings(population_size=4, generations=4, progress=False, anneal_every=2, anneal_count=2,
+                          anneal_steps=100, alpha=1e-3, relax_steps=2, polish_atoms=5, polish_annealed=True)
+    # the task pickles (a process pool sends it to its workers) and gives the same polished structure there
+    task = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(0), calculator="emt").anneal
+    here = task((start, 7))
+    there = pickle.loads(pickle.dumps(task))((start, 7))
+    np.testing.assert_allclose(there.positions, here.positions, atol=1e-9)
+    assert here.info["polish_evaluations"] == there.info["polish_evaluations"] >= 1 + 5  # the start, 5 depth moves
+    plain = make_toolbox(fitness, {"Pt": 55}, GASettings(**{**settings.__dict__, "polish_annealed": False}),
+                         np.random.default_rng(0), calculator="emt").anneal((start, 7))
+    assert "polish_evaluations" not in plain.info
+    # the sweeps keep only what lowers the cost: never worse than the annealed structure they start from
+    assert fitness.evaluate(here).cost <= fitness.evaluate(plain).cost + 1e-9
+
+    spent = []
+    real = ga_module._polish_sweeps
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        spent.append(out[2])
+        return out
+
+    monkeypatch.setattr(ga_module, "_polish_sweeps", spy)
+    rng = np.random.default_rng(0)
+    res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path, rng=rng, calculator="emt")
+    # generations 2 and 4 anneal two each, and each annealed structure is polished: μ + 4·λ + 2·2 + the sweeps
+    assert len(spent) == 4 and res.evaluations == 4 + 4 * 4 + 4 + sum(spent)
+    with pytest.raises(InputError, match="polish_annealed"):
+        GASettings(polish_annealed="yes").validate()

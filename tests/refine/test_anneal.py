@@ -250,3 +250,5 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
     assert len(spent) == 4 and res.evaluations == 4 + 4 * 4 + 4 + sum(spent)
     with pytest.raises(InputError, match="polish_annealed"):
         GASettings(polish_annealed="yes").validate()
+    with pytest.raises(InputError, match="polish_shifts"):
+        GASettings(polish_shifts=-1).validate()

@@ -193,3 +193,55 @@ def test_image_guided_sweep_moves_misplaced_atoms_onto_the_dark_sites():
                                                  min_distance=0.75 * NN, cost=0.0)
     assert (n2, a2, same_cost) == (0, 0, 0.0)
     np.testing.assert_array_equal(same.positions, truth.positions)
+
+
+def _fcc_110_along_z():
+    """A Pt particle (ideal lattice) with ⟨110⟩ atomic columns along z: atoms one bond apart in each column."""
+    from ase.cluster import FaceCenteredCubic
+
+    a = FaceCenteredCubic("Pt", [(1, 0, 0), (1, 1, 0), (1, 1, 1)], [3, 3, 3], latticeconstant=NN * np.sqrt(2))
+    pos = a.positions - a.positions.mean(axis=0)
+    rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [[1.0, 1.0, 0.0]])
+    return Atoms(f"Pt{len(a)}", positions=rot.apply(pos))
+
+
+def test_beam_period_is_the_column_spacing_and_none_without_columns():
+    from refine.operators import beam_period
+
+    assert beam_period(_fcc_110_along_z().positions, NN) == pytest.approx(NN, abs=1e-6)
+    # {111} stacking along z: an atom is above another only three layers (6.8 Å) up, not a column
+    assert beam_period(_fcc_111_along_z().positions, NN) is None
+
+
+def test_a_wedge_one_period_too_high_slides_back():
+    from refine.operators import beam_sectors, shift_sectors
+
+    truth = _fcc_110_along_z()
+    sectors = beam_sectors(truth.positions)
+    assert len(sectors) == 15 + 15 + 8  # 72° and 144° wedges from every 24°, 180° ones from 0°–168°
+    wrong = truth.copy()
+    pos = wrong.positions.copy()
+    pos[sectors[20], 2] += NN  # a 144° wedge one period up: every column keeps its x, y
+    wrong.positions = pos
+
+    def cost(atoms):  # distance to the truth: zero only with the wedge back
+        return float(np.sum(cKDTree(atoms.positions).query(truth.positions)[0] ** 2))
+
+    relaxed = []
+    best, best_cost, n_trials, n_accepted = shift_sectors(wrong, relaxed.append, cost, NN, min_distance=0.75 * NN,
+                                                          keep=2)
+    assert cost(wrong) > 10.0
+    assert n_accepted == 1 and best_cost < 1e-10 and cost(best) == pytest.approx(best_cost, abs=1e-12)
+    assert len(relaxed) == 2 and n_trials == 2 * len(sectors) + 2  # every wedge both ways, then the two best
+    np.testing.assert_array_equal(wrong.positions, pos)  # the input is untouched
+    # a finishing step runs on each followed-up candidate, and its evaluations count
+    finished = []
+    _, _, n_finish, _ = shift_sectors(wrong, lambda a: None, cost, NN, min_distance=0.75 * NN, keep=2,
+                                      finish=lambda a, c: (finished.append(c), (a, c, 3))[1])
+    assert n_finish == n_trials + 2 * 3 and len(finished) == 2 and min(finished) < 1e-10
+    # from the truth every slide makes it worse: nothing kept; without a period along the beam, nothing tried
+    same, same_cost, _, a2 = shift_sectors(truth, lambda a: None, cost, NN, min_distance=0.75 * NN, cost=0.0)
+    assert a2 == 0 and same_cost == 0.0
+    np.testing.assert_array_equal(same.positions, truth.positions)
+    flat = _fcc_111_along_z()
+    assert shift_sectors(flat, lambda a: None, cost, NN, min_distance=0.75 * NN, cost=1.0)[1:] == (1.0, 0, 0)

@@ -45,29 +45,27 @@ for p in (ROOT, ROOT / "examples"):
 NN = 2.77  # Å, Pt
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--atoms", type=int, default=10, help="surface atoms moved to wrong columns (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="case (a) seed, as in examples/self_consistency.py")
-    p.add_argument("--search-alpha", type=float, default=0.000995,
-                   help="α of the offspring relaxation, eV (default: 2 × auto of the seed-0 benchmark run)")
-    args = p.parse_args(argv)
+def case_a_setup(seed: int, search_alpha: float):
+    """Case (a)'s truth and cost: ``(truth, fitness, relax, relaxed, evaluate)``.
 
+    ``fitness`` scores at the finishing stage's thermal α; ``relax(atoms)``
+    is the GA's offspring relaxation (20 FIRE steps on E + α·χ² at
+    ``search_alpha``, eV), ``relaxed(atoms)`` four of them, ``evaluate(atoms)``
+    the GA's evaluation (cost, atoms aligned on the image in place).
+    """
     import self_consistency as sc
-    from refine.compare import compare_structures
     from refine.energy import make_calculator
     from refine.fitness import Fitness
-    from refine.ga import FitnessDifference, _cost_calculator
-    from refine.operators import (LocalRelaxation, depth_sides, image_guided_sweep, repair_min_distance,
-                                  surface_patches, surface_sites)
+    from refine.ga import _cost_calculator
+    from refine.operators import LocalRelaxation
 
     model, _ = sc.get_model(None)
-    rng = np.random.default_rng([args.seed, ord("a")])
+    rng = np.random.default_rng([seed, ord("a")])
     truth, _ = sc.make_truth("a", rng, types.SimpleNamespace(atoms=300, tilt=10.0))
     image, _ = sc.noisy_image(model, truth, 1e5, rng)
     fit = Fitness(model, image, alpha=0.0, noise="poisson", dose=1e5, calculator="auto", symbols=["Pt"])
     fit.alpha = fit.thermal_alpha()  # the finishing stage's criterion
-    calc = _cost_calculator(fit, make_calculator("auto", ("Pt",)), alpha=lambda: args.search_alpha)
+    calc = _cost_calculator(fit, make_calculator("auto", ("Pt",)), alpha=lambda: search_alpha)
     relax = LocalRelaxation(calc, steps=20, fmax=0.05, min_distance=0.75 * NN, rng=np.random.default_rng(2))
 
     def relaxed(atoms):
@@ -80,6 +78,35 @@ def main(argv=None) -> dict:
         atoms.positions = fit.aligned(atoms, r).positions
         return r.cost
 
+    return truth, fit, relax, relaxed, evaluate
+
+
+def report(fit, truth, structures) -> dict:
+    """Print and return cost, E, χ²/px and the fraction within 0.5 Å of the truth for ``{name: atoms}``."""
+    from refine.compare import compare_structures
+
+    rows = {}
+    print(f"{'structure':28s} {'cost':>8s} {'E eV':>7s} {'χ²/px':>7s} {'≤0.5Å':>7s}")
+    for name, atoms in structures.items():
+        r = fit.evaluate(atoms)
+        within = compare_structures(atoms, truth, mirror=True).within[0.5]
+        rows[name] = {"cost": r.cost, "energy": r.energy, "chi2_per_pixel": r.chi2_per_pixel, "within_0.5": within}
+        print(f"{name:28s} {r.cost:8.2f} {r.energy:7.2f} {r.chi2_per_pixel:7.4f} {100 * within:6.1f}%")
+    return rows
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--atoms", type=int, default=10, help="surface atoms moved to wrong columns (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="case (a) seed, as in examples/self_consistency.py")
+    p.add_argument("--search-alpha", type=float, default=0.000995,
+                   help="α of the offspring relaxation, eV (default: 2 × auto of the seed-0 benchmark run)")
+    args = p.parse_args(argv)
+
+    from refine.ga import FitnessDifference
+    from refine.operators import depth_sides, image_guided_sweep, repair_min_distance, surface_patches, surface_sites
+
+    truth, fit, relax, relaxed, evaluate = case_a_setup(args.seed, args.search_alpha)
     tops = [q for q in surface_patches(truth.positions, NN, sizes=(args.atoms,), seeds=40)
             if len(q) == args.atoms and np.all(depth_sides(truth.positions[q], truth.positions, NN) == 1)]
     if not tops:
@@ -99,16 +126,10 @@ def main(argv=None) -> dict:
     best, _, n_trials, n_accepted = image_guided_sweep(damaged, relax, evaluate, FitnessDifference(fit), NN,
                                                        min_distance=0.75 * NN)
     dt = time.perf_counter() - t0
-    rows = {}
     print(f"case (a) seed {args.seed}: {args.atoms} top surface atoms moved to far bottom sites; "
           f"costs at the thermal α = {fit.alpha:.4g} eV")
-    print(f"{'structure':28s} {'cost':>8s} {'E eV':>7s} {'χ²/px':>7s} {'≤0.5Å':>7s}")
-    for name, atoms in (("truth (relaxed the same way)", relaxed(truth.copy())), ("atoms in wrong columns", damaged),
-                        ("after the image-guided sweep", best)):
-        r = fit.evaluate(atoms)
-        within = compare_structures(atoms, truth, mirror=True).within[0.5]
-        rows[name] = {"cost": r.cost, "energy": r.energy, "chi2_per_pixel": r.chi2_per_pixel, "within_0.5": within}
-        print(f"{name:28s} {r.cost:8.2f} {r.energy:7.2f} {r.chi2_per_pixel:7.4f} {100 * within:6.1f}%")
+    rows = report(fit, truth, {"truth (relaxed the same way)": relaxed(truth.copy()),
+                               "atoms in wrong columns": damaged, "after the image-guided sweep": best})
     print(f"sweep: {n_trials} trials, {n_accepted} accepted, {dt:.1f} s")
     return {"rows": rows, "trials": n_trials, "accepted": n_accepted, "seconds": dt}
 

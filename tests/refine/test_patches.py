@@ -205,12 +205,16 @@ def _fcc_110_along_z():
     return Atoms(f"Pt{len(a)}", positions=rot.apply(pos))
 
 
-def test_beam_period_is_the_column_spacing_and_none_without_columns():
-    from refine.operators import beam_period
+def test_beam_column_is_the_lattice_vector_along_the_beam_tilted_with_the_particle():
+    from refine.operators import beam_column
 
-    assert beam_period(_fcc_110_along_z().positions, NN) == pytest.approx(NN, abs=1e-6)
+    np.testing.assert_allclose(beam_column(_fcc_110_along_z().positions, NN), [0.0, 0.0, NN], atol=1e-6)
+    # 10° off the zone axis: the same bond, 10° off z (0.48 Å sideways per period), not a z step
+    tilt = Rotation.from_euler("x", 10.0, degrees=True)
+    tilted = tilt.apply(_fcc_110_along_z().positions)
+    np.testing.assert_allclose(beam_column(tilted, NN), tilt.apply([0.0, 0.0, NN]), atol=1e-6)
     # {111} stacking along z: an atom is above another only three layers (6.8 Å) up, not a column
-    assert beam_period(_fcc_111_along_z().positions, NN) is None
+    assert beam_column(_fcc_111_along_z().positions, NN) is None
 
 
 def test_a_wedge_one_period_too_high_slides_back():
@@ -232,7 +236,8 @@ def test_a_wedge_one_period_too_high_slides_back():
                                                           keep=2)
     assert cost(wrong) > 10.0
     assert n_accepted == 1 and best_cost < 1e-10 and cost(best) == pytest.approx(best_cost, abs=1e-12)
-    assert len(relaxed) == 2 and n_trials == 2 * len(sectors) + 2  # every wedge both ways, then the two best
+    regions = len(sectors) + 3 * 12  # and caps of 15, 30 and 45 % of the atoms, every 30°
+    assert len(relaxed) == 2 and n_trials == 2 * regions + 2  # every region both ways, then the two best
     np.testing.assert_array_equal(wrong.positions, pos)  # the input is untouched
     # a finishing step runs on each followed-up candidate, and its evaluations count
     finished = []
@@ -245,3 +250,72 @@ def test_a_wedge_one_period_too_high_slides_back():
     np.testing.assert_array_equal(same.positions, truth.positions)
     flat = _fcc_111_along_z()
     assert shift_sectors(flat, lambda a: None, cost, NN, min_distance=0.75 * NN, cost=1.0)[1:] == (1.0, 0, 0)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 10.0])
+def test_an_edge_one_period_too_high_slides_back_along_the_tilted_columns(tilt):
+    from refine.operators import beam_column, beam_sectors, shift_sectors
+
+    rot = Rotation.from_euler("x", tilt, degrees=True)
+    truth = _fcc_110_along_z()
+    truth.positions = rot.apply(truth.positions)
+    column = beam_column(truth.positions, NN)
+    caps = beam_sectors(truth.positions, axis=column, widths=(), caps=(0.3,))
+    assert len(caps) == 12 and all(abs(c.mean() - 0.3) < 0.1 for c in caps)
+    wrong = truth.copy()
+    pos = wrong.positions.copy()
+    pos[caps[4]] += column  # an edge one period up its own columns: the projection is unchanged
+    wrong.positions = pos
+
+    def cost(atoms):
+        return float(np.sum(cKDTree(atoms.positions).query(truth.positions)[0] ** 2))
+
+    best, best_cost, _, n_accepted = shift_sectors(wrong, lambda a: None, cost, NN, min_distance=0.75 * NN, keep=1)
+    assert cost(wrong) > 10.0
+    assert n_accepted == 1 and best_cost < 1e-10
+    if tilt:  # a step straight along z would put every atom of the edge 0.48 Å off its column: not the answer
+        z_shifted = wrong.copy()
+        p = wrong.positions.copy()
+        p[caps[4], 2] -= np.linalg.norm(column)
+        z_shifted.positions = p
+        assert cost(z_shifted) > 0.1 * caps[4].sum()
+
+
+def test_regions_are_whole_columns_even_where_a_fraction_or_an_edge_cuts_through_one():
+    from refine.operators import beam_column, beam_sectors
+
+    ideal = _fcc_110_along_z()
+    column_of = np.unique(np.round(ideal.positions[:, :2], 3), axis=0, return_inverse=True)[1].ravel()
+    rot = Rotation.from_euler("x", 10.0, degrees=True)
+    noisy = rot.apply(ideal.positions) + np.random.default_rng(3).normal(0.0, 0.08, ideal.positions.shape)
+    column = beam_column(noisy, NN)
+    masks = beam_sectors(noisy, axis=column, caps=(0.15, 0.3, 0.45))
+    split = [m for m in masks if any(0 < m[column_of == c].sum() < (column_of == c).sum()
+                                     for c in np.unique(column_of))]
+    assert len(masks) > 40 and not split
+    # atom by atom (no column grouping) the thermal noise splits columns at the caps' and wedges' edges
+    atomwise = beam_sectors(noisy, axis=column, caps=(0.15, 0.3, 0.45), column_tolerance=0.0)
+    assert any(any(0 < m[column_of == c].sum() < (column_of == c).sum() for c in np.unique(column_of))
+               for m in atomwise)
+
+
+def test_column_shift_candidates_are_ranked_by_the_given_score():
+    from refine.operators import beam_column, beam_sectors, shift_sectors
+
+    truth = _fcc_110_along_z()
+    column = beam_column(truth.positions, NN)
+    cap = beam_sectors(truth.positions, axis=column, widths=(), caps=(0.3,))[2]
+    wrong = truth.copy()
+    wrong.positions[cap] += column
+
+    def cost(atoms):
+        return float(np.sum(cKDTree(atoms.positions).query(truth.positions)[0] ** 2))
+
+    def reverse(atoms):
+        return -cost(atoms)
+
+    # followed up: the one the score puts first — the right shift, or, with the score reversed, the worst one
+    best_cost, _, accepted = shift_sectors(wrong, lambda a: None, cost, NN, min_distance=0.75 * NN, keep=1,
+                                           rank=cost)[1:]
+    assert accepted == 1 and best_cost < 1e-10
+    assert shift_sectors(wrong, lambda a: None, cost, NN, min_distance=0.75 * NN, keep=1, rank=reverse)[3] == 0

@@ -41,7 +41,7 @@ for p in (ROOT, ROOT / "examples"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from image_guided_sweep import NN, case_a_setup, report  # noqa: E402
+from damaged_case_a import NN, add_case_arguments, case_a_setup, report  # noqa: E402
 
 
 DEFAULT_CASES = "0:0.15:2,1:0.3:5,0:0.3:8,1:0.45:0"
@@ -88,8 +88,7 @@ def main(argv=None) -> list:
     p.add_argument("--cases", default=DEFAULT_CASES,
                    help=f"comma-separated seed:fraction:direction (cap of 12, every 30°); default {DEFAULT_CASES}")
     p.add_argument("--keep", type=int, default=2, help="candidates followed up (the anneal recipe's polish_shifts)")
-    p.add_argument("--search-alpha", type=float, default=0.000995,
-                   help="α of the offspring relaxation, eV (default: 2 × auto of the seed-0 benchmark run)")
+    add_case_arguments(p, seed=False)
     args = p.parse_args(argv)
     try:
         cases = [(int(a), float(b), int(c)) for a, b, c in (k.split(":") for k in args.cases.split(","))]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -42,65 +41,13 @@ for p in (ROOT, ROOT / "examples"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-NN = 2.77  # Å, Pt
-
-
-def case_a_setup(seed: int, search_alpha: float):
-    """Case (a)'s truth and cost: ``(truth, fitness, relax, relaxed, evaluate)``.
-
-    ``fitness`` scores at the finishing stage's thermal α; ``relax(atoms)``
-    is the GA's offspring relaxation (20 FIRE steps on E + α·χ² at
-    ``search_alpha``, eV), ``relaxed(atoms)`` four of them, ``evaluate(atoms)``
-    the GA's evaluation (cost, atoms aligned on the image in place).
-    """
-    import self_consistency as sc
-    from refine.energy import make_calculator
-    from refine.fitness import Fitness
-    from refine.ga import _cost_calculator
-    from refine.operators import LocalRelaxation
-
-    model, _ = sc.get_model(None)
-    rng = np.random.default_rng([seed, ord("a")])
-    truth, _ = sc.make_truth("a", rng, types.SimpleNamespace(atoms=300, tilt=10.0))
-    image, _ = sc.noisy_image(model, truth, 1e5, rng)
-    fit = Fitness(model, image, alpha=0.0, noise="poisson", dose=1e5, calculator="auto", symbols=["Pt"])
-    fit.alpha = fit.thermal_alpha()  # the finishing stage's criterion
-    calc = _cost_calculator(fit, make_calculator("auto", ("Pt",)), alpha=lambda: search_alpha)
-    relax = LocalRelaxation(calc, steps=20, fmax=0.05, min_distance=0.75 * NN, rng=np.random.default_rng(2))
-
-    def relaxed(atoms):
-        for _ in range(4):
-            relax(atoms)
-        return atoms
-
-    def evaluate(atoms):  # the GA's evaluation: cost, and the atoms aligned on the image
-        r = fit.evaluate(atoms)
-        atoms.positions = fit.aligned(atoms, r).positions
-        return r.cost
-
-    return truth, fit, relax, relaxed, evaluate
-
-
-def report(fit, truth, structures) -> dict:
-    """Print and return cost, E, χ²/px and the fraction within 0.5 Å of the truth for ``{name: atoms}``."""
-    from refine.compare import compare_structures
-
-    rows = {}
-    print(f"{'structure':28s} {'cost':>8s} {'E eV':>7s} {'χ²/px':>7s} {'≤0.5Å':>7s}")
-    for name, atoms in structures.items():
-        r = fit.evaluate(atoms)
-        within = compare_structures(atoms, truth, mirror=True).within[0.5]
-        rows[name] = {"cost": r.cost, "energy": r.energy, "chi2_per_pixel": r.chi2_per_pixel, "within_0.5": within}
-        print(f"{name:28s} {r.cost:8.2f} {r.energy:7.2f} {r.chi2_per_pixel:7.4f} {100 * within:6.1f}%")
-    return rows
+from damaged_case_a import NN, add_case_arguments, case_a_setup, report  # noqa: E402
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--atoms", type=int, default=10, help="surface atoms moved to wrong columns (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="case (a) seed, as in examples/self_consistency.py")
-    p.add_argument("--search-alpha", type=float, default=0.000995,
-                   help="α of the offspring relaxation, eV (default: 2 × auto of the seed-0 benchmark run)")
+    add_case_arguments(p)
     args = p.parse_args(argv)
 
     from refine.ga import FitnessDifference

@@ -1286,6 +1286,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
     postfix()
     stop_reason = "generations"
     anneal_seconds = 0.0  # duration of the last round of annealings
+    polish_seconds = 0.0  # duration of the last polish
     f = settings.finish_fraction
     # where the search ends and the finishing stage begins (s, or a generation without a time limit)
     search_end = None if f == 0 else (settings.time_limit * (1.0 - f) if settings.time_limit is not None
@@ -1326,9 +1327,13 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
                     evaluations += n_polish
                     anneal_seconds = time.perf_counter() - t_anneal
             if settings.polish_every and hasattr(toolbox, "relax") and gen % settings.polish_every == 0 and not mo:
-                polished, n_polish = _polish(toolbox, pop, settings, alpha)
-                evaluations += n_polish
-                offspring.append(polished)
+                # a polish with its column shifts takes a minute: skip one that would end past the time limit
+                if settings.time_limit is None or elapsed() + polish_seconds <= settings.time_limit:
+                    t_polish = time.perf_counter()
+                    polished, n_polish = _polish(toolbox, pop, settings, alpha)
+                    evaluations += n_polish
+                    offspring.append(polished)
+                    polish_seconds = time.perf_counter() - t_polish
             nevals = _evaluate(toolbox, offspring, settings, alpha)
             evaluations += nevals
             pop = toolbox.survive(pop, offspring, hof)

@@ -851,6 +851,26 @@ def _best_trial(trials, relax: Callable, evaluate: Callable):
     return best, n
 
 
+def _greedy_rounds(best, best_cost: float, rounds: int, trials_of: Callable, relax: Callable, evaluate: Callable):
+    """Rounds of a sweep: the best of ``trials_of(best)`` (relaxed, scored) replaces ``best`` while it is better.
+
+    ``trials_of(best)`` yields the trial structures of one round, or returns None when there are none. At
+    most ``rounds`` rounds (at least one). Returns ``(best, cost, n_trials, n_accepted)``.
+    """
+    n_trials = n_accepted = 0
+    for _ in range(max(1, int(rounds))):
+        trials = trials_of(best)
+        if trials is None:
+            break
+        trial_best, n = _best_trial(trials, relax, evaluate)
+        n_trials += n
+        if trial_best is None or not trial_best[0] < best_cost:
+            break
+        best_cost, best = trial_best
+        n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
+
+
 def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neighbours: int | None = None) -> np.ndarray:
     """Empty lattice sites next to a particle: continued nearest-neighbour bonds, shape ``(m, 3)`` in Å.
 
@@ -1070,22 +1090,15 @@ def transfer_patches(ind, relax: Callable, evaluate: Callable, nn_distance: floa
     rng = np.random.default_rng(0) if rng is None else rng
     best = ind.copy()
     best_cost = evaluate(best) if cost is None else float(cost)
-    n_trials = n_accepted = 0
-    for _ in range(max(1, int(rounds))):
-        def transfers(best=best):
-            for patch in surface_patches(best.positions, nn_distance, sizes=sizes, seeds=seeds):
-                trial = best.copy()
-                trial.positions = transfer_patch(best.positions, patch, nn_distance)
-                repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-                yield trial
 
-        trial_best, n = _best_trial(transfers(), relax, evaluate)
-        n_trials += n
-        if trial_best is None or not trial_best[0] < best_cost:
-            break
-        best_cost, best = trial_best
-        n_accepted += 1
-    return best, best_cost, n_trials, n_accepted
+    def transfers(best):
+        for patch in surface_patches(best.positions, nn_distance, sizes=sizes, seeds=seeds):
+            trial = best.copy()
+            trial.positions = transfer_patch(best.positions, patch, nn_distance)
+            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+            yield trial
+
+    return _greedy_rounds(best, best_cost, rounds, transfers, relax, evaluate)
 
 
 def fill_vacancies(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,
@@ -1186,7 +1199,8 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
     if not sizes:
         return best, best_cost, n_trials, n_accepted
     line = 0.5 * nn_distance
-    for _ in range(max(1, int(rounds))):
+
+    def moves(best):
         _, sample = smoothed_difference(difference, best, smooth)
         pos = np.array(best.positions, dtype=float)
         excess = sample(pos)
@@ -1198,7 +1212,7 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
         sources = _one_per_line_of_sight(pos, order, line, sizes[-1])
         sites = surface_sites(pos, nn_distance)
         if not sources or not len(sites):
-            break
+            return None
         deficit = sample(sites)
         count = np.asarray(cKDTree(pos).query_ball_point(sites, NEIGHBOUR_FACTOR * nn_distance, return_length=True))
         # darkest first; on one line of sight the most coordinated site (an island's edge, not an adatom)
@@ -1208,28 +1222,23 @@ def image_guided_sweep(ind, relax: Callable, evaluate: Callable, difference: Cal
                                 key=lambda j: (-count[j], deficit[j]))) for i in dark]
         sinks = _one_per_line_of_sight(sites, list(dict.fromkeys(best_on_line)), line, sizes[-1],
                                        min_separation=0.9 * nn_distance)
+        return _moves(best, sources, sites[sinks])
 
-        def moves(best=best, sources=sources, sinks=sinks, sites=sites):
-            for n in sizes:
-                m = min(n, len(sources), len(sinks))
-                if m == 0:
-                    return
-                trial = best.copy()
-                p = np.array(trial.positions)
-                p[sources[:m]] = sites[sinks[:m]]
-                trial.positions = p
-                repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-                yield trial
-                if m < n:
-                    return
+    def _moves(best, sources, targets):
+        for n in sizes:
+            m = min(n, len(sources), len(targets))
+            if m == 0:
+                return
+            trial = best.copy()
+            p = np.array(trial.positions)
+            p[sources[:m]] = targets[:m]
+            trial.positions = p
+            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+            yield trial
+            if m < n:
+                return
 
-        trial_best, n = _best_trial(moves(), relax, evaluate)
-        n_trials += n
-        if trial_best is None or not trial_best[0] < best_cost:
-            break
-        best_cost, best = trial_best
-        n_accepted += 1
-    return best, best_cost, n_trials, n_accepted
+    return _greedy_rounds(best, best_cost, rounds, moves, relax, evaluate)
 
 
 def beam_column(positions, nn_distance: float, *, max_tilt: float = 20.0,

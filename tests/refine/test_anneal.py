@@ -174,6 +174,31 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
         GASettings(polish_patches=-1).validate()
 
 
+def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, monkeypatch):
+    # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
+    # past the time limit, as it does for a round of annealings (a fake clock: each polish "takes" 100 s)
+    import refine.ga as ga_module
+    from refine.ga import GASettings, run_ga
+    from refine.population import make_population
+
+    real_clock, offset, polished = ga_module.time.perf_counter, [0.0], []
+
+    def spy_polish(toolbox, population, settings, alpha):
+        polished.append(len(polished))
+        offset[0] += 100.0
+        return toolbox.clone(population[0]), 0
+
+    monkeypatch.setattr(ga_module.time, "perf_counter", lambda: real_clock() + offset[0])
+    monkeypatch.setattr(ga_module, "_polish", spy_polish)
+    rng = np.random.default_rng(0)
+    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
+        population_size=4, generations=4, progress=False, polish_every=1, alpha=1e-3, relax_steps=1,
+        time_limit=150.0), tmp_path, rng=rng, calculator="emt")
+    # the first polish runs (its length unknown) and ends at ~100 s; a second would end at ~200 s: skipped
+    assert polished == [0] and res.stop_reason == "generations"
+    assert res.logbook[-1]["elapsed_s"] < 150.0
+
+
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):
     # polish_image_moves > 0 adds the image-guided sweep after the vacancy fills: trials of 1, 2, 4, … atoms up to
     # the setting, each an evaluation of the GA; without a difference function there is no sweep

@@ -73,6 +73,18 @@ The same recipe in earlier runs (session 3: ``--work /tmp/s3_final``, where
     (c) annealed        300  98.7%   99.0%   100.0%  0.64  0.626        0.636  82.6     79.9    44     893
     (g) glass           300   3.3%    8.7%    81.3%  3.58  0.764        0.618 105.9     92.3    60     902
 
+Session 7 (a slower machine: 26–38 generations instead of 50–60; the polish
+now also slides whole-column regions one period along the tilted columns,
+``refine.operators.shift_sectors``; ``--work /tmp/bench8/...``, one case per
+command)::
+
+    (a) decahedron      300 100.0%  100.0%   100.0%  0.04  0.678        0.691  73.1     72.9    26     897
+    (a) --seed 1        300 100.0%  100.0%   100.0%  0.03  0.643        0.651  72.1     72.0    30     930
+    (b) icosahedron     309 100.0%  100.0%   100.0%  0.03  0.641        0.652  80.7     80.6    38     896   6/6 moved found
+
+(the 930 s: a last polish that ran past the limit; polishes are now skipped
+when the last one's duration would do that.)
+
 and case (a) with ``--seed 1`` (another decahedron pose and tilt axis;
 ``python tests/benchmarks/bench_self_consistency.py --cases a --seed 1``)::
 

@@ -82,8 +82,10 @@ command)::
     (a) --seed 1        300 100.0%  100.0%   100.0%  0.03  0.643        0.651  72.1     72.0    30     930
     (b) icosahedron     309 100.0%  100.0%   100.0%  0.03  0.641        0.652  80.7     80.6    38     896   6/6 moved found
 
+    (a) --seed 1 rerun  300 100.0%  100.0%   100.0%  0.03  0.643        0.651  72.1     72.0    24     897
+
 (the 930 s: a last polish that ran past the limit; polishes are now skipped
-when the last one's duration would do that.)
+when the last one's duration would do that — the rerun below it.)
 
 and case (a) with ``--seed 1`` (another decahedron pose and tilt axis;
 ``python tests/benchmarks/bench_self_consistency.py --cases a --seed 1``)::

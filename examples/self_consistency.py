@@ -146,7 +146,7 @@ fill of the polish moves them in. A whole run at the thermal α fails: the
 landscape is too rough for the search (the projection is found, 93.7 %, at
 an energy 98 eV above the truth's).
 
-Earlier, with ``--search ga`` (the plain GA: α = 10 × auto, 5 FIRE steps per
+Earlier, with ``--search plain`` (the plain GA: α = 10 × auto, 5 FIRE steps per
 offspring on E alone, 50 per random start, 900 s of GA wall time per case;
 the three cases ran at the same time on 2 shared cores, load average ≈
 4–10, so each got ≈ 410 s of CPU)::
@@ -498,7 +498,7 @@ def main(argv=None):
     p.add_argument("--search", choices=sorted(SEARCHES), default="anneal",
                    help="search recipe (default anneal): 'anneal' = offspring relaxed on E + α·χ² (image forces), "
                         "depth moves, beam-parallel cuts and image-restrained simulated annealing every 3 "
-                        "generations on --workers processes; 'ga' = the plain GA (EMT relaxation of offspring)")
+                        "generations on --workers processes; 'plain' = the plain GA (EMT relaxation of offspring)")
     p.add_argument("--relax-steps", type=int, default=None, help="FIRE steps per offspring (recipe default)")
     p.add_argument("--start-relax-steps", type=int, default=50, help="FIRE steps per random start (default 50)")
     p.add_argument("--alpha", default="auto", help="'auto' or a number (weight of χ²)")

@@ -94,6 +94,7 @@ from .operators import (
     image_guided_sweep,
     shift_sectors,
     nearest_neighbour_distance,
+    repair_min_distance,
     transfer_patches,
 )
 
@@ -413,6 +414,9 @@ class GASettings:
         positive_int("polish_patches", 0)
         positive_int("polish_image_moves", 0)
         positive_int("polish_shifts", 0)
+        positive_int("relax_steps", 0)
+        if not (isinstance(self.relax_fmax, (int, float)) and math.isfinite(self.relax_fmax) and self.relax_fmax > 0):
+            raise InputError(f"relax_fmax must be a positive number of eV/Å, got {self.relax_fmax!r}")
         if not isinstance(self.polish_annealed, (bool, np.bool_)):
             raise InputError(f"polish_annealed must be true or false, got {self.polish_annealed!r}")
         if not (isinstance(self.anneal_temperature, (int, float)) and math.isfinite(self.anneal_temperature)
@@ -794,7 +798,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
         polish = None
         if settings.polish_annealed and settings.relax_steps > 0:
             polish = _AnnealPolish(fitness, anneal_calculator, comp, settings, difference)
-        tb.register("anneal", _AnnealTask(Annealing(fitness, anneal_calculator, schedule), polish))
+        tb.register("anneal", _AnnealTask(Annealing(fitness, anneal_calculator, schedule), polish, min_distance=d_min))
     return tb
 
 
@@ -804,15 +808,21 @@ class _AnnealTask:
     With a ``polish`` (:class:`_AnnealPolish`) the annealed structure also
     goes through the polish's sweeps where it was annealed (a pool worker),
     and ``info["polish_evaluations"]`` says how many evaluations they took.
+    With ``min_distance`` (Å) the annealed structure is repaired to it, as
+    every offspring is (a quench from a hot melt may leave a close pair);
+    the repair draws from the task's seed only when there is one.
     """
 
-    def __init__(self, annealing, polish=None):
+    def __init__(self, annealing, polish=None, min_distance: float | None = None):
         self.annealing = annealing
         self.polish = polish
+        self.min_distance = min_distance
 
     def __call__(self, task):
         atoms, seed = task
         out = self.annealing(atoms, seed)
+        if self.min_distance is not None:
+            repair_min_distance(out, self.min_distance, np.random.default_rng([int(seed), 1]))
         if self.polish is not None:
             out, n = self.polish(out, seed)
             out.info["polish_evaluations"] = int(n)
@@ -1093,6 +1103,20 @@ def _set_alpha(fitness, alpha):
         raise RefineError(f"cannot set alpha on {type(fitness).__name__}: {exc}") from exc
 
 
+def _restore_domain_count(fitness, n_before: int) -> None:
+    """Carry the checkpointed count of out-of-training-range evaluations into a resumed run.
+
+    The warning is given again (once) so that the resumed run's log has it too.
+    """
+    if n_before <= 0 or not hasattr(fitness, "n_out_of_domain"):
+        return
+    fitness.n_out_of_domain += n_before
+    if not getattr(fitness, "out_of_domain", False):
+        fitness.out_of_domain = True
+        log.warning("%d evaluations before the resume had convolution images outside the model's training "
+                    "range: the surrogate was extrapolating for them", n_before)
+
+
 def _evaluate(toolbox, individuals, settings, alpha) -> int:
     if not individuals:
         return 0
@@ -1221,6 +1245,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             log.info("resuming with changed settings: %s", ", ".join(changed))
         rng.bit_generator.state = state["rng_state"]
         random.setstate(state["py_random_state"])
+        _restore_domain_count(fitness, int(state.get("n_out_of_domain", 0)))
         log.info("resumed from %s at generation %d (best cost %.6g)", ckpt_path, gen, best_cost)
     else:
         comp_total = sum(comp.values())
@@ -1251,6 +1276,11 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         stale = 0
         logbook.record(**_record(0, evaluations, pop, alpha, 0.0, similar))
 
+    # durations of the last round of annealings and of the last polish (s): they decide whether
+    # another one still fits in the time limit, so a resumed run needs them to repeat the original
+    anneal_seconds = float(state.get("anneal_seconds", 0.0)) if state is not None else 0.0
+    polish_seconds = float(state.get("polish_seconds", 0.0)) if state is not None else 0.0
+
     def elapsed():
         return elapsed0 + time.perf_counter() - t_start
 
@@ -1263,7 +1293,8 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
             "elapsed": elapsed(), "alpha": alpha, "rng_state": rng.bit_generator.state,
             "py_random_state": random.getstate(), "settings": asdict(settings), "composition": comp,
             "operators": repr(getattr(toolbox, "mutate", None)), "finishing": finishing,
-            "search_alpha": search_alpha,
+            "search_alpha": search_alpha, "anneal_seconds": anneal_seconds, "polish_seconds": polish_seconds,
+            "n_out_of_domain": int(getattr(fitness, "n_out_of_domain", 0)),
         }
         atomic_write_bytes(ckpt_path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
         _write_logbook_csv(out / LOGBOOK_NAME, logbook)
@@ -1285,8 +1316,6 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
 
     postfix()
     stop_reason = "generations"
-    anneal_seconds = 0.0  # duration of the last round of annealings
-    polish_seconds = 0.0  # duration of the last polish
     f = settings.finish_fraction
     # where the search ends and the finishing stage begins (s, or a generation without a time limit)
     search_end = None if f == 0 else (settings.time_limit * (1.0 - f) if settings.time_limit is not None

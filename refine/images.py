@@ -53,6 +53,7 @@ from .exceptions import InputError
 __all__ = [
     "ExperimentalImage",
     "read_image",
+    "read_sigma_map",
     "validate_image",
     "resample",
     "with_mask",
@@ -316,7 +317,25 @@ def _read_tiff_fallback(path: Path) -> tuple[np.ndarray, float | None, dict]:
 
 
 def _read_raw(path: Path, signal, frame):
-    """(data, pixel size Å or None, origin, metadata) from a file."""
+    """(data, pixel size Å or None, origin, metadata) from a file.
+
+    Any failure of a reader on a corrupt, empty or truncated file becomes one
+    :class:`InputError` naming the file (readers raise anything from EOFError
+    to IndexError on such files).
+    """
+    try:
+        return _read_raw_unchecked(path, signal, frame)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{path}: too large to read into memory") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt file may make a reader raise anything
+        what = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        raise InputError(f"{path}: cannot read it as a {path.suffix.lstrip('.') or 'data'} image "
+                         f"(corrupt, empty or truncated file? {type(exc).__name__}: {what})") from None
+
+
+def _read_raw_unchecked(path: Path, signal, frame):
     suffix = path.suffix.lower()
     from surrogate.pairs import read_image_metadata
 
@@ -340,11 +359,19 @@ def _read_raw(path: Path, signal, frame):
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
+            if not keys:
+                raise InputError(f"{path}: the .npz file holds no array")
             key = signal if isinstance(signal, str) else ("image" if "image" in keys else keys[0])
             if key not in keys:
                 raise InputError(f"{path}: no array {key!r}; the file holds {keys}")
             data = z[key]
-            pixel = float(z["pixel_size"]) if "pixel_size" in keys else None
+            pixel = None
+            if "pixel_size" in keys:
+                value = np.asarray(z["pixel_size"])
+                if value.size != 1 or value.dtype.kind not in "iuf":
+                    raise InputError(f"{path}: 'pixel_size' must be one number (Å), got an array of shape "
+                                     f"{value.shape} and type {value.dtype}")
+                pixel = float(value.reshape(()))
         return data, pixel, (0.0, 0.0), {"format": "npz", "array": key}
     if suffix in _TEXT_SUFFIXES:
         return _read_text(path), None, (0.0, 0.0), {"format": "text"}
@@ -589,6 +616,63 @@ def read_image(source, *, pixel_size: float | None = None, target_pixel_size: fl
         raise InputError(f"{name}: the valid (unmasked) pixels are constant; nothing to fit")
     return ExperimentalImage(data=data, pixel_size=float(step), mask=np.ascontiguousarray(valid),
                              origin=(x0, y0), source=str(path) if path else "<array>", metadata=meta)
+
+
+def read_sigma_map(source, image: ExperimentalImage) -> np.ndarray:
+    """A per-pixel noise σ map for ``image``, read and resampled like the image.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or array_like
+        σ in image units, an array file (any format :func:`read_image` reads)
+        or an array of the image *file's* shape (before resampling).
+    image : ExperimentalImage
+        The image it belongs to, as returned by :func:`read_image`.
+
+    Returns
+    -------
+    ndarray, shape ``image.shape``
+        σ (image units) on the image's probe grid. When the image was
+        resampled, σ is interpolated the same way (linear): an approximation,
+        since interpolation also correlates the noise of neighbouring pixels.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, wrong shape, or σ not positive and finite on the valid pixels.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"noise σ map file {path} does not exist")
+        raw, _, _, _ = _read_raw(path, None, None)
+        name = f"noise σ map {path}"
+    else:
+        raw, name = source, "noise σ map"
+    sigma = np.asarray(raw)
+    if sigma.dtype.kind not in "iuf":
+        raise InputError(f"{name}: needs numbers, got type {sigma.dtype}")
+    sigma = sigma.astype(np.float64)
+    file_shape = tuple(image.metadata.get("file_shape", image.shape))
+    if "crop" in image.metadata and sigma.shape == file_shape:
+        i0, i1, j0, j1 = image.metadata["crop"]
+        sigma = sigma[i0:i1, j0:j1]
+        file_shape = sigma.shape
+    if sigma.shape != file_shape:
+        raise InputError(f"{name}: shape {sigma.shape} does not match the image file's {file_shape}")
+    res = image.metadata.get("resampled")
+    if res:
+        bad = ~np.isfinite(sigma) | (sigma <= 0)
+        if bad.all():
+            raise InputError(f"{name}: no positive, finite σ")
+        filled = np.where(bad, np.median(sigma[~bad]), sigma)
+        sigma, _ = resample(filled, res["to_pixel_size"] / res["from_pixel_size"], order=1)
+    if sigma.shape != image.shape:
+        raise InputError(f"{name}: shape {sigma.shape} does not match the image's {image.shape}")
+    valid = image.mask
+    if not np.all(np.isfinite(sigma[valid])) or np.any(sigma[valid] <= 0):
+        raise InputError(f"{name}: σ must be positive and finite on every valid (unmasked) pixel")
+    return np.ascontiguousarray(sigma)
 
 
 def with_mask(image: ExperimentalImage, mask) -> ExperimentalImage:

@@ -99,7 +99,7 @@ def run(args) -> int:
                           time_limit=args.time_limit, dose=meta["dose"], start=args.start, resume=args.resume,
                           relax_steps=args.relax_steps, progress=args.progress, alpha_scale=DEMO_ALPHA_SCALE,
                           ga_options=DEMO_SEARCH if args.search == "anneal" else None, workers=args.workers,
-                          search=args.search)
+                          search=args.search, log_file=True)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
         from ..compare import compare_structures

@@ -76,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``stem-refine`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # the level on the console handler too: a run's log file (refine.log) lowers its loggers to INFO
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.level == logging.NOTSET:
+            handler.setLevel(level)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -43,14 +43,13 @@ def _alpha(text):
 
 
 def _noise(text):
-    import argparse
-
+    """'estimate', 'poisson', a σ (a number) or a σ-map file (anything else)."""
     if text in ("estimate", "poisson"):
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'estimate', 'poisson' or a σ, got {text!r}") from None
+        return text  # a σ map file: read (and checked) with the image
 
 
 
@@ -74,7 +73,8 @@ def add_arguments(parser):
                    help="electron dose: Poisson noise model, IMAGE in units of the incident beam")
     g.add_argument("--noise", type=_noise, default=None, metavar="MODEL",
                    help="noise model: 'estimate' (default: uniform σ from the image), 'poisson' (IMAGE in "
-                        "counts) or a σ in image units")
+                        "counts), a σ in image units, or an array file of IMAGE's shape with σ per pixel "
+                        "(resampled with IMAGE)")
     g = parser.add_argument_group("genetic algorithm")
     g.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
     g.add_argument("--generations", type=int, default=100, metavar="N",
@@ -191,7 +191,7 @@ def run(args) -> int:
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
         relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
         progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options,
-        search=args.search,
+        search=args.search, log_file=True,
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

@@ -95,6 +95,31 @@ def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
         GASettings(anneal_count=0).validate()
 
 
+def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start):
+    # the GA's anneal task repairs what comes out of the annealing like any offspring: a close pair is pushed
+    # apart, the composition kept, and the same seed gives the same repair
+    from scipy.spatial.distance import pdist
+
+    from refine.ga import GASettings, make_toolbox
+
+    class CollapsingAnnealing:  # an annealing that leaves two atoms on top of each other
+        def __call__(self, atoms, seed):
+            out = atoms.copy()
+            out.positions[1] = out.positions[0] + 0.2
+            return out
+
+    settings = GASettings(population_size=4, anneal_every=1, anneal_steps=10, alpha=1e-3, relax_steps=0,
+                          progress=False)
+    tb = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(0), calculator="emt")
+    task = tb.anneal.func if hasattr(tb.anneal, "func") else tb.anneal
+    task.annealing = CollapsingAnnealing()
+    out = task((start, 7))
+    assert out.get_chemical_formula() == start.get_chemical_formula()
+    assert pdist(out.positions).min() >= tb.min_distance * (1 - 1e-6)
+    np.testing.assert_array_equal(task((start, 7)).positions, out.positions)
+    assert pdist(start.positions).min() >= tb.min_distance * (1 - 1e-6)  # the input is untouched
+
+
 def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeypatch):  # noqa: F811
     from refine.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
     from refine.population import make_population
@@ -197,6 +222,34 @@ def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitnes
     # the first polish runs (its length unknown) and ends at ~100 s; a second would end at ~200 s: skipped
     assert polished == [0] and res.stop_reason == "generations"
     assert res.logbook[-1]["elapsed_s"] < 150.0
+
+
+def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, monkeypatch):
+    # the skip rule above needs the last polish's duration: it is checkpointed, so a run interrupted after its
+    # first polish and resumed skips the second, as the uninterrupted run does
+    import refine.ga as ga_module
+    from refine.ga import GASettings, load_checkpoint, run_ga
+    from refine.population import make_population
+
+    real_clock, offset, polished = ga_module.time.perf_counter, [0.0], []
+
+    def spy_polish(toolbox, population, settings, alpha):
+        polished.append(len(polished))
+        offset[0] += 100.0
+        return toolbox.clone(population[0]), 0
+
+    monkeypatch.setattr(ga_module.time, "perf_counter", lambda: real_clock() + offset[0])
+    monkeypatch.setattr(ga_module, "_polish", spy_polish)
+    rng = np.random.default_rng(0)
+
+    def settings(generations):
+        return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
+                          relax_steps=1, time_limit=150.0)
+
+    run_ga(fitness, make_population("Pt55", 4, rng), settings(1), tmp_path, rng=rng, calculator="emt")
+    assert polished == [0] and load_checkpoint(tmp_path / "checkpoint.pkl")["polish_seconds"] >= 100.0
+    res = run_ga(fitness, None, settings(4), tmp_path, rng=np.random.default_rng(0), calculator="emt", resume=True)
+    assert polished == [0] and res.generation == 4
 
 
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refine.exceptions import InputError
-from refine.images import ExperimentalImage, read_image, resample
+from refine.images import ExperimentalImage, read_image, read_sigma_map, resample
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 EXPERIMENTAL = SHARED / "data" / "experimental"
@@ -191,6 +191,41 @@ def test_resampled_mask_is_conservative():
     assert mask.shape == data.shape == (30, 30)
     # every valid output pixel samples only the valid half (column 15 sits on the edge)
     assert not mask[:, 14:].any() and mask[:, :10].all()
+
+
+def test_a_sigma_map_follows_the_image_through_crop_and_resampling(tmp_path):
+    img = blob((60, 60), 0.05, (1.5, 1.5)) + 0.1
+    sigma = 0.01 + 0.02 * (np.arange(60)[:, None] >= 30) * np.ones((1, 60))  # two bands of σ along axis 0
+    np.save(tmp_path / "sigma.npy", sigma)
+    out = read_image(img, pixel_size=0.05, target_pixel_size=0.1, crop=(0, 60, 10, 50))
+    s = read_sigma_map(tmp_path / "sigma.npy", out)
+    assert s.shape == out.shape == (30, 20)
+    # the bands stay where they were, in Å: rows at x < 1.3 Å have σ 0.01, rows at x > 1.7 Å σ 0.03
+    x = out.origin[0] + out.pixel_size * np.arange(out.shape[0])
+    np.testing.assert_allclose(s[x < 1.3], 0.01, rtol=1e-9)
+    np.testing.assert_allclose(s[x > 1.7], 0.03, rtol=1e-9)
+    same = read_image(img, pixel_size=0.05)
+    np.testing.assert_array_equal(read_sigma_map(sigma, same), sigma)
+
+
+@pytest.mark.parametrize("sigma, match", [
+    (np.full((10, 10), 0.01), "does not match"),
+    (np.where(np.eye(40, dtype=bool), -1.0, 0.01), "positive and finite"),
+    (np.where(np.eye(40, dtype=bool), np.nan, 0.01), "positive and finite"),
+    (np.full((40, 40), "a"), "needs numbers"),
+])
+def test_bad_sigma_maps_are_refused(sigma, match):
+    image = read_image(blob((40, 40), 0.1, (2, 2)), pixel_size=0.1)
+    with pytest.raises(InputError, match=match):
+        read_sigma_map(sigma, image)
+
+
+def test_corrupt_files_are_one_input_error(tmp_path):
+    for name, content in (("empty.npy", b""), ("junk.npz", b"PK\x03\x04 not a zip"), ("junk.tif", b"II*\x00junk"),
+                          ("junk.dm3", b"\x00\x00\x00\x03junk")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=name.replace(".", r"\.")):
+            read_image(tmp_path / name, pixel_size=0.1)
 
 
 # --------------------------------------------------------------------------- real data

@@ -87,6 +87,30 @@ def test_every_operator_keeps_composition_and_min_distance(seed):
             assert min_interatomic_distance(c.positions) >= D_MIN * (1 - 1e-6)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distance(seed):
+    # the polish's sweeps (vacancy fills, image-guided moves, island transfers, depth moves, column shifts) make
+    # their own candidates; with a relaxation that does nothing, each must already be a valid offspring
+    from types import SimpleNamespace
+
+    from refine.ga import _polish_sweeps
+
+    tried = []
+
+    def evaluate(atoms):
+        tried.append((composition_of(atoms), min_interatomic_distance(atoms.positions)))
+        return _TOY.chi2(atoms)  # (Mo has no asap3 EMT parameters)
+
+    start = random_cluster(COMP, np.random.default_rng(seed))
+    sweeps = SimpleNamespace(polish_image_moves=4, polish_patches=2, polish_atoms=10)
+    out, cost, n = _polish_sweeps(start.copy(), lambda a: None, evaluate, _TOY.difference, D_NN, D_MIN, sweeps,
+                                  shifts=1)
+    assert n == len(tried) > 20  # every sweep made trials
+    assert all(c == COMP for c, _ in tried)
+    assert min(d for _, d in tried) >= D_MIN * (1 - 1e-6)
+    assert composition_of(out) == COMP and cost <= _TOY.chi2(start) + 1e-9
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_crossover_repair_is_exact_for_segregated_parents(seed):

@@ -61,6 +61,21 @@ def test_refine_then_resume_through_the_cli(image_file, model_file, tmp_path, ca
     assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 1, 2, 3]
 
 
+def test_the_run_log_in_the_output_folder_has_alpha_and_grows_over_a_resume(image_file, model_file, tmp_path,
+                                                                           capsys):
+    out = tmp_path / "run"
+    assert main(_args(image_file, model_file, out, "--generations", "1")) == 0
+    err = capsys.readouterr().err
+    log1 = (out / "refine.log").read_text()
+    # INFO in the file (α and its rule), not on the console (default level WARNING)
+    assert "alpha = " in log1 and "IQR" in log1 and "refinement finished" in log1
+    assert "alpha = " not in err
+    assert main(_args(image_file, model_file, out, "--generations", "2", "--resume")) == 0
+    log2 = (out / "refine.log").read_text()
+    assert log2.startswith(log1) and "resumed from" in log2[len(log1):]
+    assert "refine.log" in json.loads((out / "summary.json").read_text())["files"]
+
+
 def test_resumed_cli_run_equals_an_uninterrupted_one(image_file, model_file, tmp_path, capsys):
     assert main(_args(image_file, model_file, tmp_path / "full", "--generations", "2")) == 0
     assert main(_args(image_file, model_file, tmp_path / "split", "--generations", "1")) == 0
@@ -90,6 +105,14 @@ def _bad(tmp_path, kind):
     ("missing_model", "does not exist"),
     ("bad_mask", "mask"),
     ("bad_start", "start must be"),
+    ("empty_npy", "empty_npy.npy: cannot read"),
+    ("empty_npz", "holds no array"),
+    ("corrupt_npz", "corrupt_npz.npz: cannot read"),
+    ("corrupt_tif", "corrupt_tif.tif"),
+    ("npz_pixel_array", "'pixel_size' must be one number"),
+    ("corrupt_mask", "corrupt_mask.npy: "),
+    ("missing_sigma_map", "noise σ map file"),
+    ("sigma_map_shape", "does not match the image file's"),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_2_and_no_outputs(image_file, model_file, tmp_path, capsys,
                                                                    case, fragment):
@@ -112,6 +135,41 @@ def test_bad_input_is_a_one_line_error_with_exit_2_and_no_outputs(image_file, mo
         args += ["--mask", str(bad_mask)]
     elif case == "bad_start":
         args += ["--start", str(tmp_path / "nope.xyz")]
+    elif case in ("empty_npy", "corrupt_npz", "corrupt_tif", "corrupt_mask"):
+        path = tmp_path / (case + {"empty_npy": ".npy", "corrupt_npz": ".npz", "corrupt_tif": ".tif",
+                                   "corrupt_mask": ".npy"}[case])
+        # empty, or a valid file's first half (a truncated copy)
+        if case == "empty_npy":
+            path.write_bytes(b"")
+        else:
+            src = tmp_path / ("whole" + path.suffix)
+            if path.suffix == ".tif":
+                import tifffile
+
+                tifffile.imwrite(src, np.ones((40, 40), dtype=np.float32))
+            elif path.suffix == ".npz":
+                np.savez(src, image=np.ones((40, 40)))
+            else:
+                np.save(src, np.ones((90, 90)))
+            whole = src.read_bytes()
+            path.write_bytes(whole[: len(whole) // 2])
+        if case == "corrupt_mask":
+            args += ["--mask", str(path)]
+        else:
+            args[1] = str(path)
+    elif case == "empty_npz":
+        args[1] = str(tmp_path / "empty_npz.npz")
+        np.savez(args[1])
+    elif case == "npz_pixel_array":
+        args[1] = str(tmp_path / "pixel.npz")
+        np.savez(args[1], image=np.load(image_file), pixel_size=np.array([0.1, 0.1]))
+        i = args.index("--pixel-size")
+        del args[i:i + 2]
+    elif case == "missing_sigma_map":
+        args += ["--noise", str(tmp_path / "sigma.npy")]
+    elif case == "sigma_map_shape":
+        np.save(tmp_path / "sigma.npy", np.full((30, 30), 0.01))
+        args += ["--noise", str(tmp_path / "sigma.npy")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     err = [e for e in err if not e.startswith(("WARNING", "INFO"))]
@@ -127,6 +185,106 @@ def test_existing_run_needs_resume(image_file, model_file, tmp_path, capsys):
     assert main(_args(image_file, model_file, out, "--generations", "1")) == 2
     assert "--resume" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (["--noise", "0.01"], "noise model"),
+    (["--alpha", "1e-3"], "alpha"),
+    (["--calculator", "ase-emt"], "energy calculator"),
+    (["--model", "OTHER"], "model"),
+])
+def test_resume_with_other_cost_inputs_is_refused_and_changes_nothing(image_file, model_file, small_model,
+                                                                      tmp_path, capsys, change, fragment):
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "1")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    args = _args(image_file, model_file, out, "--generations", "2", "--resume")
+    if change[0] == "--model":
+        import copy
+
+        from surrogate.model import save_model
+
+        other = copy.deepcopy(small_model)
+        other.coef_ = other.coef_ * 1.01
+        args[args.index(str(model_file))] = str(save_model(other, tmp_path / "other.npz"))
+    else:
+        args += change
+    capsys.readouterr()
+    assert main(args) == 2
+    err = [e for e in capsys.readouterr().err.strip().splitlines() if not e.startswith(("WARNING", "INFO"))]
+    assert len(err) == 1 and "cannot resume" in err[0] and fragment in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_without_a_checkpoint_says_so_and_starts(image_file, model_file, tmp_path, caplog):
+    out = tmp_path / "out"
+    assert main(_args(image_file, model_file, out, "--generations", "0", "--resume")) == 0
+    assert "no checkpoint" in caplog.text
+    assert (out / "checkpoint.pkl").is_file()
+
+
+def test_a_sigma_map_file_is_the_noise_model(image_file, model_file, tmp_path, capsys):
+    # a constant σ map is the uniform noise model with that σ: the same χ²
+    np.save(tmp_path / "sigma.npy", np.full((90, 90), 0.01))
+    assert main(_args(image_file, model_file, tmp_path / "map", "--generations", "0", "--json",
+                      "--noise", str(tmp_path / "sigma.npy"))) == 0
+    by_map = json.loads(capsys.readouterr().out)
+    assert main(_args(image_file, model_file, tmp_path / "uniform", "--generations", "0", "--json",
+                      "--noise", "0.01")) == 0
+    uniform = json.loads(capsys.readouterr().out)
+    assert by_map["noise"]["model"] == "map" and uniform["noise"]["model"] == "uniform"
+    assert by_map["chi2"] == pytest.approx(uniform["chi2"], rel=1e-12)
+    # σ twice as large on half of the image: that half weighs a quarter as much
+    sigma = np.full((90, 90), 0.01)
+    sigma[45:] = 0.02
+    np.save(tmp_path / "sigma2.npy", sigma)
+    assert main(_args(image_file, model_file, tmp_path / "map2", "--generations", "0", "--json",
+                      "--noise", str(tmp_path / "sigma2.npy"))) == 0
+    assert json.loads(capsys.readouterr().out)["chi2"] < 0.9 * uniform["chi2"]
+
+
+def test_pareto_mode_with_the_default_search(image_file, model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [a for a in _args(image_file, model_file, out, "--generations", "1", "--json", "--pareto")
+            if a != "--search"]
+    args.remove("plain")
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["multi_objective"] and summary["settings"]["finish_fraction"] == 0
+    assert summary["settings"]["anneal_every"] == 3  # the rest of the anneal recipe is kept
+    assert len(read(out / "pareto.xyz", index=":")) == summary["pareto_front_size"] >= 1
+    # an explicit finishing stage cannot be had with NSGA-II
+    args[args.index(str(out))] = str(tmp_path / "o2")
+    assert main(args + ["--finish-fraction", "0.2"]) == 2
+    assert "single-objective" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_the_domain_warning_survives_a_resume(image_file, model_file, small_model, tmp_path, capsys, caplog):
+    import copy
+
+    from surrogate.model import save_model
+
+    # a model whose training range ends far below the particle's convolution image
+    narrow = copy.deepcopy(small_model)
+    lo, hi = narrow.input_range_
+    narrow.input_range_ = (lo, lo + 1e-3 * (hi - lo))
+    path = save_model(narrow, tmp_path / "narrow.npz")
+    out = tmp_path / "out"
+    assert main(_args(image_file, path, out, "--generations", "1", "--json")) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["domain_warning"] and first["out_of_domain_evaluations"] >= first["evaluations"]
+    assert "training range" in caplog.text
+    caplog.clear()
+    # as after a SIGKILL: the checkpoint is there, the summary is not; the count is in the checkpoint
+    (out / "summary.json").unlink()
+    assert main(_args(image_file, path, out, "--generations", "2", "--resume", "--json")) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["domain_warning"] and "domain_warning_message" in second
+    # the first part's count carried over, plus at least every GA evaluation of the second part
+    new = second["evaluations"] - first["evaluations"]
+    assert new > 0 and second["out_of_domain_evaluations"] >= first["out_of_domain_evaluations"] + new
+    assert "training range" in caplog.text
 
 
 def test_missing_default_model_is_a_one_line_error(image_file, tmp_path, capsys, monkeypatch):
@@ -167,6 +325,7 @@ def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
     (["--anneal-every", "1", "--anneal-steps", "-5"], "anneal_steps"),
     (["--anneal-every", "1", "--anneal-temperature", "0"], "anneal_temperature"),
     (["--workers", "0"], "workers"),
+    (["--relax-steps", "-5"], "relax_steps"),
     (["--finish-fraction", "1.5"], "finish_fraction"),
     (["--finish-fraction", "0.2", "--finish-alpha", "auto"], "--finish-alpha"),
     (["--finish-fraction", "0.2", "--finish-alpha", "-1"], "finish_alpha"),

@@ -200,6 +200,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from surrogate.atomic import atomic_write_json, atomic_write_with  # noqa: E402
+
 log = logging.getLogger("self_consistency")
 
 CASES = {"a": "decahedron", "b": "icosahedron", "c": "annealed", "g": "glass"}
@@ -361,8 +363,8 @@ def run_case(case, model, args, work: Path) -> dict:
     t_truth = time.perf_counter() - t0
     out = work / f"{case}-{CASES[case]}"
     out.mkdir(parents=True, exist_ok=True)
-    write(out / "truth.xyz", truth)
-    np.save(out / "clean.npy", clean)
+    atomic_write_with(out / "truth.xyz", lambda p: write(p, truth, format="extxyz"))
+    atomic_write_with(out / "clean.npy", lambda p: np.save(p, clean))
     run_dir = out / "refinement"
     if run_dir.exists() and not args.resume:
         import shutil
@@ -554,7 +556,7 @@ def main(argv=None):
               "load_average": os.getloadavg(), "command": "python examples/self_consistency.py " +
               " ".join(argv if argv is not None else sys.argv[1:]),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cases": rows}
-    (args.work / "results.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_json(args.work / "results.json", report, default=str)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

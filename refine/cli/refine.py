@@ -126,6 +126,8 @@ def add_arguments(parser):
     g.add_argument("--pareto", action="store_true",
                    help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
+                   help="write the checkpoint every N generations (default 1; it is also written at the end)")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
 
@@ -191,7 +193,7 @@ def run(args) -> int:
         dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
         relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
         progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options,
-        search=args.search, log_file=True,
+        search=args.search, log_file=True, checkpoint_every=args.checkpoint_every,
     )
     if args.json:
         json.dump(result.summary, sys.stdout, indent=2, default=str)

@@ -199,12 +199,10 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
         GASettings(polish_patches=-1).validate()
 
 
-def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, monkeypatch):
-    # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
-    # past the time limit, as it does for a round of annealings (a fake clock: each polish "takes" 100 s)
+@pytest.fixture
+def slow_polishes(monkeypatch):
+    """A fake clock on which each polish of the GA "takes" 100 s; returns the list of polishes made."""
     import refine.ga as ga_module
-    from refine.ga import GASettings, run_ga
-    from refine.population import make_population
 
     real_clock, offset, polished = ga_module.time.perf_counter, [0.0], []
 
@@ -215,41 +213,41 @@ def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitnes
 
     monkeypatch.setattr(ga_module.time, "perf_counter", lambda: real_clock() + offset[0])
     monkeypatch.setattr(ga_module, "_polish", spy_polish)
+    return polished
+
+
+def _polish_settings(generations):
+    from refine.ga import GASettings
+
+    return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
+                      relax_steps=1, time_limit=150.0)
+
+
+def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, slow_polishes):
+    # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
+    # past the time limit, as it does for a round of annealings
+    from refine.ga import run_ga
+    from refine.population import make_population
+
     rng = np.random.default_rng(0)
-    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
-        population_size=4, generations=4, progress=False, polish_every=1, alpha=1e-3, relax_steps=1,
-        time_limit=150.0), tmp_path, rng=rng, calculator="emt")
+    res = run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(4), tmp_path, rng=rng, calculator="emt")
     # the first polish runs (its length unknown) and ends at ~100 s; a second would end at ~200 s: skipped
-    assert polished == [0] and res.stop_reason == "generations"
+    assert slow_polishes == [0] and res.stop_reason == "generations"
     assert res.logbook[-1]["elapsed_s"] < 150.0
 
 
-def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, monkeypatch):
+def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, slow_polishes):
     # the skip rule above needs the last polish's duration: it is checkpointed, so a run interrupted after its
     # first polish and resumed skips the second, as the uninterrupted run does
-    import refine.ga as ga_module
-    from refine.ga import GASettings, load_checkpoint, run_ga
+    from refine.ga import load_checkpoint, run_ga
     from refine.population import make_population
 
-    real_clock, offset, polished = ga_module.time.perf_counter, [0.0], []
-
-    def spy_polish(toolbox, population, settings, alpha):
-        polished.append(len(polished))
-        offset[0] += 100.0
-        return toolbox.clone(population[0]), 0
-
-    monkeypatch.setattr(ga_module.time, "perf_counter", lambda: real_clock() + offset[0])
-    monkeypatch.setattr(ga_module, "_polish", spy_polish)
     rng = np.random.default_rng(0)
-
-    def settings(generations):
-        return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
-                          relax_steps=1, time_limit=150.0)
-
-    run_ga(fitness, make_population("Pt55", 4, rng), settings(1), tmp_path, rng=rng, calculator="emt")
-    assert polished == [0] and load_checkpoint(tmp_path / "checkpoint.pkl")["polish_seconds"] >= 100.0
-    res = run_ga(fitness, None, settings(4), tmp_path, rng=np.random.default_rng(0), calculator="emt", resume=True)
-    assert polished == [0] and res.generation == 4
+    run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(1), tmp_path, rng=rng, calculator="emt")
+    assert slow_polishes == [0] and load_checkpoint(tmp_path / "checkpoint.pkl")["polish_seconds"] >= 100.0
+    res = run_ga(fitness, None, _polish_settings(4), tmp_path, rng=np.random.default_rng(0), calculator="emt",
+                 resume=True)
+    assert slow_polishes == [0] and res.generation == 4
 
 
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):

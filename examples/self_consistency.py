@@ -87,6 +87,14 @@ command)::
 (the 930 s: a last polish that ran past the limit; polishes are now skipped
 when the last one's duration would do that — the rerun below it.)
 
+Session 8 (same machine; every goal met in each run: ``--cases c``,
+``--cases a --seed 2``, ``--cases b --seed 1``; seed 1 of (b) needed the
+far-side site search to ease its depth, see :func:`icosahedron_with_adatoms`)::
+
+    (c) annealed        300 100.0%  100.0%   100.0%  0.04  0.624        0.636  80.0     79.9    28     899
+    (a) --seed 2        300  98.7%   99.3%   100.0%  0.45  0.666        0.674  73.6     72.9    31     898
+    (b) --seed 1        309 100.0%  100.0%   100.0%  0.03  0.639        0.653  80.7     80.6    33     897   6/6 moved found
+
 and case (a) with ``--seed 1`` (another decahedron pose and tilt axis;
 ``python tests/benchmarks/bench_self_consistency.py --cases a --seed 1``)::
 
@@ -270,15 +278,20 @@ def icosahedron_with_adatoms(rng, n_moved=6):
     sites, coord = hollow_sites(pos[rest], nn, rng, n_triples=4000, anchors=np.searchsorted(rest, far))
     centre = pos.mean(axis=0)
     outward = np.linalg.norm(sites - centre, axis=1) > np.linalg.norm(pos[far] - centre, axis=1).mean()
-    ok = (coord == 3) & (sites[:, 2] - centre[2] < -0.6 * radius) & outward
-    sites = sites[ok]
-    chosen = []
-    for k in rng.permutation(len(sites)):
-        if all(np.linalg.norm(sites[k] - s) > 2.0 * nn for s in chosen):
-            chosen.append(sites[k])
+    # hollow sites deep on the far side, two bonds apart; some poses have fewer than n_moved of them below
+    # 0.6 radii (seed 1: five), so the depth asked for eases off in steps (seed 0 takes the first, as before)
+    for depth in (0.6, 0.5, 0.4):
+        ok = (coord == 3) & (sites[:, 2] - centre[2] < -depth * radius) & outward
+        chosen = []
+        for k in rng.permutation(int(ok.sum())):
+            site = sites[ok][k]
+            if all(np.linalg.norm(site - s) > 2.0 * nn for s in chosen):
+                chosen.append(site)
+            if len(chosen) == n_moved:
+                break
         if len(chosen) == n_moved:
             break
-    if len(chosen) < n_moved:
+    else:
         raise RuntimeError(f"found only {len(chosen)} far-side hollow sites")
     pos[movers] = np.array(chosen)
     atoms.positions = pos

@@ -16,7 +16,7 @@ FIRE steps on E + α·χ² (image forces), depth moves and beam-parallel cuts,
 image-restrained simulated annealing of two individuals every second
 generation on two processes, and a depth-move sweep of the best every fourth.
 It stops after 90 s of GA time, so the whole run takes about two minutes on
-two cores (measured: 87–92 % of the atoms within 0.5 Å of the truth in two runs; 48 % before the
+two cores (measured: 87–92 % of the atoms within 0.5 Å of the truth in three runs, 91 % in a fourth; 48 % before the
 image forces and the annealing); it writes the usual results (best.xyz, images.png,
 fitness_history.png, summary.json, ...) to DIR; the true structure
 (``demo_truth.xyz``) is compared with the result at the end.

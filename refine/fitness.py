@@ -590,7 +590,13 @@ def _shifted_box(sim, i0, j0, di, dj, m, n, bg, tmp_buf, out_buf):  # pragma: no
     return out, oi0, oj0
 
 
-@numba.njit(cache=True, nogil=True)
+# Not cached, unlike the other kernels: its object code holds its own copies of the fastmath callees
+# (_box_sums, _shifted_box), optimised in its context. A cached copy was compiled in whatever process wrote
+# the cache, and which copy a process then used depended on which kernel it called first — a resumed run
+# differed from an uninterrupted one in the last bits of every alignment (3e-7 Å after 10 generations).
+# Compiled in every process (≈ 1.2 s, once) it is the same machine code everywhere, and resumes are exact
+# (tests/refine/test_refine_cli.py, the kill-and-resume test of the default search).
+@numba.njit(cache=False, nogil=True)
 def _gauss_newton(sim, i0, j0, e, w, bg, w_tot, we_tot, wee_tot, m, n, tol, lim, it0, max_iter, ti, tj,
                   want_coarse, tmp_buf, out_buf, acc, g, r, x, res):  # pragma: no cover - jitted
     """The safeguarded Gauss–Newton search of :meth:`Fitness._align_interpolate`, from shift (ti, tj) px.

@@ -4,15 +4,18 @@
 
     stem-refine refine IMAGE --composition Pt309 --out DIR [--model MODEL]
         [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
-        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --pareto --resume]
+        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --noise MODEL|FILE]
+        [--pareto --resume --checkpoint-every N]
         [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
 
 The cost is E(s) + α·χ²[I_surrogate(s), IMAGE] (EMT energy in eV, surrogate
 image from MODEL, default the shipped model). Results go to DIR: best.xyz,
 images.png (experimental / simulated / difference), experimental.npy,
 simulated.npy, difference.npy, fitness_history.png, summary.json, plus
-logbook.csv and checkpoint.pkl; ``--resume`` continues a run from its
-checkpoint (raise --generations or --time-limit to run longer).
+logbook.csv, checkpoint.pkl and refine.log (the run's log, appended over
+resumes); ``--resume`` continues a run from its checkpoint (raise
+--generations or --time-limit to run longer) and refuses other inputs that
+would change the cost (image, mask, model, noise, dose, calculator, α).
 
 The default search (``--search anneal``, :mod:`refine.recipes`) ends with a
 finishing stage: the last 15 % of the run selects at the thermal α
@@ -71,7 +74,7 @@ def add_arguments(parser):
                    help="refuse an image whose pixel size differs from the model's instead of resampling it")
     g.add_argument("--dose", type=float, default=None, metavar="e/Å²",
                    help="electron dose: Poisson noise model, IMAGE in units of the incident beam")
-    g.add_argument("--noise", type=_noise, default=None, metavar="MODEL",
+    g.add_argument("--noise", type=_noise, default=None, metavar="MODEL|FILE",
                    help="noise model: 'estimate' (default: uniform σ from the image), 'poisson' (IMAGE in "
                         "counts), a σ in image units, or an array file of IMAGE's shape with σ per pixel "
                         "(resampled with IMAGE)")

@@ -88,12 +88,13 @@ command)::
 when the last one's duration would do that — the rerun below it.)
 
 Session 8 (same machine; every goal met in each run: ``--cases c``,
-``--cases a --seed 2``, ``--cases b --seed 1``; seed 1 of (b) needed the
+``--cases a --seed 2``, ``--cases b --seed 1``, ``--cases a --seed 3``; seed 1 of (b) needed the
 far-side site search to ease its depth, see :func:`icosahedron_with_adatoms`)::
 
     (c) annealed        300 100.0%  100.0%   100.0%  0.04  0.624        0.636  80.0     79.9    28     899
     (a) --seed 2        300  98.7%   99.3%   100.0%  0.45  0.666        0.674  73.6     72.9    31     898
     (b) --seed 1        309 100.0%  100.0%   100.0%  0.03  0.639        0.653  80.7     80.6    33     897   6/6 moved found
+    (a) --seed 3        300 100.0%  100.0%   100.0%  0.03  0.659        0.669  72.4     72.2    38     898
 
 and case (a) with ``--seed 1`` (another decahedron pose and tilt axis;
 ``python tests/benchmarks/bench_self_consistency.py --cases a --seed 1``)::

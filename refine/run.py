@@ -495,225 +495,233 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     InputError
         Any bad input; raised before anything is written to ``out_dir``.
     """
-    from contextlib import ExitStack
-
+    params = {k: v for k, v in locals().items() if k != "log_file"}
+    if not (log_file and out_dir is not None):
+        return _refine_image(**params)
     from .runlog import run_log
 
-    with ExitStack() as stack:
-        # records of a run that fails before its folder exists are dropped with it
-        folder_log = stack.enter_context(run_log(out_dir)) if log_file and out_dir is not None else None
-        t_start = time.perf_counter()
-        from .fitness import Fitness
-        from .ga import (
-            CHECKPOINT_NAME,
-            LOGBOOK_NAME,
-            FitnessDifference,
-            GASettings,
-            load_checkpoint,
-            run_ga,
-        )
-        from .operators import LocalRelaxation
-        from .population import (
-            composition_string,
-            make_population,
-            parse_composition,
-            validate_composition,
-        )
+    # records of a run that fails before its folder exists are dropped with it
+    with run_log(out_dir) as folder_log:
+        return _refine_image(**params, folder_log=folder_log)
 
-        # ---- validate everything before touching out_dir
-        seed = _validate_seed(seed)
-        mdl, model_source = load_model_or_default(model)
-        allowed = tuple(getattr(mdl, "elements_", ()) or ())
-        if isinstance(composition, str):
-            comp = parse_composition(composition, allowed)
-        else:
-            comp = validate_composition(composition, allowed)
-        img = _validate_image(image, mdl, pixel_size=pixel_size, mask=mask, resample=resample)
-        start = _validate_start(start)
-        noise_model, dose = _noise_spec(noise, dose)
-        if _is_sigma_map(noise_model):
-            from .images import read_sigma_map
 
-            noise_model = read_sigma_map(noise_model, img)
-        if out_dir is None:
-            raise InputError("an output folder is needed (out_dir / --out)")
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"output path {str(out)!r} exists and is not a folder")
-        ckpt = out / CHECKPOINT_NAME
-        if ckpt.exists() and not resume:
-            raise InputError(f"{str(out)!r} already holds a refinement (checkpoint.pkl); resume it with --resume "
-                             "or choose another output folder")
-        from .recipes import search_options
+def _refine_image(image, composition, *, model, out_dir, population, generations, seed, alpha, time_limit,
+                  pixel_size, resume, mask, start, noise, dose, multi_objective, calculator, stagnation,
+                  relax_steps, start_relax_steps, resample, checkpoint_every, progress, alpha_scale, ga_options,
+                  fitness_options, workers, search, folder_log=None) -> RefinementResult:
+    """:func:`refine_image` (its parameters); ``folder_log.open()`` once ``out_dir`` exists (refine.log)."""
+    t_start = time.perf_counter()
+    from .fitness import Fitness
+    from .ga import (
+        CHECKPOINT_NAME,
+        LOGBOOK_NAME,
+        FitnessDifference,
+        GASettings,
+        load_checkpoint,
+        run_ga,
+    )
+    from .operators import LocalRelaxation
+    from .population import (
+        composition_string,
+        make_population,
+        parse_composition,
+        validate_composition,
+    )
 
-        recipe = search_options(search)
-        if multi_objective:
-            # The finishing stage chooses one answer at one α; NSGA-II keeps the whole (χ², E)
-            # front instead, so a recipe's finishing stage does not apply (an explicit one is refused).
-            dropped = [k for k in ("finish_fraction", "finish_alpha", "finish_weights") if k in recipe]
-            for k in dropped:
-                del recipe[k]
-            if dropped:
-                log.info("multi-objective mode: the %r search's finishing stage is off", search)
-        opts = {**recipe, **dict(ga_options or {})}
-        if relax_steps is None:
-            relax_steps = 20 if opts.get("relax_image") else 0
+    # ---- validate everything before touching out_dir
+    seed = _validate_seed(seed)
+    mdl, model_source = load_model_or_default(model)
+    allowed = tuple(getattr(mdl, "elements_", ()) or ())
+    if isinstance(composition, str):
+        comp = parse_composition(composition, allowed)
+    else:
+        comp = validate_composition(composition, allowed)
+    img = _validate_image(image, mdl, pixel_size=pixel_size, mask=mask, resample=resample)
+    start = _validate_start(start)
+    noise_model, dose = _noise_spec(noise, dose)
+    if _is_sigma_map(noise_model):
+        from .images import read_sigma_map
+
+        noise_model = read_sigma_map(noise_model, img)
+    if out_dir is None:
+        raise InputError("an output folder is needed (out_dir / --out)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {str(out)!r} exists and is not a folder")
+    ckpt = out / CHECKPOINT_NAME
+    if ckpt.exists() and not resume:
+        raise InputError(f"{str(out)!r} already holds a refinement (checkpoint.pkl); resume it with --resume "
+                         "or choose another output folder")
+    from .recipes import search_options
+
+    recipe = search_options(search)
+    if multi_objective:
+        # The finishing stage chooses one answer at one α; NSGA-II keeps the whole (χ², E)
+        # front instead, so a recipe's finishing stage does not apply (an explicit one is refused).
+        dropped = [k for k in ("finish_fraction", "finish_alpha", "finish_weights") if k in recipe]
+        for k in dropped:
+            del recipe[k]
+        if dropped:
+            log.info("multi-objective mode: the %r search's finishing stage is off", search)
+    opts = {**recipe, **dict(ga_options or {})}
+    if relax_steps is None:
+        relax_steps = 20 if opts.get("relax_image") else 0
+    try:
+        settings = GASettings(population_size=population, generations=generations, alpha=alpha,
+                              time_limit=time_limit, multi_objective=bool(multi_objective),
+                              stagnation=stagnation, relax_steps=relax_steps, checkpoint_every=checkpoint_every,
+                              progress=progress, **opts)
+    except TypeError as exc:
+        raise InputError(f"unknown GA option: {exc}") from None
+    if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
+        raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
+    if settings.alpha == "thermal":
+        settings.alpha = None  # the fitness sets it (k_B·T/2)
+    if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
+        settings.alpha = float(alpha)
+    settings.validate()
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    if not isinstance(start_relax_steps, (int, np.integer)) or start_relax_steps < 0:
+        raise InputError(f"start_relax_steps must be a non-negative integer, got {start_relax_steps!r}")
+    fit_kw = dict(fitness_options or {})
+    try:
+        alpha_scale = float(alpha_scale)
+    except (TypeError, ValueError):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}") from None
+    if not (math.isfinite(alpha_scale) and alpha_scale > 0):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}")
+    fitness_cls = Fitness
+    if alpha_scale != 1.0:
+        fitness_cls = _scaled_alpha_fitness()
+        fit_kw["alpha_scale"] = alpha_scale
+    fitness = fitness_cls(mdl, img, alpha=alpha, noise=noise_model, dose=dose, calculator=calculator,
+                      symbols=list(comp) if calculator is not None else None,
+                      mode="pareto" if multi_objective else "weighted", **fit_kw)
+    radius = _particle_radius(comp)
+    extent = np.array(img.shape) * img.pixel_size
+    if np.any(extent < 2 * radius):
+        log.warning("the image (%.1f × %.1f Å) is smaller than a compact %s particle (≈ %.1f Å across)",
+                    extent[0], extent[1], composition_string(comp), 2 * radius)
+    digest = _image_digest(img)
+    inputs = {"image_sha256": digest, "image_source": img.source, "image_shape": list(img.shape),
+              "pixel_size": img.pixel_size, "composition": composition_string(comp), "model": model_source,
+              "model_sha256": _model_digest(mdl), "noise": _noise_description(noise_model), "dose": dose,
+              "calculator": _calculator_description(calculator),
+              "alpha": alpha if isinstance(alpha, str) else float(alpha), "alpha_scale": alpha_scale,
+              "multi_objective": bool(multi_objective)}
+    if resume and not ckpt.exists():
+        log.warning("--resume: no checkpoint in %s; starting a new run", out)
+    resuming = bool(resume and ckpt.exists())
+    if resuming:
+        state = load_checkpoint(ckpt)
+        if dict(state.get("composition", {})) != comp:
+            raise InputError(f"cannot resume: the checkpoint in {str(out)!r} is for "
+                             f"{composition_string(state.get('composition', {}))}, not {composition_string(comp)}")
+        if bool(state["settings"].get("multi_objective")) != bool(multi_objective):
+            raise InputError("cannot resume: the checkpoint was written in the other objective mode")
         try:
-            settings = GASettings(population_size=population, generations=generations, alpha=alpha,
-                                  time_limit=time_limit, multi_objective=bool(multi_objective),
-                                  stagnation=stagnation, relax_steps=relax_steps, checkpoint_every=checkpoint_every,
-                                  progress=progress, **opts)
-        except TypeError as exc:
-            raise InputError(f"unknown GA option: {exc}") from None
-        if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
-            raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
-        if settings.alpha == "thermal":
-            settings.alpha = None  # the fitness sets it (k_B·T/2)
-        if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
-            settings.alpha = float(alpha)
-        settings.validate()
-        if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-            raise InputError(f"workers must be a positive integer, got {workers!r}")
-        if not isinstance(start_relax_steps, (int, np.integer)) or start_relax_steps < 0:
-            raise InputError(f"start_relax_steps must be a non-negative integer, got {start_relax_steps!r}")
-        fit_kw = dict(fitness_options or {})
-        try:
-            alpha_scale = float(alpha_scale)
-        except (TypeError, ValueError):
-            raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}") from None
-        if not (math.isfinite(alpha_scale) and alpha_scale > 0):
-            raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}")
-        fitness_cls = Fitness
-        if alpha_scale != 1.0:
-            fitness_cls = _scaled_alpha_fitness()
-            fit_kw["alpha_scale"] = alpha_scale
-        fitness = fitness_cls(mdl, img, alpha=alpha, noise=noise_model, dose=dose, calculator=calculator,
-                          symbols=list(comp) if calculator is not None else None,
-                          mode="pareto" if multi_objective else "weighted", **fit_kw)
-        radius = _particle_radius(comp)
-        extent = np.array(img.shape) * img.pixel_size
-        if np.any(extent < 2 * radius):
-            log.warning("the image (%.1f × %.1f Å) is smaller than a compact %s particle (≈ %.1f Å across)",
-                        extent[0], extent[1], composition_string(comp), 2 * radius)
-        digest = _image_digest(img)
-        inputs = {"image_sha256": digest, "image_source": img.source, "image_shape": list(img.shape),
-                  "pixel_size": img.pixel_size, "composition": composition_string(comp), "model": model_source,
-                  "model_sha256": _model_digest(mdl), "noise": _noise_description(noise_model), "dose": dose,
-                  "calculator": _calculator_description(calculator),
-                  "alpha": alpha if isinstance(alpha, str) else float(alpha), "alpha_scale": alpha_scale,
-                  "multi_objective": bool(multi_objective)}
-        if resume and not ckpt.exists():
-            log.warning("--resume: no checkpoint in %s; starting a new run", out)
-        resuming = bool(resume and ckpt.exists())
-        if resuming:
-            state = load_checkpoint(ckpt)
-            if dict(state.get("composition", {})) != comp:
-                raise InputError(f"cannot resume: the checkpoint in {str(out)!r} is for "
-                                 f"{composition_string(state.get('composition', {}))}, not {composition_string(comp)}")
-            if bool(state["settings"].get("multi_objective")) != bool(multi_objective):
-                raise InputError("cannot resume: the checkpoint was written in the other objective mode")
-            try:
-                old_inputs = json.loads((out / "inputs.json").read_text())
-            except (OSError, ValueError):
-                old_inputs = {}
-            _check_resume_inputs(old_inputs if isinstance(old_inputs, dict) else {}, inputs, out)
+            old_inputs = json.loads((out / "inputs.json").read_text())
+        except (OSError, ValueError):
+            old_inputs = {}
+        _check_resume_inputs(old_inputs if isinstance(old_inputs, dict) else {}, inputs, out)
 
-        rng = np.random.default_rng(seed)
-        pop = None
+    rng = np.random.default_rng(seed)
+    pop = None
+    if not resuming:
+        relax = None
+        if start_relax_steps:
+            from .energy import make_calculator
+
+            relax = LocalRelaxation(make_calculator(calculator or "auto", tuple(comp)),
+                                    steps=int(start_relax_steps))
+        pop = make_population(comp, settings.population_size, rng, source=start,
+                              relax=relax, orient=start in ("random", "shapes", "mixed"),
+                              image=img.data if start == "image" else None,
+                              grid=img.grid if start == "image" else None)
+        if start != "image":
+            cx, cy = img.centroid()
+            for a in pop:
+                a.positions[:, 0] += cx
+                a.positions[:, 1] += cy
+
+    # ---- run
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    if folder_log is not None:
+        folder_log.open()
+    try:
         if not resuming:
-            relax = None
-            if start_relax_steps:
-                from .energy import make_calculator
+            _write_json(out / "inputs.json", inputs)
+        with _anneal_pool(workers if settings.anneal_every else 1) as anneal_map:
+            ga = run_ga(fitness, pop, settings, out, rng=rng, composition=comp,
+                        difference=FitnessDifference(fitness),
+                        calculator=calculator if (relax_steps or settings.anneal_every) else None,
+                        resume=resuming, anneal_map=anneal_map)
+    except InputError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
-                relax = LocalRelaxation(make_calculator(calculator or "auto", tuple(comp)),
-                                        steps=int(start_relax_steps))
-            pop = make_population(comp, settings.population_size, rng, source=start,
-                                  relax=relax, orient=start in ("random", "shapes", "mixed"),
-                                  image=img.data if start == "image" else None,
-                                  grid=img.grid if start == "image" else None)
-            if start != "image":
-                cx, cy = img.centroid()
-                for a in pop:
-                    a.positions[:, 0] += cx
-                    a.positions[:, 1] += cy
-
-        # ---- run
-        created = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        if folder_log is not None:
-            folder_log.open()
-        try:
-            if not resuming:
-                _write_json(out / "inputs.json", inputs)
-            with _anneal_pool(workers if settings.anneal_every else 1) as anneal_map:
-                ga = run_ga(fitness, pop, settings, out, rng=rng, composition=comp,
-                            difference=FitnessDifference(fitness),
-                            calculator=calculator if (relax_steps or settings.anneal_every) else None,
-                            resume=resuming, anneal_map=anneal_map)
-        except InputError:
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-
-        # ---- results
-        best0 = ga.best
-        r0 = fitness.evaluate(best0) if fitness.alpha is not None else fitness._evaluate(best0, None, None)
-        best = Fitness.aligned(best0, r0)
-        r = fitness.evaluate(best)
-        files = _write_outputs(out, fitness, img, ga, best, r, settings)
-        wall = time.perf_counter() - t_start
-        n_atoms = len(best)
-        ood = bool(fitness.out_of_domain)  # counted over resumed runs (the checkpoint carries the count)
-        summary = {
-            "version": _SUMMARY_VERSION,
-            "composition": composition_string(comp),
-            "n_atoms": n_atoms,
-            "best_cost": _finite(r.cost),
-            "chi2": _finite(r.chi2),
-            "chi2_per_pixel": _finite(r.chi2_per_pixel),
-            "n_valid_pixels": int(fitness.n_valid),
-            "energy": _finite(r.energy),
-            "energy_per_atom": _finite(r.energy / n_atoms) if not fitness.per_atom_energy else _finite(r.energy),
-            "alpha": _finite(fitness.alpha) if fitness.alpha is not None else None,
-            "alpha_rule": fitness.alpha_rule,
-            "alpha_scale": float(getattr(fitness, "alpha_scale", 1.0)),
-            # with a finishing stage the answer is chosen at its α; the search ran at this one
-            "search_alpha": _finite(ga.logbook[0]["alpha"]) if len(ga.logbook) else None,
-            "intensity_map": {"scale": _finite(r.scale), "offset": _finite(r.offset)},
-            "generations": int(ga.generation),
-            "stop_reason": ga.stop_reason,
-            "evaluations": int(ga.evaluations),
-            "wall_time_s": round(wall, 3),
-            "ga_time_s": _finite(ga.logbook[-1]["elapsed_s"]) if len(ga.logbook) else None,
-            "seed": seed,
-            "resumed": resuming,
-            "start": start,
-            "model": _model_info(mdl, model_source),
-            "image": {"source": img.source, "shape": list(img.shape), "pixel_size": img.pixel_size,
-                      "origin": list(img.origin), "n_valid": img.n_valid,
-                      "resampled": img.metadata.get("resampled"), "calibration": img.metadata.get("calibration")},
-            "noise": fitness.noise_info,
-            "domain_warning": ood,
-            "out_of_domain_evaluations": int(fitness.n_out_of_domain),
-            "multi_objective": bool(multi_objective),
-            "pareto_front_size": len(ga.pareto_front),
-            "calculator": _calculator_description(calculator),
-            "settings": {k: v for k, v in asdict(settings).items() if k != "progress"},
-            "files": {k: Path(v).name for k, v in files.items()},
-        }
-        if ood:
-            summary["domain_warning_message"] = ("some candidates' convolution images left the model's training range: "
-                                                 "the surrogate was extrapolating for them")
-        files["logbook.csv"] = out / LOGBOOK_NAME
-        files["checkpoint.pkl"] = ckpt
-        files["summary.json"] = out / "summary.json"
-        if folder_log is not None:
-            files["refine.log"] = folder_log.path
-        summary["files"] = {k: Path(v).name for k, v in files.items()}
-        _write_json(out / "summary.json", summary)
-        log.info("refinement finished: cost %.6g, χ²/pixel %.4g, E %.4g eV, %d generations, %.1f s; results in %s",
-                 r.cost, r.chi2_per_pixel, r.energy, ga.generation, wall, out)
-        return RefinementResult(best=best, summary=summary, out_dir=out, files=files, ga=ga, fitness=fitness)
+    # ---- results
+    best0 = ga.best
+    r0 = fitness.evaluate(best0) if fitness.alpha is not None else fitness._evaluate(best0, None, None)
+    best = Fitness.aligned(best0, r0)
+    r = fitness.evaluate(best)
+    files = _write_outputs(out, fitness, img, ga, best, r, settings)
+    wall = time.perf_counter() - t_start
+    n_atoms = len(best)
+    ood = bool(fitness.out_of_domain)  # counted over resumed runs (the checkpoint carries the count)
+    summary = {
+        "version": _SUMMARY_VERSION,
+        "composition": composition_string(comp),
+        "n_atoms": n_atoms,
+        "best_cost": _finite(r.cost),
+        "chi2": _finite(r.chi2),
+        "chi2_per_pixel": _finite(r.chi2_per_pixel),
+        "n_valid_pixels": int(fitness.n_valid),
+        "energy": _finite(r.energy),
+        "energy_per_atom": _finite(r.energy / n_atoms) if not fitness.per_atom_energy else _finite(r.energy),
+        "alpha": _finite(fitness.alpha) if fitness.alpha is not None else None,
+        "alpha_rule": fitness.alpha_rule,
+        "alpha_scale": float(getattr(fitness, "alpha_scale", 1.0)),
+        # with a finishing stage the answer is chosen at its α; the search ran at this one
+        "search_alpha": _finite(ga.logbook[0]["alpha"]) if len(ga.logbook) else None,
+        "intensity_map": {"scale": _finite(r.scale), "offset": _finite(r.offset)},
+        "generations": int(ga.generation),
+        "stop_reason": ga.stop_reason,
+        "evaluations": int(ga.evaluations),
+        "wall_time_s": round(wall, 3),
+        "ga_time_s": _finite(ga.logbook[-1]["elapsed_s"]) if len(ga.logbook) else None,
+        "seed": seed,
+        "resumed": resuming,
+        "start": start,
+        "model": _model_info(mdl, model_source),
+        "image": {"source": img.source, "shape": list(img.shape), "pixel_size": img.pixel_size,
+                  "origin": list(img.origin), "n_valid": img.n_valid,
+                  "resampled": img.metadata.get("resampled"), "calibration": img.metadata.get("calibration")},
+        "noise": fitness.noise_info,
+        "domain_warning": ood,
+        "out_of_domain_evaluations": int(fitness.n_out_of_domain),
+        "multi_objective": bool(multi_objective),
+        "pareto_front_size": len(ga.pareto_front),
+        "calculator": _calculator_description(calculator),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "progress"},
+        "files": {k: Path(v).name for k, v in files.items()},
+    }
+    if ood:
+        summary["domain_warning_message"] = ("some candidates' convolution images left the model's training range: "
+                                             "the surrogate was extrapolating for them")
+    files["logbook.csv"] = out / LOGBOOK_NAME
+    files["checkpoint.pkl"] = ckpt
+    files["summary.json"] = out / "summary.json"
+    if folder_log is not None:
+        files["refine.log"] = folder_log.path
+    summary["files"] = {k: Path(v).name for k, v in files.items()}
+    _write_json(out / "summary.json", summary)
+    log.info("refinement finished: cost %.6g, χ²/pixel %.4g, E %.4g eV, %d generations, %.1f s; results in %s",
+             r.cost, r.chi2_per_pixel, r.energy, ga.generation, wall, out)
+    return RefinementResult(best=best, summary=summary, out_dir=out, files=files, ga=ga, fitness=fitness)
 
 
 def _scaled_alpha_fitness():

@@ -13,12 +13,12 @@ What it does, step by step (everything goes to ``--work``):
    (``manifest.toml``) run by ``stem-refine batch manifest.toml --out runs
    --workers 2``: four refinements as Dask tasks on a local cluster of two
    worker processes; results table ``runs/results.csv``.
-4. **Ensemble** (:mod:`refine.ensemble`): the runs' best structures aligned
+4. **Ensemble** (:mod:`refine.analysis.ensemble`): the runs' best structures aligned
    and matched; consensus and per-atom spread in ``ensemble/``.
-5. **Compare with the truth** (:mod:`refine.compare`): RMSD, largest
+5. **Compare with the truth** (:mod:`refine.analysis.compare`): RMSD, largest
    displacement and fractions within 0.3 / 0.5 / 1.0 Å, for the consensus and
    for every single run; and whether the spread flags the misplaced atoms.
-6. **Compare with multislice** (:mod:`refine.compare_image`): an abTEM PRISM
+6. **Compare with multislice** (:mod:`refine.analysis.image_comparison`): an abTEM PRISM
    image of the consensus against the experimental image (1 − R², fractional
    RMS), the surrogate image of the consensus against the same image, and the
    surrogate's own error on the consensus (surrogate vs PRISM image of the
@@ -58,7 +58,7 @@ MARGIN = 3.0  # Å of image around the particle
 
 def get_model(path):
     """(model, description): the model file ``path``, else the shipped default model."""
-    from refine.run import load_model_or_default
+    from refine.workflows.refinement import load_model_or_default
 
     return load_model_or_default(path)
 
@@ -75,7 +75,7 @@ def make_truth(n_layers: int, rng: np.random.Generator):
     from ase.optimize import FIRE
     from asap3 import EMT
 
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     atoms = Octahedron("Pt", n_layers, cutoff=(n_layers - 1) // 3 or 1)
     atoms.center(vacuum=10.0)
@@ -98,7 +98,7 @@ def experimental_image(truth, grid, *, phonons: int, dose: float, rng: np.random
     """(noisy, noise-free) PRISM images in units of the incident beam; Poisson noise at ``dose`` e/Å²."""
     import contextlib
 
-    from surrogate.multislice import haadf_image
+    from surrogate.groundtruth.multislice import haadf_image
 
     with contextlib.redirect_stdout(sys.stderr):  # abTEM's progress bar; stdout is for the numbers
         clean = haadf_image(truth, grid, method="prism", phonons=phonons, seed=1, progress=True)
@@ -124,13 +124,13 @@ def main(argv=None) -> int:
 
     from ase.io import read, write
 
-    from refine.batch import read_results
+    from refine.workflows.batch import read_results
     from refine.cli.main import main as stem_refine
-    from refine.compare import compare_structures
-    from refine.compare_image import compare_with_image, plot_image_comparison
-    from refine.ensemble import build_ensemble, write_ensemble
-    from refine.images import read_image
-    from surrogate.validation import pooled_metrics
+    from refine.analysis.compare import compare_structures
+    from refine.analysis.image_comparison import compare_with_image, plot_image_comparison
+    from refine.analysis.ensemble import build_ensemble, write_ensemble
+    from refine.io.images import read_image
+    from surrogate.training.validation import pooled_metrics
 
     quick = args.quick
     cfg = {
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     if args.model:
         model_path = Path(args.model).resolve()
     else:
-        from surrogate.model import save_model
+        from surrogate.imaging.model import save_model
 
         save_model(model, model_path)
     timings["model_s"] = time.perf_counter() - t0

@@ -12,10 +12,10 @@ it. Here the damage is made on purpose:
    a 300-atom EMT-relaxed Marks decahedron tilted 10° off its zone axis,
    surrogate image with Poisson noise at 1e5 e/Å², the shipped model);
 2. the ``--fraction`` of the atoms farthest out along one direction normal
-   to the columns (a cap, :func:`refine.operators.beam_sectors`) is moved
-   one period up its columns (:func:`refine.operators.beam_column`), and
+   to the columns (a cap, :func:`refine.search.operators.beam_sectors`) is moved
+   one period up its columns (:func:`refine.search.operators.beam_column`), and
    the structure is relaxed on E + α·χ² as the GA's offspring are;
-3. the sweep (:func:`refine.operators.shift_sectors` with the polish's
+3. the sweep (:func:`refine.search.operators.shift_sectors` with the polish's
    clean-up, ``keep`` candidates followed up) runs on it at the thermal α.
 
 For each damaged case (``--cases``, ``seed:fraction:direction``) it
@@ -49,8 +49,8 @@ DEFAULT_CASES = "0:0.15:2,1:0.3:5,0:0.3:8,1:0.45:0"
 
 def damaged_case(seed: int, fraction: float, direction: int, keep: int, search_alpha: float) -> dict:
     """Damage case (a) of ``seed`` (a cap of ``fraction`` of the atoms, cap ``direction`` of 12, one period up), sweep."""
-    from refine.ga import FitnessDifference, shift_finish
-    from refine.operators import beam_column, beam_sectors, shift_sectors
+    from refine.search.ga import FitnessDifference, shift_finish
+    from refine.search.operators import beam_column, beam_sectors, shift_sectors
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(seed, search_alpha)
     column = beam_column(truth.positions, NN)

@@ -43,10 +43,10 @@ def case_a_setup(seed: int, search_alpha: float):
     the GA's evaluation (cost, atoms aligned on the image in place).
     """
     import self_consistency as sc
-    from refine.energy import make_calculator
-    from refine.fitness import Fitness
-    from refine.ga import _cost_calculator
-    from refine.operators import LocalRelaxation
+    from refine.cost.energy import make_calculator
+    from refine.cost.fitness import Fitness
+    from refine.search.ga import _cost_calculator
+    from refine.search.operators import LocalRelaxation
 
     model, _ = sc.get_model(None)
     rng = np.random.default_rng([seed, ord("a")])
@@ -72,7 +72,7 @@ def case_a_setup(seed: int, search_alpha: float):
 
 def report(fit, truth, structures) -> dict:
     """Print and return cost, E, χ²/px and the fraction within 0.5 Å of the truth for ``{name: atoms}``."""
-    from refine.compare import compare_structures
+    from refine.analysis.compare import compare_structures
 
     rows = {}
     print(f"{'structure':28s} {'cost':>8s} {'E eV':>7s} {'χ²/px':>7s} {'≤0.5Å':>7s}")

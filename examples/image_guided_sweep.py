@@ -12,11 +12,11 @@ repair can be measured without a 15-minute search:
    a 300-atom EMT-relaxed Marks decahedron tilted 10° off its zone axis,
    surrogate image with Poisson noise at 1e5 e/Å², the shipped model);
 2. ``--atoms`` surface atoms of the truth's top side (a connected patch,
-   :func:`refine.operators.surface_patches`) are moved onto the bottom
+   :func:`refine.search.operators.surface_patches`) are moved onto the bottom
    side's empty surface lattice sites farthest from them in x, y, and the
    structure is relaxed on E + α·χ² (the GA's offspring relaxation: 20 FIRE
    steps at the search α, four times);
-3. the sweep (:func:`refine.operators.image_guided_sweep`, evaluated at the
+3. the sweep (:func:`refine.search.operators.image_guided_sweep`, evaluated at the
    finishing stage's thermal α) runs on it.
 
 It prints the cost, energy, χ²/px and the fraction of atoms within 0.5 Å of
@@ -50,8 +50,8 @@ def main(argv=None) -> dict:
     add_case_arguments(p)
     args = p.parse_args(argv)
 
-    from refine.ga import FitnessDifference
-    from refine.operators import depth_sides, image_guided_sweep, repair_min_distance, surface_patches, surface_sites
+    from refine.search.ga import FitnessDifference
+    from refine.search.operators import depth_sides, image_guided_sweep, repair_min_distance, surface_patches, surface_sites
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(args.seed, args.search_alpha)
     tops = [q for q in surface_patches(truth.positions, NN, sizes=(args.atoms,), seeds=40)

@@ -9,11 +9,11 @@ purpose, so that the repair can be measured without a 15-minute search:
 1. the truth and the noisy image of case (a) (``examples/self_consistency.py``:
    a 300-atom EMT-relaxed Marks decahedron tilted 10° off its zone axis,
    surrogate image with Poisson noise at 1e5 e/Å², the shipped model);
-2. a top-side patch of ``--size`` surface atoms (:func:`refine.operators.surface_patches`)
-   is carried to the bottom (:func:`refine.operators.transfer_patch`) and the
+2. a top-side patch of ``--size`` surface atoms (:func:`refine.search.operators.surface_patches`)
+   is carried to the bottom (:func:`refine.search.operators.transfer_patch`) and the
    structure relaxed on E + α·χ² (the GA's offspring relaxation: 20 FIRE
    steps at the search α, four times);
-3. the polish's patch sweep (:func:`refine.operators.transfer_patches`,
+3. the polish's patch sweep (:func:`refine.search.operators.transfer_patches`,
    evaluated at the finishing stage's thermal α, as in the GA's last 15 %)
    runs on it.
 
@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     p.add_argument("--patch-seeds", type=int, default=4, help="seeds of the sweep (default 4, the anneal recipe's)")
     args = p.parse_args(argv)
 
-    from refine.operators import repair_min_distance, surface_patches, transfer_patch, transfer_patches
+    from refine.search.operators import repair_min_distance, surface_patches, transfer_patch, transfer_patches
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(args.seed, args.search_alpha)
     tops = [q for q in surface_patches(truth.positions, NN, sizes=(args.size,), seeds=40)

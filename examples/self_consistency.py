@@ -26,7 +26,7 @@ particle again. The issue's three cases and a glass:
 
 For each case it reports, after optimal rigid alignment (mirror z → −z
 allowed: one projection cannot tell a particle from its mirror image) and
-one-to-one assignment (:func:`refine.compare.compare_structures`), the
+one-to-one assignment (:func:`refine.analysis.compare.compare_structures`), the
 fraction of atoms within 0.3 Å and 0.5 Å of the truth, the final χ² per
 pixel next to the χ² per pixel of the *true* structure against the same
 noisy image (the noise level: ≈ 1 under a correct Poisson model), and the
@@ -75,7 +75,7 @@ The same recipe in earlier runs (session 3: ``--work /tmp/s3_final``, where
 
 Session 7 (a slower machine: 26–38 generations instead of 50–60; the polish
 now also slides whole-column regions one period along the tilted columns,
-``refine.operators.shift_sectors``; ``--work /tmp/bench8/...``, one case per
+``refine.search.operators.shift_sectors``; ``--work /tmp/bench8/...``, one case per
 command)::
 
     (a) decahedron      300 100.0%  100.0%   100.0%  0.04  0.678        0.691  73.1     72.9    26     897
@@ -174,7 +174,7 @@ stays at μ) and the GA then creeps along one basin (see each run's
 
 Search variants tried on case (a) (``--time-limit 240`` unless stated, seed 0
 unless stated, 2 shared cores, one run each; ``--ga KEY=VALUE`` sets any
-:class:`refine.ga.GASettings` field)::
+:class:`refine.search.ga.GASettings` field)::
 
     variant                                            ≤0.5Å   χ²/px  cost  gens
     defaults (5 FIRE steps per offspring)              12.3%   1.382   608  1137
@@ -209,7 +209,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from surrogate.atomic import atomic_write_json, atomic_write_with  # noqa: E402
+from surrogate.common.atomic import atomic_write_json, atomic_write_with  # noqa: E402
 
 log = logging.getLogger("self_consistency")
 
@@ -222,7 +222,7 @@ MARGIN = 3.0
 
 def get_model(path):
     """(model, description): the model file ``path``, else the shipped default model."""
-    from refine.run import load_model_or_default
+    from refine.workflows.refinement import load_model_or_default
 
     return load_model_or_default(path)
 
@@ -230,7 +230,7 @@ def get_model(path):
 # --------------------------------------------------------------------------- the truths
 
 def _relax(atoms, steps=500, fmax=0.02):
-    from surrogate.particles import relax
+    from surrogate.groundtruth.particles import relax
 
     relax(atoms, fmax=fmax, steps=steps)
     atoms.calc = None
@@ -249,7 +249,7 @@ def _rotate(atoms, axis, degrees):
 
 def decahedron(rng, n_atoms=300, tilt=10.0):
     """EMT-relaxed Marks decahedron, five-fold axis tilted ``tilt`` degrees off the beam."""
-    from surrogate.particles import make_particle
+    from surrogate.groundtruth.particles import make_particle
 
     atoms = _relax(make_particle("marks_decahedron", n_atoms, rng, orientation="zone"))
     axis = rng.normal(size=3)
@@ -263,8 +263,8 @@ def icosahedron_with_adatoms(rng, n_moved=6):
     """EMT-relaxed 309-atom icosahedron; ``n_moved`` vertex atoms moved to hollow sites on the far side (low z)."""
     from scipy.spatial import cKDTree
 
-    from refine.operators import hollow_sites
-    from surrogate.particles import make_particle
+    from refine.search.operators import hollow_sites
+    from surrogate.groundtruth.particles import make_particle
 
     atoms = _relax(make_particle("icosahedron", 309, rng, orientation="random"))
     pos = atoms.positions.copy()
@@ -320,7 +320,7 @@ def annealed(rng, n_atoms=300, temperature=1400.0, anneal_time=10.0, cooling_rat
     recrystallises with stacking faults and twins (case c); quenched at
     100 K/ps it freezes into a glass with no fcc atom at all (case g).
     """
-    from surrogate.particles import make_particle, melt_quench
+    from surrogate.groundtruth.particles import make_particle, melt_quench
 
     atoms = make_particle("truncated_octahedron", n_atoms, rng, orientation="random")
     melt_quench(atoms, rng, melt_temperature=temperature, melt_time=anneal_time, cooling_rate=cooling_rate)
@@ -346,8 +346,8 @@ def make_truth(case, rng, args):
 
 def noisy_image(model, truth, dose, rng):
     """Surrogate image of ``truth`` (moved into the image frame, in place) with Poisson noise at ``dose`` e/Å²."""
-    from refine.images import ExperimentalImage
-    from surrogate.grid import ProbeGrid
+    from refine.io.images import ExperimentalImage
+    from surrogate.imaging.grid import ProbeGrid
 
     grid = ProbeGrid.around(truth, pixel_size=PIXEL, margin=MARGIN)
     truth.positions[:, 0] -= grid.origin[0]
@@ -366,8 +366,8 @@ def noisy_image(model, truth, dose, rng):
 def run_case(case, model, args, work: Path) -> dict:
     from ase.io import write
 
-    from refine.compare import compare_structures
-    from refine.run import refine_image
+    from refine.analysis.compare import compare_structures
+    from refine.workflows.refinement import refine_image
 
     # (g) draws from (c)'s stream: the same particle and the same melt, only the quench differs
     rng = np.random.default_rng([args.seed, ord("c" if case == "g" else case)])
@@ -442,7 +442,7 @@ def run_case(case, model, args, work: Path) -> dict:
 SEARCHES = {
     "anneal": {
         "args": {"relax_steps": 20, "alpha_factor": 2.0, "workers": 2},
-        "ga": "anneal",  # refine.recipes.SEARCHES["anneal"]
+        "ga": "anneal",  # refine.search.recipes.SEARCHES["anneal"]
     },
     "ga": {"args": {"relax_steps": 5, "alpha_factor": 10.0, "workers": 1}, "ga": "plain"},
 }
@@ -450,7 +450,7 @@ SEARCHES = {
 
 def _ga_options(args):
     """GASettings fields: the recipe's, the image-guided options, then ``--ga KEY=VALUE`` pairs (VALUE as JSON)."""
-    from refine.recipes import search_options
+    from refine.search.recipes import search_options
 
     recipe = search_options(SEARCHES[args.search]["ga"])
     opts = {**recipe, "image_guided_moves": args.image_guided_moves}
@@ -532,7 +532,7 @@ def main(argv=None):
     p.add_argument("--image-guided-moves", type=int, default=1,
                    help="atoms moved per image-guided mutation (default 1)")
     p.add_argument("--ga", action="append", metavar="KEY=VALUE",
-                   help="a further refine.ga.GASettings field, VALUE as JSON (repeatable), e.g. --ga immigrants=2 "
+                   help="a further refine.search.ga.GASettings field, VALUE as JSON (repeatable), e.g. --ga immigrants=2 "
                         "--ga 'mutation_weights={\"image_guided\": 4}'")
     p.add_argument("--workers", type=int, default=None, help="processes for the annealings (default: 2 for anneal)")
     p.add_argument("--seed", type=int, default=0)

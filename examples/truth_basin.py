@@ -3,7 +3,7 @@
 When the refinement misses a structure, there are two explanations: the cost
 has a better minimum elsewhere (a cost failure), or the search never reaches
 the truth's basin (a search failure). This script asks the GA's own
-annealing operator (:class:`refine.anneal.Annealing`: Langevin MD on
+annealing operator (:class:`refine.search.anneal.Annealing`: Langevin MD on
 E + α·χ² from ``--temperature`` K down to 300 K over ``--steps`` steps of
 5 fs, then a FIRE quench, at the run's search α) to start from
 
@@ -47,9 +47,9 @@ if str(ROOT) not in sys.path:
 def _fitness(case_dir: Path, alpha: float, model_path=None):
     from ase.io import read
 
-    from refine.fitness import Fitness
-    from refine.images import ExperimentalImage
-    from refine.run import load_model_or_default
+    from refine.cost.fitness import Fitness
+    from refine.io.images import ExperimentalImage
+    from refine.workflows.refinement import load_model_or_default
 
     run = case_dir / "refinement"
     inputs = json.loads((run / "inputs.json").read_text())
@@ -66,7 +66,7 @@ def _anneal(task):
     case_dir, model_path, alpha, temperature, steps, start_name, seed = task
     from ase.io import read
 
-    from refine.anneal import AnnealSchedule, Annealing
+    from refine.search.anneal import AnnealSchedule, Annealing
 
     fitness = _fitness(case_dir, alpha, model_path)
     start = read(case_dir / ("truth.xyz" if start_name == "truth" else "refinement/best.xyz"))
@@ -75,7 +75,7 @@ def _anneal(task):
 
 
 def _row(fitness, thermal, atoms, truth):
-    from refine.compare import compare_structures
+    from refine.analysis.compare import compare_structures
 
     r = fitness.evaluate(atoms)
     cmp = compare_structures(atoms, truth, mirror=True)

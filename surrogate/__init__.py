@@ -1,21 +1,21 @@
 """Fast approximate HAADF-STEM images (Combs et al., Adv. Struct. Chem. Imaging 5, 2, 2019).
 
 Data flow: ``ase.Atoms`` → :func:`convolution_image` on a :class:`ProbeGrid`
-→ input-pixel-grid features (:mod:`surrogate.features`) → fitted
+→ input-pixel-grid features (:mod:`surrogate.imaging.features`) → fitted
 :class:`PolynomialSurrogate` → surrogate image. Ground truth for fitting comes
-from abTEM multislice/PRISM (:mod:`surrogate.multislice`) of generated
-particles (:mod:`surrogate.particles`), stored in dataset files
-(:mod:`surrogate.datasets`).
+from abTEM multislice/PRISM (:mod:`surrogate.groundtruth.multislice`) of generated
+particles (:mod:`surrogate.groundtruth.particles`), stored in dataset files
+(:mod:`surrogate.training.datasets`).
 """
 
-from .convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
-from .exceptions import InputError, NotFittedError, SurrogateError
-from .datasets import Dataset, read_dataset, write_dataset
-from .grid import ProbeGrid
-from .model import PolynomialSurrogate, load_model, save_model
-from .multislice import HAADFParameters, haadf_image
-from .particles import energy_calculator, make_particle
-from .validation import cross_validate, pooled_metrics
+from surrogate.imaging.convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
+from surrogate.common.errors import InputError, NotFittedError, StemRefineError
+from surrogate.training.datasets import Dataset, read_dataset, write_dataset
+from surrogate.imaging.grid import ProbeGrid
+from surrogate.imaging.model import PolynomialSurrogate, load_model, save_model
+from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
+from surrogate.groundtruth.particles import energy_calculator, make_particle
+from surrogate.training.validation import cross_validate, pooled_metrics
 
 
 def default_model_path():
@@ -53,7 +53,7 @@ __all__ = [
     "convolution_image",
     "atom_weights",
     "COMBS2019_CROSS_SECTION",
-    "SurrogateError",
+    "StemRefineError",
     "InputError",
     "NotFittedError",
 ]
@@ -62,7 +62,7 @@ __all__ = [
 def __getattr__(name):
     # The Dask builder is imported on demand (Dask is heavy).
     if name == "build_dataset":
-        from .builder import build_dataset
+        from surrogate.training.builder import build_dataset
 
         return build_dataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,8 +34,8 @@ def synthetic_pairs(rng, n=4, shape=(40, 44), n_atoms=30):
     """Convolution images of random 2-D 'atoms' and a smooth nonlinear 'multislice' response."""
     from ase import Atoms
 
-    from surrogate.convolution import ConvolutionParameters, convolution_image
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
+    from surrogate.imaging.grid import ProbeGrid
 
     conv, ms = [], []
     grid = ProbeGrid(origin=(0.0, 0.0), shape=shape, pixel_size=0.1)
@@ -59,7 +59,7 @@ def pairs(rng):
 @pytest.fixture(scope="session")
 def small_model():
     """A 3x3, degree-2 model fitted on synthetic pairs (fast; for tests of users of the model)."""
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.model import PolynomialSurrogate
 
     conv, ms = synthetic_pairs(np.random.default_rng(7), n=3)
     return PolynomialSurrogate(size=3, degree=2).fit(conv, ms, elements=["Pt"])

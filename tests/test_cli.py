@@ -83,7 +83,7 @@ def test_even_s(capsys, folders):
 
 
 def test_unknown_element_in_structure(capsys, tmp_path, small_model):
-    from surrogate.model import save_model
+    from surrogate.imaging.model import save_model
 
     model = save_model(small_model, tmp_path / "m.npz")
     xyz = tmp_path / "bad.xyz"

@@ -79,14 +79,14 @@ def run(args) -> int:
     import json
     import sys
 
-    from refine.batch import read_manifest, run_batch
+    from refine.workflows.batch import read_manifest, run_batch
 
-    from .main import CLIError
+    from surrogate.common.errors import InputError
 
     if args.workers is not None and args.workers < 1:
-        raise CLIError(f"--workers must be at least 1, got {args.workers}")
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.retries < 0:
-        raise CLIError(f"--retries must be at least 0, got {args.retries}")
+        raise InputError(f"--retries must be at least 0, got {args.retries}")
     specs = read_manifest(args.manifest)
     result = run_batch(specs, args.out, scheduler=args.scheduler, workers=args.workers or _default_workers(),
                        retries=args.retries, progress=True, manifest=os.path.abspath(args.manifest))

@@ -60,20 +60,20 @@ def add_arguments(parser):
 
 
 def _check(args):
-    from .main import CLIError
+    from surrogate.common.errors import InputError
 
     if args.multislice and args.image is None:
-        raise CLIError("--multislice needs --image IMAGE")
+        raise InputError("--multislice needs --image IMAGE")
     if args.truth is None and args.image is None:
-        raise CLIError("nothing to compare with: give TRUTH, or --image IMAGE [--multislice]")
+        raise InputError("nothing to compare with: give TRUTH, or --image IMAGE [--multislice]")
     if args.image is None and any(v is not None for v in (args.method, args.phonons, args.interpolation, args.model)):
-        raise CLIError("--model/--method/--phonons/--interpolation only apply with --image IMAGE")
+        raise InputError("--model/--method/--phonons/--interpolation only apply with --image IMAGE")
     if args.phonons is not None and args.phonons < 1:
-        raise CLIError(f"--phonons must be a positive integer, got {args.phonons}")
+        raise InputError(f"--phonons must be a positive integer, got {args.phonons}")
     if args.column_tolerance <= 0:
-        raise CLIError(f"--column-tolerance must be positive, got {args.column_tolerance}")
+        raise InputError(f"--column-tolerance must be positive, got {args.column_tolerance}")
     if args.cutoff is not None and args.cutoff <= 0:
-        raise CLIError(f"--cutoff must be positive, got {args.cutoff}")
+        raise InputError(f"--cutoff must be positive, got {args.cutoff}")
 
 
 def _print_structure(d, out):
@@ -104,15 +104,15 @@ def _print_image(d, out):
 
 
 def run(args) -> int:
-    from .main import CLIError
-    from .structures import read_structure
+    from surrogate.common.errors import InputError
+    from refine.cli.structures import read_structure
 
     _check(args)
     refined = read_structure(args.refined)
     result = {"refined": str(args.refined)}
     figure_done = False
     if args.truth is not None:
-        from refine.compare import compare_structures, plot_comparison
+        from refine.analysis.compare import compare_structures, plot_comparison
 
         truth = read_structure(args.truth)
         cmp = compare_structures(refined, truth, mirror=args.mirror, rotation=args.rotation,
@@ -125,16 +125,16 @@ def run(args) -> int:
             plot_comparison(cmp, args.figure)
             figure_done = True
         if args.aligned:
-            from refine.ensemble import write_atoms
+            from refine.analysis.ensemble import write_atoms
 
             write_atoms(cmp.aligned, args.aligned)
     if args.image is not None:
         import surrogate
-        from refine.compare_image import compare_with_image, plot_image_comparison
-        from refine.images import read_image
+        from refine.analysis.image_comparison import compare_with_image, plot_image_comparison
+        from refine.io.images import read_image
 
         if args.model:
-            from surrogate.model import load_model
+            from surrogate.imaging.model import load_model
 
             model = load_model(args.model)
         else:
@@ -146,7 +146,7 @@ def run(args) -> int:
                                      phonons=args.phonons, interpolation=args.interpolation, device=args.device,
                                      seed=args.seed, progress=True)
         except ImportError as exc:  # e.g. CuPy for --device gpu
-            raise CLIError(f"cannot simulate: {exc}") from None
+            raise InputError(f"cannot simulate: {exc}") from None
         if args.figure:
             path = args.figure
             if figure_done:  # keep the structure figure; put the images next to it
@@ -159,7 +159,7 @@ def run(args) -> int:
         result["image"] = str(args.image)
         result.update(img)
     if args.json:
-        from ._common import emit_json
+        from surrogate.cli._common import emit_json
 
         emit_json(result)
     else:

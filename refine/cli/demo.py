@@ -53,7 +53,7 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
-#: changes to the search of the self-consistency benchmark (refine.recipes "anneal") for a
+#: changes to the search of the self-consistency benchmark (refine.search.recipes "anneal") for a
 #: 130-atom particle and 90 s
 DEMO_SEARCH = {"anneal_every": 2, "anneal_steps": 6000, "polish_every": 4,
                "polish_atoms": 40}
@@ -65,7 +65,7 @@ def demo_files():
     import json
     from importlib.resources import files
 
-    from ..exceptions import InputError
+    from surrogate.common.errors import InputError
 
     data = files("refine").joinpath("data")
     meta_path = data.joinpath("demo_image.json")
@@ -83,13 +83,13 @@ def demo_files():
 def run(args) -> int:
     from ase.io import read
 
-    from ..images import read_image
-    from ..run import refine_image
-    from .main import CLIError
-    from .refine import print_summary
+    from refine.io.images import read_image
+    from refine.workflows.refinement import refine_image
+    from surrogate.common.errors import InputError
+    from refine.cli.refine import print_summary
 
     if args.generations < 0 or args.population < 2:
-        raise CLIError("--generations must be ≥ 0 and --population ≥ 2")
+        raise InputError("--generations must be ≥ 0 and --population ≥ 2")
     image_path, meta, truth_path = demo_files()
     image = read_image(image_path, pixel_size=meta["pixel_size"], origin=tuple(meta.get("origin", (0.0, 0.0))))
     print(f"demo: {meta['composition']} ({meta.get('particle', '')}), {meta['simulation']['method']} image "
@@ -102,7 +102,7 @@ def run(args) -> int:
                           search=args.search, log_file=True)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
-        from ..compare import compare_structures
+        from refine.analysis.compare import compare_structures
 
         cmp = compare_structures(result.best, read(str(truth_path)))
         w = cmp.within

@@ -32,30 +32,30 @@ def add_arguments(parser):
 def _structure_path(run):
     from pathlib import Path
 
-    from .main import CLIError
+    from surrogate.common.errors import InputError
 
     p = Path(run)
     if p.is_dir():
         best = p / "best.xyz"
         if not best.is_file():
-            raise CLIError(f"run folder {p} has no best.xyz")
+            raise InputError(f"run folder {p} has no best.xyz")
         return best
     if p.is_file():
         return p
-    raise CLIError(f"run folder {p} does not exist")
+    raise InputError(f"run folder {p} does not exist")
 
 
 def run(args) -> int:
     from tqdm import tqdm
 
-    from refine.ensemble import build_ensemble, write_ensemble
+    from refine.analysis.ensemble import build_ensemble, write_ensemble
 
-    from .main import CLIError
-    from .structures import read_structure
+    from surrogate.common.errors import InputError
+    from refine.cli.structures import read_structure
 
     paths = [_structure_path(r) for r in args.runs]
     if len(paths) < 2:
-        raise CLIError(f"an ensemble needs at least 2 runs, got {len(paths)}")
+        raise InputError(f"an ensemble needs at least 2 runs, got {len(paths)}")
     structures = [read_structure(p) for p in paths]
     n_pairs = len(paths) * (len(paths) - 1) // 2
     with tqdm(total=n_pairs, desc="aligning run pairs", unit="pair", file=sys.stderr, disable=None) as bar:
@@ -65,7 +65,7 @@ def run(args) -> int:
     summary["sources"] = [str(p) for p in paths]
     summary["written"] = written
     if args.json:
-        from ._common import emit_json
+        from surrogate.cli._common import emit_json
 
         emit_json(summary)
     else:

@@ -2,9 +2,15 @@
 
 Each subcommand module defines ``help`` (one line), ``add_arguments(parser)``
 and ``run(args) -> int``; heavy imports happen inside ``run`` so that
-``stem-refine --help`` stays fast. User errors (bad files, bad values) end in
-a one-line ``error: ...`` on stderr and exit status 2; ``--debug`` shows the
-full traceback instead.
+``stem-refine --help`` stays fast. The surrogate's commands (fit, cv, sweep,
+predict, simulate, dataset) live in :mod:`surrogate.cli`, the refinement's in
+:mod:`refine.cli`.
+
+Errors: an :class:`~surrogate.common.errors.InputError` (bad file, bad value,
+bad flag) ends in a one-line ``error: ...`` on stderr and exit status 2.
+Anything else is a bug of ours, never disguised as bad input: a short
+``internal error`` line that points to ``--debug`` and exit status 1.
+``--debug`` shows the full traceback instead.
 """
 
 from __future__ import annotations
@@ -14,40 +20,31 @@ import importlib
 import logging
 import sys
 
-__all__ = ["main", "COMMANDS", "CLIError"]
+__all__ = ["main", "COMMANDS", "build_parser"]
 
-#: subcommand name -> module under refine.cli
+#: subcommand name -> module; the surrogate's commands are defined with the surrogate
 COMMANDS = {
-    "demo": "demo",
-    "fit": "fit",
-    "cv": "cv",
-    "sweep": "sweep",
-    "predict": "predict",
-    "simulate": "simulate",
-    "dataset": "dataset",
-    "refine": "refine",
-    "batch": "batch",
-    "ensemble": "ensemble",
-    "compare": "compare",
+    "demo": "refine.cli.demo",
+    "fit": "surrogate.cli.fit",
+    "cv": "surrogate.cli.cv",
+    "sweep": "surrogate.cli.sweep",
+    "predict": "surrogate.cli.predict",
+    "simulate": "surrogate.cli.simulate",
+    "dataset": "surrogate.cli.dataset",
+    "refine": "refine.cli.refine",
+    "batch": "refine.cli.batch",
+    "ensemble": "refine.cli.ensemble",
+    "compare": "refine.cli.compare",
 }
 
 
-class CLIError(Exception):
-    """A user error detected by the CLI itself (message shown as is)."""
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def _user_errors():
-    # Import lazily: the exception families live in the two packages.
-    from surrogate.exceptions import SurrogateError
-
-    errors = [CLIError, SurrogateError, ValueError, OSError, KeyError]
     try:
-        from refine.exceptions import RefineError
-
-        errors.append(RefineError)
-    except ImportError:  # pragma: no cover - refine not yet importable
-        pass
-    return tuple(errors)
+        return version("stem-refine")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,16 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stem-refine",
         description="Fast HAADF-STEM surrogate images and genetic-algorithm structure refinement.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"refine.cli.{modname}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"refine.cli.{modname}":
-                continue  # subcommand not built yet
-            raise
+        mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=mod.help, description=getattr(mod, "description", mod.help))
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         mod.add_arguments(p)
@@ -72,8 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``stem-refine`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    from surrogate.common.errors import InputError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
@@ -90,14 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except InputError as exc:
         if args.debug:
             raise
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, KeyError):
-            msg = f"missing or unknown key {msg}"
-        print(f"stem-refine {args.command}: error: {msg}", file=sys.stderr)
+        print(f"stem-refine {args.command}: error: {_first_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug of ours: say so, never as bad input
+        if args.debug:
+            raise
+        print(f"stem-refine {args.command}: internal error ({type(exc).__name__}: {_first_line(exc)}); "
+              "rerun with --debug for the traceback and please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

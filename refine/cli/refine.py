@@ -17,7 +17,7 @@ resumes); ``--resume`` continues a run from its checkpoint (raise
 --generations or --time-limit to run longer) and refuses other inputs that
 would change the cost (image, mask, model, noise, dose, calculator, α).
 
-The default search (``--search anneal``, :mod:`refine.recipes`) ends with a
+The default search (``--search anneal``, :mod:`refine.search.recipes`) ends with a
 finishing stage: the last 15 % of the run selects at the thermal α
 (k_B·300 K/2, the Bayesian weight of χ²), which decides between sites
 the image can tell apart and the energy alone cannot.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 
-from ..recipes import SEARCHES
+from refine.search.recipes import SEARCHES
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
@@ -167,16 +167,16 @@ def print_summary(summary: dict, out_dir, file=None):
 def run(args) -> int:
     import json
 
-    from ..run import refine_image
-    from .main import CLIError
+    from refine.workflows.refinement import refine_image
+    from surrogate.common.errors import InputError
 
     for name in ("population", "generations"):
         v = getattr(args, name)
         if v < (1 if name == "population" else 0):
-            raise CLIError(f"--{name} must be a {'positive' if name == 'population' else 'non-negative'} "
+            raise InputError(f"--{name} must be a {'positive' if name == 'population' else 'non-negative'} "
                            f"integer, got {v}")
     if args.seed < 0:
-        raise CLIError(f"--seed must be a non-negative integer, got {args.seed}")
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     mask = args.mask
     ga_options = {}
     for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
@@ -186,7 +186,7 @@ def run(args) -> int:
         if value is not None:
             ga_options[key] = value
     if args.finish_alpha == "auto":
-        raise CLIError("--finish-alpha must be 'thermal' or a number, got 'auto'")
+        raise InputError("--finish-alpha must be 'thermal' or a number, got 'auto'")
     if args.finish_fraction is not None and args.finish_fraction > 0 and args.finish_alpha is None:
         ga_options["finish_alpha"] = "thermal"
     result = refine_image(

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .main import CLIError
+from surrogate.common.errors import InputError
 
 __all__ = ["read_structure"]
 
 
 def read_structure(path):
-    """Read one structure with ase.io; :class:`CLIError` for missing, unreadable or empty files."""
+    """Read one structure with ase.io; :class:`InputError` for missing, unreadable or empty files."""
     from ase.io import read
 
     path = Path(path)
     if not path.is_file():
-        raise CLIError(f"structure file {path} does not exist")
+        raise InputError(f"structure file {path} does not exist")
     try:
         atoms = read(path)
     except Exception as exc:  # ase raises many types (KeyError for unknown symbols, ...)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = f"unknown element {msg}"
-        raise CLIError(f"cannot read structure {path}: {msg}") from None
+        raise InputError(f"cannot read structure {path}: {msg}") from None
     if isinstance(atoms, list):
         atoms = atoms[-1]
     if len(atoms) == 0:
-        raise CLIError(f"structure {path} has no atoms")
+        raise InputError(f"structure {path} has no atoms")
     return atoms

@@ -7,12 +7,12 @@ Run from the repository root::
 
 What it does (all seeded):
 
-1. a Pt Marks decahedron of ``--atoms`` atoms (:func:`surrogate.particles.make_particle`,
+1. a Pt Marks decahedron of ``--atoms`` atoms (:func:`surrogate.groundtruth.particles.make_particle`,
    zone-axis orientation with a random rotation about the beam), EMT-relaxed
    (asap3, FIRE to 0.05 eV/Å);
 2. a probe grid around it (Δ = 0.1 Å, the default model's pixel size; 3 Å margin),
    with the atoms translated so that pixel (0, 0) is at (0, 0) Å;
-3. a HAADF image by abTEM PRISM (:func:`surrogate.multislice.haadf_image`,
+3. a HAADF image by abTEM PRISM (:func:`surrogate.groundtruth.multislice.haadf_image`,
    paper microscope, ``--phonons`` frozen phonons, interpolation ``--interpolation``),
    or, with ``--surrogate``, the surrogate image of that model;
 4. Poisson noise at ``--dose`` e/Å²: counts ~ Poisson(I·dose·Δ²), stored back as a
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.atomic import atomic_write_with
+from surrogate.common.atomic import atomic_write_with
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
@@ -53,8 +53,8 @@ def main(argv=None):
 
     from ase.io import write
 
-    from surrogate.grid import ProbeGrid
-    from surrogate.particles import make_particle, relax
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.groundtruth.particles import make_particle, relax
 
     rng = np.random.default_rng(args.seed)
     atoms = make_particle("marks_decahedron", args.atoms, rng, orientation="zone")
@@ -71,12 +71,12 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     if args.surrogate:
-        from surrogate.model import load_model
+        from surrogate.imaging.model import load_model
 
         image = load_model(args.surrogate).simulate(atoms, grid)
         simulation = {"method": "surrogate", "model": str(args.surrogate)}
     else:
-        from surrogate.multislice import HAADFParameters, haadf_image
+        from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
 
         params = HAADFParameters(method="prism", phonons=args.phonons, interpolation=args.interpolation)
         image = haadf_image(atoms, grid, params, seed=rng, num_threads=args.threads, progress=True)

@@ -20,10 +20,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from surrogate.convolution import ConvolutionParameters  # noqa: E402
-from surrogate.datasets import read_dataset  # noqa: E402
-from surrogate.model import PolynomialSurrogate, save_model  # noqa: E402
-from surrogate.validation import cross_validate  # noqa: E402
+from surrogate.imaging.convolution import ConvolutionParameters  # noqa: E402
+from surrogate.training.datasets import read_dataset  # noqa: E402
+from surrogate.imaging.model import PolynomialSurrogate, save_model  # noqa: E402
+from surrogate.training.validation import cross_validate  # noqa: E402
 
 
 def main() -> int:

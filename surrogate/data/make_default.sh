@@ -14,6 +14,6 @@
 # script reproduces them.
 set -e
 cd "$(dirname "$0")/../.."
-python -m refine.cli.main dataset build --spec surrogate/data/default_spec.toml \
+stem-refine dataset build --spec surrogate/data/default_spec.toml \
     --out surrogate/data/default_dataset.npz
 python surrogate/data/fit_default.py

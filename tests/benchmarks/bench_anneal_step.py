@@ -1,13 +1,13 @@
 """Cost of the image force in the annealing: float64 vs float32 adjoint, same run, same machine.
 
-The image-restrained annealing (refine.anneal) spends almost all its time in
-∂χ²/∂r (refine.image_forces.ImageTerm), and that in the adjoint through the
-polynomial (surrogate.gradient.convolution_vjp, an L1-bound kernel). This
+The image-restrained annealing (refine.search.anneal) spends almost all its time in
+∂χ²/∂r (refine.cost.image_forces.ImageTerm), and that in the adjoint through the
+polynomial (surrogate.imaging.adjoint.convolution_vjp, an L1-bound kernel). This
 benchmark times, on case (a) of the self-consistency benchmark (300-atom Pt
 Marks decahedron, 10° off axis, shipped model, its 263×260-pixel box):
 
 * one ``chi2_and_gradient`` call, float64 and float32 adjoint (median of ``--calls``);
-* ``--steps`` MD steps of :class:`refine.anneal.Annealing` (no quench), both ways;
+* ``--steps`` MD steps of :class:`refine.search.anneal.Annealing` (no quench), both ways;
 * one asap3 EMT force call, for scale;
 
 and prints the float64/float32 ratios. Run from the repository root::
@@ -52,10 +52,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     import self_consistency as sc
-    from refine.anneal import AnnealSchedule, Annealing
-    from refine.energy import make_calculator
-    from refine.fitness import Fitness
-    from refine.image_forces import ImageTerm
+    from refine.search.anneal import AnnealSchedule, Annealing
+    from refine.cost.energy import make_calculator
+    from refine.cost.fitness import Fitness
+    from refine.cost.image_forces import ImageTerm
 
     model, model_desc = sc.get_model(None)
     rng = np.random.default_rng([0, ord("a")])

@@ -67,9 +67,9 @@ def stand_in_model(truth, size):
     """A surrogate with the given s, fitted on rotated copies (multislice := smooth nonlinear map)."""
     from scipy.ndimage import gaussian_filter
 
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
 
     rng = np.random.default_rng(0)
     convs, ms = [], []
@@ -95,9 +95,9 @@ def candidates(truth, n, seed=0):
 
 
 def make_fitness(model, truth, align):
-    from refine.fitness import Fitness
-    from refine.images import read_image
-    from surrogate.grid import ProbeGrid
+    from refine.cost.fitness import Fitness
+    from refine.io.images import read_image
+    from surrogate.imaging.grid import ProbeGrid
 
     origin = (-0.5 * (SHAPE[0] - 1) * PIXEL, -0.5 * (SHAPE[1] - 1) * PIXEL)
     grid = ProbeGrid(origin=origin, shape=SHAPE, pixel_size=PIXEL)
@@ -176,7 +176,7 @@ def main(argv=None):
     truth = relaxed_icosahedron()
     models = []
     if args.model:
-        from surrogate.model import load_model
+        from surrogate.imaging.model import load_model
 
         models.append((Path(args.model).name, load_model(args.model)))
     else:

@@ -45,7 +45,7 @@ def one_minus_r2(y, yhat):
 
 
 def patch_grid(grid, side):
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     i0 = grid.shape[0] // 2 - side // 2
     j0 = grid.shape[1] // 2 - side // 2
@@ -76,10 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     args = ap.parse_args(argv)
 
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.multislice import HAADFParameters, haadf_image
-    from surrogate.particles import make_particle
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
+    from surrogate.groundtruth.particles import make_particle
 
     atoms = make_particle("cuboctahedron", args.atoms, np.random.default_rng(args.seed))
     grid = ProbeGrid.around(atoms)
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
               f" -> {seconds[name]:9.1f} CPU s per image per phonon configuration", flush=True)
 
     # The surrogate on the full grid: convolution on the padded grid, fused predict.
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.model import PolynomialSurrogate
 
     try:
         from surrogate import default_model

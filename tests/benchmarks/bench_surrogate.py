@@ -13,7 +13,7 @@ What is measured, on the published Pt–Mo 5 % images (Combs et al. 2019;
 (a) fit of the 378-term model (s=5, d=2, log term, interactions) on the first
     ``--images`` image pairs: :meth:`PolynomialSurrogate.fit` from the images,
     against scikit-learn ``LinearRegression`` on the same feature matrix
-    (:func:`surrogate.features.features` with the same log floor), timed with
+    (:func:`surrogate.imaging.features.features` with the same log floor), timed with
     and without building that matrix. Both fits run under the same BLAS
     thread limit (``--blas-threads``; default: the library's own setting).
 (b) prediction of one convolution image (the one nearest 250×250 pixels) on
@@ -85,8 +85,8 @@ def bench_fit(conv, ms, n_train, fit_repeat):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from surrogate.features import features
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.features import features
+    from surrogate.imaging.model import PolynomialSurrogate
 
     train_c, train_m = conv[:n_train], ms[:n_train]
     h = 2
@@ -136,7 +136,7 @@ def bench_fit(conv, ms, n_train, fit_repeat):
 
 
 def bench_agreement(model, regs, floor, conv, ms, n_train):
-    from surrogate.features import features
+    from surrogate.imaging.features import features
 
     h = model.border
 
@@ -162,7 +162,7 @@ def bench_agreement(model, regs, floor, conv, ms, n_train):
 
 
 def bench_predict(model, conv, repeat):
-    from surrogate.features import features
+    from surrogate.imaging.features import features
 
     sizes = [abs(c.shape[0] * c.shape[1] - 250 * 250) for c in conv]
     img = conv[int(np.argmin(sizes))]
@@ -190,8 +190,8 @@ def bench_predict(model, conv, repeat):
 def bench_convolution(repeat):
     from ase.cluster import Icosahedron
 
-    from surrogate.convolution import ConvolutionParameters, convolution_image
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
+    from surrogate.imaging.grid import ProbeGrid
 
     atoms = Icosahedron("Pt", 6)
     params = ConvolutionParameters()
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     import numba
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from surrogate.pairs import read_pairs
+    from surrogate.training.pairs import read_pairs
 
     _, conv, ms = read_pairs(conv_dir, ms_dir)
     if len(conv) < 2 or args.images < 1:

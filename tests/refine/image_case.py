@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.cluster import Icosahedron
 
-from refine.images import read_image
+from refine.io.images import read_image
 
 PIXEL = 0.1
 
@@ -34,9 +34,9 @@ def model(truth):
     """s=3, d=2 with log term and interactions, fitted on a nonlinear stand-in for multislice."""
     from scipy.ndimage import gaussian_filter
 
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
 
     rng = np.random.default_rng(0)
     convs, ms = [], []
@@ -51,7 +51,7 @@ def model(truth):
 
 @pytest.fixture(scope="module")
 def image(model, truth):
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     grid = ProbeGrid(origin=(-9.0, -8.5), shape=(170, 180), pixel_size=PIXEL)
     clean = model.simulate(truth, grid)

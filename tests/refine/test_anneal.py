@@ -1,4 +1,4 @@
-"""Image-restrained simulated annealing (refine.anneal) and its use in the GA."""
+"""Image-restrained simulated annealing (refine.search.anneal) and its use in the GA."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.anneal import AnnealSchedule, Annealing
-from refine.compare import compare_structures
-from refine.exceptions import InputError
-from refine.population import random_cluster
+from refine.search.anneal import AnnealSchedule, Annealing
+from refine.analysis.compare import compare_structures
+from surrogate.common.errors import InputError
+from refine.search.population import random_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_case import image, model, truth  # noqa: E402,F401  (module fixtures)
@@ -19,7 +19,7 @@ from image_case import image, model, truth  # noqa: E402,F401  (module fixtures)
 
 @pytest.fixture(scope="module")
 def fitness(model, image):  # noqa: F811
-    from refine.fitness import Fitness
+    from refine.cost.fitness import Fitness
 
     return Fitness(model, image, alpha=1e-3, align="none", calculator="emt", symbols=["Pt"], noise=0.01)
 
@@ -58,7 +58,7 @@ def test_annealing_is_reproducible_and_leaves_its_input_alone(fitness, start):
 
 
 def test_schedule_and_alpha_are_checked(model, image):  # noqa: F811
-    from refine.fitness import Fitness
+    from refine.cost.fitness import Fitness
 
     with pytest.raises(InputError, match="steps"):
         AnnealSchedule(steps=-1)
@@ -72,8 +72,8 @@ def test_schedule_and_alpha_are_checked(model, image):  # noqa: F811
 
 
 def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
-    from refine.ga import GASettings, run_ga
-    from refine.population import make_population
+    from refine.search.ga import GASettings, run_ga
+    from refine.search.population import make_population
 
     calls = []
 
@@ -100,7 +100,7 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
     # apart, the composition kept, and the same seed gives the same repair
     from scipy.spatial.distance import pdist
 
-    from refine.ga import GASettings, make_toolbox
+    from refine.search.ga import GASettings, make_toolbox
 
     class CollapsingAnnealing:  # an annealing that leaves two atoms on top of each other
         def __call__(self, atoms, seed):
@@ -121,12 +121,12 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
 
 
 def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeypatch):  # noqa: F811
-    from refine.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
-    from refine.population import make_population
+    from refine.search.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
+    from refine.search.population import make_population
 
     # a truth with three surface atoms carried to the far side: the sweep must bring the cost down
     start = truth.copy()
-    from refine.operators import DepthMoveMutation, coordination_numbers
+    from refine.search.operators import DepthMoveMutation, coordination_numbers
 
     mover = DepthMoveMutation(np.random.default_rng(0), 2.0, nn_distance=2.77)
     cn = coordination_numbers(start.positions, 1.2 * 2.77)
@@ -145,7 +145,7 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     assert fitness.evaluate(polished).cost < fitness.evaluate(start).cost
     assert compare_structures(polished, truth).within[0.5] > compare_structures(start, truth).within[0.5]
 
-    import refine.ga as ga_module
+    import refine.search.ga as ga_module
 
     fills = []
 
@@ -169,9 +169,9 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
 def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeypatch):
     # polish_patches > 0 adds the patch sweep between the vacancy fills and the depth moves; its trials are
     # evaluations of the GA like any other
-    import refine.ga as ga_module
-    from refine.ga import GASettings, run_ga
-    from refine.population import make_population
+    import refine.search.ga as ga_module
+    from refine.search.ga import GASettings, run_ga
+    from refine.search.population import make_population
 
     calls, fills = [], []
     real_patches, real_fill = ga_module.transfer_patches, ga_module.fill_vacancies
@@ -202,7 +202,7 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
 @pytest.fixture
 def slow_polishes(monkeypatch):
     """A fake clock on which each polish of the GA "takes" 100 s; returns the list of polishes made."""
-    import refine.ga as ga_module
+    import refine.search.ga as ga_module
 
     real_clock, offset, polished = ga_module.time.perf_counter, [0.0], []
 
@@ -217,7 +217,7 @@ def slow_polishes(monkeypatch):
 
 
 def _polish_settings(generations):
-    from refine.ga import GASettings
+    from refine.search.ga import GASettings
 
     return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
                       relax_steps=1, time_limit=150.0)
@@ -226,8 +226,8 @@ def _polish_settings(generations):
 def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, slow_polishes):
     # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
     # past the time limit, as it does for a round of annealings
-    from refine.ga import run_ga
-    from refine.population import make_population
+    from refine.search.ga import run_ga
+    from refine.search.population import make_population
 
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(4), tmp_path, rng=rng, calculator="emt")
@@ -239,8 +239,8 @@ def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitnes
 def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, slow_polishes):
     # the skip rule above needs the last polish's duration: it is checkpointed, so a run interrupted after its
     # first polish and resumed skips the second, as the uninterrupted run does
-    from refine.ga import load_checkpoint, run_ga
-    from refine.population import make_population
+    from refine.search.ga import load_checkpoint, run_ga
+    from refine.search.population import make_population
 
     rng = np.random.default_rng(0)
     run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(1), tmp_path, rng=rng, calculator="emt")
@@ -253,9 +253,9 @@ def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):
     # polish_image_moves > 0 adds the image-guided sweep after the vacancy fills: trials of 1, 2, 4, … atoms up to
     # the setting, each an evaluation of the GA; without a difference function there is no sweep
-    import refine.ga as ga_module
-    from refine.ga import FitnessDifference, GASettings, run_ga
-    from refine.population import make_population
+    import refine.search.ga as ga_module
+    from refine.search.ga import FitnessDifference, GASettings, run_ga
+    from refine.search.population import make_population
 
     calls, fills = [], []
     real_sweep, real_fill = ga_module.image_guided_sweep, ga_module.fill_vacancies
@@ -293,9 +293,9 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
                                                                                    monkeypatch):
     import pickle
 
-    import refine.ga as ga_module
-    from refine.ga import GASettings, make_toolbox, run_ga
-    from refine.population import make_population
+    import refine.search.ga as ga_module
+    from refine.search.ga import GASettings, make_toolbox, run_ga
+    from refine.search.population import make_population
 
     settings = GASettings(population_size=4, generations=4, progress=False, anneal_every=2, anneal_count=2,
                           anneal_steps=100, alpha=1e-3, relax_steps=2, polish_atoms=5, polish_annealed=True)

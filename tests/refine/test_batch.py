@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.batch import RESULT_COLUMNS, attempts, parse_manifest, read_manifest, read_results
+from refine.workflows.batch import RESULT_COLUMNS, attempts, parse_manifest, read_manifest, read_results
 from refine.cli.main import main
-from refine.exceptions import InputError
+from surrogate.common.errors import InputError
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -27,7 +27,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model_file(workdir, small_model):
-    from surrogate.model import save_model
+    from surrogate.imaging.model import save_model
 
     path = workdir / "model.npz"
     save_model(small_model, path)
@@ -39,7 +39,7 @@ def images(workdir, small_model):
     """Two tiny surrogate images (48x48 px at 0.1 Å) of a Pt13 icosahedron, two poses; and a constant image."""
     from ase.cluster import Icosahedron
 
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     rng = np.random.default_rng(5)
     grid = ProbeGrid(origin=(-2.4, -2.4), shape=(48, 48), pixel_size=0.1)
@@ -171,7 +171,7 @@ def test_parse_manifest_rejects_a_non_table_run(workdir):
 
 @pytest.fixture(scope="module")
 def cluster():
-    pytest.importorskip("refine.run")
+    pytest.importorskip("refine.workflows.refinement")
     from distributed import Client, LocalCluster
 
     cl = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -209,7 +209,7 @@ def _csv_rows(path):
 
 def test_batch_survives_a_killed_worker_and_resumes_on_rerun(workdir, images, model_file, cluster):
     """Must-show 1: 5 runs on 2 workers; one worker SIGKILLed mid-run; all finish, none lost; re-run skips."""
-    from refine.batch import run_batch
+    from refine.workflows.batch import run_batch
 
     client = cluster
     specs = read_manifest(_manifest(workdir, images, model_file))
@@ -281,7 +281,7 @@ def test_rerun_after_interruption_runs_only_the_unfinished(workdir, images, mode
     """A batch stopped part-way: the re-run resumes unfinished runs and skips finished ones."""
     import shutil
 
-    from refine.batch import run_batch
+    from refine.workflows.batch import run_batch
 
     specs = read_manifest(_manifest(workdir, images, model_file, "m_rerun.toml", generations=2))[:3]
     out = workdir / "out_rerun"

@@ -12,14 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from refine.compare import (
+from refine.analysis.compare import (
     align_structures,
     column_counts,
     compare_structures,
     coordination_numbers,
     plot_comparison,
 )
-from refine.exceptions import InputError
+from surrogate.common.errors import InputError
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def _stand_in_multislice(conv):
 
 
 def _fake_haadf(atoms, grid=None, params=None, *, seed=None, device="cpu", progress=False, **overrides):
-    from surrogate.convolution import convolution_image
+    from surrogate.imaging.convolution import convolution_image
 
     return _stand_in_multislice(convolution_image(atoms, grid))
 
@@ -140,9 +140,9 @@ def particle():
 @pytest.fixture(scope="module")
 def model(particle):
     """A small surrogate (s=3, d=2) fitted on the stand-in multislice of a few particles."""
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
 
     rng = np.random.default_rng(0)
     convs, ms = [], []
@@ -159,7 +159,7 @@ def model(particle):
 @pytest.fixture
 def experiment(particle, tmp_path):
     """The stand-in multislice image of the particle on a 0.1 Å grid, as a .npy file, and its grid."""
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     grid = ProbeGrid(origin=(0.0, 0.0), shape=(140, 150), pixel_size=PIXEL)
     placed = particle.copy()
@@ -171,12 +171,12 @@ def experiment(particle, tmp_path):
 
 
 def test_image_comparison_with_stand_in_multislice(model, experiment, monkeypatch):
-    import surrogate.multislice
-    from refine.compare_image import compare_with_image
-    from refine.images import read_image
-    from surrogate.validation import pooled_metrics
+    import surrogate.groundtruth.multislice
+    from refine.analysis.image_comparison import compare_with_image
+    from refine.io.images import read_image
+    from surrogate.training.validation import pooled_metrics
 
-    monkeypatch.setattr(surrogate.multislice, "haadf_image", _fake_haadf)
+    monkeypatch.setattr(surrogate.groundtruth.multislice, "haadf_image", _fake_haadf)
     placed, path = experiment
     image = read_image(path, pixel_size=PIXEL, target_pixel_size=PIXEL)
     off = placed.copy()
@@ -197,10 +197,10 @@ def test_image_comparison_with_stand_in_multislice(model, experiment, monkeypatc
 
 
 def test_cli_image_form(model, experiment, monkeypatch, tmp_path, capsys):
-    import surrogate.multislice
-    from surrogate.model import save_model
+    import surrogate.groundtruth.multislice
+    from surrogate.imaging.model import save_model
 
-    monkeypatch.setattr(surrogate.multislice, "haadf_image", _fake_haadf)
+    monkeypatch.setattr(surrogate.groundtruth.multislice, "haadf_image", _fake_haadf)
     placed, path = experiment
     model_path = save_model(model, tmp_path / "model.npz")
     refined = tmp_path / "best.xyz"
@@ -228,12 +228,12 @@ def test_cli_image_form(model, experiment, monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_multislice_of_a_small_particle(tmp_path):
     """abTEM end to end: the multislice image of Pt13 is reproduced on the image's own grid."""
-    from refine.compare_image import compare_with_image
-    from refine.images import read_image
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
-    from surrogate.multislice import haadf_image
+    from refine.analysis.image_comparison import compare_with_image
+    from refine.io.images import read_image
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
+    from surrogate.groundtruth.multislice import haadf_image
 
     a = Icosahedron("Pt", 2)
     a = Atoms(a.get_chemical_symbols(), positions=a.positions - a.positions.mean(axis=0) + (3.0, 3.0, 0.0))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ase.cluster import Icosahedron
 
-from refine.energy import ASAP_EMT_ELEMENTS, Energy, make_calculator
-from refine.exceptions import InputError
+from refine.cost.energy import ASAP_EMT_ELEMENTS, Energy, make_calculator
+from surrogate.common.errors import InputError
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from ase.io import read, write
 from scipy.spatial.transform import Rotation
 
 from refine.cli.main import main
-from refine.compare import compare_structures
-from refine.ensemble import build_ensemble, write_ensemble
-from refine.exceptions import InputError
+from refine.analysis.compare import compare_structures
+from refine.analysis.ensemble import build_ensemble, write_ensemble
+from surrogate.common.errors import InputError
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from ase.units import kB
 
-from refine.exceptions import InputError
+from surrogate.common.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_case import image, model, truth  # noqa: E402,F401  (module fixtures)
 
 
 def _fitness(model, image, alpha=1e-3, **kw):  # noqa: F811
-    from refine.fitness import Fitness
+    from refine.cost.fitness import Fitness
 
     return Fitness(model, image, alpha=alpha, align="none", calculator="emt", symbols=["Pt"], noise=0.01, **kw)
 
@@ -36,7 +36,7 @@ def test_thermal_alpha_is_half_kT_of_the_prior_temperature(model, image):  # noq
 
 
 def test_finish_settings_are_checked():
-    from refine.ga import GASettings
+    from refine.search.ga import GASettings
 
     with pytest.raises(InputError, match="finish_fraction"):
         GASettings(finish_fraction=1.0).validate()
@@ -52,7 +52,7 @@ def test_finish_settings_are_checked():
 
 
 def test_reweighted_selector_can_switch_operators_on_and_off():
-    from refine.operators import MutationSelector
+    from refine.search.operators import MutationSelector
 
     class Op:
         def __init__(self, name):
@@ -69,8 +69,8 @@ def test_reweighted_selector_can_switch_operators_on_and_off():
 
 
 def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tmp_path, model, image):  # noqa: F811
-    from refine.ga import GASettings, make_toolbox, run_ga
-    from refine.population import make_population
+    from refine.search.ga import GASettings, make_toolbox, run_ga
+    from refine.search.population import make_population
 
     fitness = _fitness(model, image, alpha=1e-3)
     settings = GASettings(population_size=4, generations=4, progress=False, relax_steps=2, relax_image=True,
@@ -102,8 +102,8 @@ def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tm
 
 
 def test_finish_alpha_thermal_needs_a_fitness_that_knows_it(tmp_path):
-    from refine.ga import GASettings, run_ga
-    from refine.population import make_population
+    from refine.search.ga import GASettings, run_ga
+    from refine.search.population import make_population
 
     class Plain:
         alpha = 1.0

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from ase.cluster import Icosahedron, Octahedron
 
-from refine.exceptions import InputError, RefineError
-from refine.fitness import Fitness, estimate_noise, fit_intensity_map, noise_weights
-from refine.images import read_image
+from surrogate.common.errors import InputError, StemRefineError
+from refine.cost.fitness import Fitness, estimate_noise, fit_intensity_map, noise_weights
+from refine.io.images import read_image
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PTIR = SHARED / "data" / "experimental" / "ptir-statstem" / "ExamplePtIr_dx0_1211.txt"
@@ -35,9 +35,9 @@ def _stand_in_multislice(conv):
 @pytest.fixture(scope="module")
 def model(truth):
     """A small surrogate (s=3, d=2) fitted on rotated Pt particles."""
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
 
     rng = np.random.default_rng(0)
     convs, ms = [], []
@@ -72,7 +72,7 @@ def truth():
 
 @pytest.fixture(scope="module")
 def grid():
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     return ProbeGrid(origin=(-9.0, -8.5), shape=(170, 180), pixel_size=PIXEL)
 
@@ -248,9 +248,9 @@ def test_noise_estimate_and_poisson_weights(seed, clean, grid):
 def test_alpha_rule_and_calibration_requirement(model, truth, grid, clean):
     assert Fitness.alpha_from([0, 10, 20, 30, 40], [0, 1000, 2000, 3000, 4000]) == pytest.approx(0.01)
     f = Fitness(model, experiment(clean, grid), noise=0.01, calculator=None)
-    with pytest.raises(RefineError, match="calibrate_alpha"):
+    with pytest.raises(StemRefineError, match="calibrate_alpha"):
         f.evaluate(truth)
-    with pytest.raises(RefineError, match="calibrate_alpha"):
+    with pytest.raises(StemRefineError, match="calibrate_alpha"):
         f(truth)
 
 
@@ -277,7 +277,7 @@ def test_domain_warning_is_logged_once(model, truth, grid, clean, caplog):
     narrow = deepcopy(model)
     narrow.input_range_ = (0.0, 0.5 * model.input_range_[1])
     f = Fitness(narrow, experiment(clean, grid), alpha=1.0, noise=0.01, calculator=None)
-    with caplog.at_level(logging.WARNING, logger="refine.fitness"):
+    with caplog.at_level(logging.WARNING, logger="refine.cost.fitness"):
         r1 = f.evaluate(truth)
         r2 = f.evaluate(shifted(truth, (0.1, 0.0)))
     assert r1.out_of_domain and r2.out_of_domain
@@ -375,7 +375,7 @@ def test_aligned_copy_needs_no_further_shift(model, truth, grid, clean):
 
 
 def test_cross_correlation_on_a_small_unbinned_image(model):
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     small = Octahedron("Pt", 3, 1)  # a few atoms: fits an 8 Å field
     small.center()

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refine.fitness import _bin_box, _box_sums, _max_value, _shift_cubic, fit_intensity_map
-from surrogate.convolution import CUTOFF_SIGMAS, _splat_gaussians, scratch_rows
+from refine.cost.fitness import _bin_box, _box_sums, _max_value, _shift_cubic, fit_intensity_map
+from surrogate.imaging.convolution import CUTOFF_SIGMAS, _splat_gaussians, scratch_rows
 
 
 def _reference_sums(sim, e, w, i0, j0, bg):

@@ -1,4 +1,4 @@
-"""The DEAP loop: types, toolbox, logbook, stopping, checkpoints and exact resume (refine.ga)."""
+"""The DEAP loop: types, toolbox, logbook, stopping, checkpoints and exact resume (refine.search.ga)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from ase.cluster import Icosahedron
 
-from refine.exceptions import InputError, RefineError
-from refine.ga import (
+from surrogate.common.errors import InputError, StemRefineError
+from refine.search.ga import (
     CHECKPOINT_NAME,
     LOGBOOK_COLUMNS,
     LOGBOOK_NAME,
@@ -30,8 +30,8 @@ from refine.ga import (
     run_ga,
     to_individual,
 )
-from refine.operators import composition_of, default_min_distance, min_interatomic_distance
-from refine.population import make_population
+from refine.search.operators import composition_of, default_min_distance, min_interatomic_distance
+from refine.search.population import make_population
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -71,7 +71,7 @@ def test_individuals_pickle_in_a_fresh_process():
     # a fresh interpreter that never imported refine (as a Dask worker might be)
     code = ("import pickle, sys, ase; (ind,) = pickle.loads(sys.stdin.buffer.read()); "
             "print(isinstance(ind, ase.Atoms), type(ind).__name__, ind.fitness.weights[0], ind.fitness.values[0], "
-            "len(ind), 'refine' in sys.modules and 'refine.ga' in sys.modules)")
+            "len(ind), 'refine' in sys.modules and 'refine.search.ga' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=REPO, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     words = out.stdout.decode().split()
@@ -127,7 +127,7 @@ def test_generational_replacement_keeps_the_elite(tmp_path):
     assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
     assert len(res.population) == 6
     # the hall of fame holds distinct structures, best first
-    from refine.operators import SimilarityCriterion
+    from refine.search.operators import SimilarityCriterion
 
     same = SimilarityCriterion(1e-4, 0.03)
     fame = res.hall_of_fame
@@ -248,7 +248,7 @@ def test_bad_inputs(tmp_path):
 
 
 def test_multi_objective_needs_chi2_and_energy(tmp_path):
-    with pytest.raises(RefineError, match="finite"):
+    with pytest.raises(StemRefineError, match="finite"):
         _run(tmp_path, fitness=lambda atoms: 1.0, multi_objective=True, alpha=None)
 
 
@@ -257,8 +257,8 @@ _SCRIPT = textwrap.dedent("""
     import numpy as np
     from ase.cluster import Icosahedron
     from ga_toy import ToyFitness
-    from refine.ga import GASettings, run_ga
-    from refine.population import make_population
+    from refine.search.ga import GASettings, run_ga
+    from refine.search.population import make_population
 
     out, resume = sys.argv[1], sys.argv[2] == "resume"
     target = Icosahedron("Pt", 2)
@@ -311,14 +311,14 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_fitness_factory():
-    """Builds refine.fitness.Fitness objects on a small fitted surrogate and a synthetic image."""
-    fitness_mod = pytest.importorskip("refine.fitness")
+    """Builds refine.cost.fitness.Fitness objects on a small fitted surrogate and a synthetic image."""
+    fitness_mod = pytest.importorskip("refine.cost.fitness")
     from scipy.ndimage import gaussian_filter
 
-    from refine.images import read_image
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
-    from surrogate.model import PolynomialSurrogate
+    from refine.io.images import read_image
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.imaging.model import PolynomialSurrogate
 
     rng = np.random.default_rng(0)
     convs, ms = [], []
@@ -335,7 +335,7 @@ def real_fitness_factory():
 
 
 def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path, real_fitness_factory):
-    from refine.ga import FitnessDifference
+    from refine.search.ga import FitnessDifference
 
     rng = np.random.default_rng(0)
     fit = real_fitness_factory()
@@ -356,7 +356,7 @@ def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path, re
 
 
 def test_resume_with_the_real_fitness_equals_uninterrupted(tmp_path, real_fitness_factory):
-    from refine.ga import FitnessDifference
+    from refine.search.ga import FitnessDifference
 
     def run(out, generations, resume=False):
         rng = np.random.default_rng(3)

@@ -1,4 +1,4 @@
-"""Image forces (refine.image_forces): χ² gradient and the E + α·χ² calculator."""
+"""Image forces (refine.cost.image_forces): χ² gradient and the E + α·χ² calculator."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.fitness import Fitness
-from refine.image_forces import CostCalculator, ImageTerm
-from refine.images import read_image
+from refine.cost.fitness import Fitness
+from refine.cost.image_forces import CostCalculator, ImageTerm
+from refine.io.images import read_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from image_case import image, model, truth  # noqa: E402,F401  (module fixtures)
@@ -51,7 +51,7 @@ def test_gradient_matches_finite_differences(fitness, truth, rng):
 
 
 def test_gradient_vanishes_at_the_noise_free_truth(model, truth):
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.grid import ProbeGrid
 
     grid = ProbeGrid(origin=(-9.0, -8.5), shape=(170, 180), pixel_size=PIXEL)
     exact = read_image(2.0 * model.simulate(truth, grid) + 0.1, pixel_size=PIXEL, origin=grid.origin)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.exceptions import InputError
-from refine.images import ExperimentalImage, read_image, read_sigma_map, resample
+from surrogate.common.errors import InputError
+from refine.io.images import ExperimentalImage, read_image, read_sigma_map, resample
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 EXPERIMENTAL = SHARED / "data" / "experimental"
@@ -164,7 +164,7 @@ def test_resampling_matches_the_analytic_image(old, new, caplog):
     centre, sigma = (3.03, 2.71), 0.45
     n = int(round(6.0 / old))
     img = blob((n, n), old, centre, sigma)
-    with caplog.at_level(logging.INFO, logger="refine.images"):
+    with caplog.at_level(logging.INFO, logger="refine.io.images"):
         out = read_image(img, pixel_size=old, target_pixel_size=new)
     assert "resampled" in caplog.text
     assert out.pixel_size == new

@@ -1,4 +1,4 @@
-"""Genetic operators, repairs, duplicate control (refine.operators)."""
+"""Genetic operators, repairs, duplicate control (refine.search.operators)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import pdist
 
-from refine.exceptions import InputError
-from refine.operators import (
+from surrogate.common.errors import InputError
+from refine.search.operators import (
     CutSpliceCrossover,
     DepthFlipMutation,
     DepthMoveMutation,
@@ -37,7 +37,7 @@ from refine.operators import (
     repair_composition,
     repair_min_distance,
 )
-from refine.population import random_cluster, shape_cluster
+from refine.search.population import random_cluster, shape_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ga_toy import ToyFitness  # noqa: E402
@@ -93,7 +93,7 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
     # their own candidates; with a relaxation that does nothing, each must already be a valid offspring
     from types import SimpleNamespace
 
-    from refine.ga import _polish_sweeps
+    from refine.search.ga import _polish_sweeps
 
     tried = []
 
@@ -416,7 +416,7 @@ def test_image_guided_move_finds_the_missing_atom_in_noise():
 def test_interior_vacancy_is_found_and_filled_by_the_sweep():
     from ase.cluster import Icosahedron
 
-    from refine.operators import fill_vacancies, interior_vacancies
+    from refine.search.operators import fill_vacancies, interior_vacancies
 
     truth = Icosahedron("Pt", 3)  # 55 atoms, ideal: no vacancy
     pos = truth.positions - truth.positions.mean(axis=0)

@@ -1,4 +1,4 @@
-"""Compositions and starting populations (refine.population)."""
+"""Compositions and starting populations (refine.search.population)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from ase.io import write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refine.exceptions import InputError
-from refine.operators import composition_of, default_min_distance, min_interatomic_distance
-from refine.population import (
+from surrogate.common.errors import InputError
+from refine.search.operators import composition_of, default_min_distance, min_interatomic_distance
+from refine.search.population import (
     SHAPES,
     composition_string,
     make_population,
@@ -170,7 +170,7 @@ def test_read_structures_drops_cell(tmp_path):
 def test_image_cluster_follows_the_image(rng):
     from surrogate import ConvolutionParameters, ProbeGrid, convolution_image
 
-    from refine.population import image_cluster
+    from refine.search.population import image_cluster
 
     truth = shape_cluster("Pt55", "icosahedron", rng)
     truth.positions += [3.0, -2.0, 0.0]  # off the origin: the start must land on the image

@@ -11,14 +11,14 @@ from ase.cluster import Icosahedron
 from ase.io import read
 
 from refine.cli.main import main
-from surrogate.grid import ProbeGrid
+from surrogate.imaging.grid import ProbeGrid
 
 PIXEL = 0.1
 
 
 @pytest.fixture(scope="module")
 def model_file(small_model, tmp_path_factory):
-    from surrogate.model import save_model
+    from surrogate.imaging.model import save_model
 
     return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
 
@@ -98,7 +98,7 @@ def test_a_killed_default_search_resumes_to_the_uninterrupted_answer(image_file,
     # the CLI's default search (offspring relaxed on image forces, annealings on a process pool, polish sweeps,
     # a finishing stage) killed with SIGKILL — the whole process group, pool workers included — and resumed ends
     # with the uninterrupted run's best structure and logbook, bit for bit (without a time limit: wall time is not
-    # repeatable). Until refine.fitness._gauss_newton was taken out of numba's cache, the first polish after a
+    # repeatable). Until refine.cost.fitness._gauss_newton was taken out of numba's cache, the first polish after a
     # resume differed in the last bits (3e-7 Å after 10 generations): see the comment on that kernel
     import csv
     import os
@@ -107,7 +107,7 @@ def test_a_killed_default_search_resumes_to_the_uninterrupted_answer(image_file,
     import sys
     import time
 
-    from refine.ga import CHECKPOINT_NAME, load_checkpoint
+    from refine.search.ga import CHECKPOINT_NAME, load_checkpoint
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -259,7 +259,7 @@ def test_resume_with_other_cost_inputs_is_refused_and_changes_nothing(image_file
     if change[0] == "--model":
         import copy
 
-        from surrogate.model import save_model
+        from surrogate.imaging.model import save_model
 
         other = copy.deepcopy(small_model)
         other.coef_ = other.coef_ * 1.01
@@ -320,7 +320,7 @@ def test_pareto_mode_with_the_default_search(image_file, model_file, tmp_path, c
 def test_the_domain_warning_survives_a_resume(image_file, model_file, small_model, tmp_path, capsys, caplog):
     import copy
 
-    from surrogate.model import save_model
+    from surrogate.imaging.model import save_model
 
     # a model whose training range ends far below the particle's convolution image
     narrow = copy.deepcopy(small_model)
@@ -407,7 +407,7 @@ def test_image_forces_and_annealing_through_the_cli(image_file, model_file, tmp_
 
 
 def test_the_default_search_is_the_anneal_recipe(image_file, model_file, tmp_path, capsys):
-    from refine.recipes import SEARCHES
+    from refine.search.recipes import SEARCHES
 
     out = tmp_path / "out"
     args = [a for a in _args(image_file, model_file, out, "--generations", "1", "--json") if a not in ("--search",)]

@@ -1,4 +1,4 @@
-"""refine.run.refine_image: outputs, their consistency, resume, resampling and bad inputs."""
+"""refine.workflows.refinement.refine_image: outputs, their consistency, resume, resampling and bad inputs."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from ase.cluster import Icosahedron
 from ase.io import read
 
-from refine.exceptions import InputError
-from refine.fitness import Fitness
-from refine.images import read_image
-from refine.run import OUTPUT_FILES, refine_image
-from surrogate.grid import ProbeGrid
+from surrogate.common.errors import InputError
+from refine.cost.fitness import Fitness
+from refine.io.images import read_image
+from refine.workflows.refinement import OUTPUT_FILES, refine_image
+from surrogate.imaging.grid import ProbeGrid
 
 SIGMA = 5e-4
 PIXEL = 0.1
@@ -30,7 +30,7 @@ def truth():
 
 @pytest.fixture(scope="module")
 def model_file(small_model, tmp_path_factory):
-    from surrogate.model import save_model
+    from surrogate.imaging.model import save_model
 
     return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
 

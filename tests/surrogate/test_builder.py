@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surrogate.builder import build_dataset, expand_spec, work_dir_for
-from surrogate.datasets import read_dataset
-from surrogate.exceptions import InputError
+from surrogate.training.builder import build_dataset, expand_spec, work_dir_for
+from surrogate.training.datasets import read_dataset
+from surrogate.common.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,10 +4,10 @@ from ase import Atoms
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from surrogate.convolution import (COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights,
+from surrogate.imaging.convolution import (COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights,
                                    convolution_image)
-from surrogate.exceptions import InputError
-from surrogate.grid import ProbeGrid
+from surrogate.common.errors import InputError
+from surrogate.imaging.grid import ProbeGrid
 
 RAW = ConvolutionParameters(cross_section=None)
 

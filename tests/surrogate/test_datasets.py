@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from surrogate.datasets import FORMAT_NAME, Dataset, read_dataset
-from surrogate.exceptions import InputError
-from surrogate.grid import ProbeGrid
+from surrogate.training.datasets import FORMAT_NAME, Dataset, read_dataset
+from surrogate.common.errors import InputError
+from surrogate.imaging.grid import ProbeGrid
 
 
 def _dataset(rng, n=3):
@@ -136,7 +136,7 @@ def test_foreign_and_inconsistent_files(tmp_path, rng):
 def test_shipped_default_dataset():
     from pathlib import Path
 
-    from surrogate.builder import expand_spec, load_spec
+    from surrogate.training.builder import expand_spec, load_spec
 
     data = Path(__file__).resolve().parents[2] / "surrogate" / "data"
     ds = read_dataset(data / "default_dataset.npz")

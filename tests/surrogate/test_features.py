@@ -4,8 +4,8 @@ from math import prod
 import numpy as np
 import pytest
 
-from surrogate.exceptions import InputError
-from surrogate.features import features, n_terms, term_names, term_powers, term_tuples
+from surrogate.common.errors import InputError
+from surrogate.imaging.features import features, n_terms, term_names, term_powers, term_tuples
 
 
 @pytest.mark.parametrize("s,d,lg,inter,expected", [

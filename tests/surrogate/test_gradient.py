@@ -1,12 +1,12 @@
-"""The surrogate's adjoint (surrogate.gradient) against finite differences."""
+"""The surrogate's adjoint (surrogate.imaging.adjoint) against finite differences."""
 
 import numpy as np
 import pytest
 
-from surrogate.convolution import ConvolutionParameters, convolution_from_positions
-from surrogate.gradient import SurrogateGradient, positions_vjp
-from surrogate.grid import ProbeGrid
-from surrogate.model import PolynomialSurrogate
+from surrogate.imaging.convolution import ConvolutionParameters, convolution_from_positions
+from surrogate.imaging.adjoint import SurrogateGradient, positions_vjp
+from surrogate.imaging.grid import ProbeGrid
+from surrogate.imaging.model import PolynomialSurrogate
 
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from surrogate.exceptions import InputError, NotFittedError
-from surrogate.features import features
-from surrogate.model import PolynomialSurrogate, load_model, save_model
+from surrogate.common.errors import InputError, NotFittedError
+from surrogate.imaging.features import features
+from surrogate.imaging.model import PolynomialSurrogate, load_model, save_model
 
 
 def noisy_pairs(rng, n=3, shape=(30, 34)):
@@ -52,8 +52,8 @@ def test_simulate_returns_image_on_requested_grid(small_model):
     from ase import Atoms
     from ase.cluster import Icosahedron
 
-    from surrogate.convolution import convolution_image
-    from surrogate.grid import ProbeGrid
+    from surrogate.imaging.convolution import convolution_image
+    from surrogate.imaging.grid import ProbeGrid
 
     atoms = Icosahedron("Pt", 2)
     grid = ProbeGrid.around(atoms)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from surrogate.convolution import convolution_image
-from surrogate.exceptions import InputError
-from surrogate.grid import ProbeGrid
-from surrogate.multislice import FWHM_TO_SIGMA, HAADFParameters, haadf_image, max_scattering_angle
+from surrogate.imaging.convolution import convolution_image
+from surrogate.common.errors import InputError
+from surrogate.imaging.grid import ProbeGrid
+from surrogate.groundtruth.multislice import FWHM_TO_SIGMA, HAADFParameters, haadf_image, max_scattering_angle
 
 # Cheap but physical: full detector range, PRISM f=2, one phonon configuration
 # without displacements (so peaks sit exactly on the atoms), 1 thread.

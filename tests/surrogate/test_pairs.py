@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from surrogate.exceptions import InputError
-from surrogate.grid import ProbeGrid
-from surrogate.pairs import pair_folders, read_image, read_image_metadata, read_pairs, write_image
+from surrogate.common.errors import InputError
+from surrogate.imaging.grid import ProbeGrid
+from surrogate.training.pairs import pair_folders, read_image, read_image_metadata, read_pairs, write_image
 
 
 def make_folders(tmp_path, conv_nums, ms_nums, shape=(12, 10)):
@@ -58,7 +58,7 @@ def test_read_image_errors(tmp_path):
 
 
 def test_write_image_round_trip_keeps_the_grid(tmp_path, rng):
-    from refine.images import read_image as read_experimental
+    from refine.io.images import read_image as read_experimental
 
     img = rng.random((7, 9))
     grid = ProbeGrid(origin=(1.5, -2.0), shape=(7, 9), pixel_size=0.123)

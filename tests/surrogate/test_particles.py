@@ -7,8 +7,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from surrogate.exceptions import InputError
-from surrogate.particles import (CRYSTALLINE_FAMILIES, MIN_DISTANCE, energy_calculator, make_particle,
+from surrogate.common.errors import InputError
+from surrogate.groundtruth.particles import (CRYSTALLINE_FAMILIES, MIN_DISTANCE, energy_calculator, make_particle,
                                  minimum_distance)
 
 
@@ -69,7 +69,7 @@ def test_bad_requests(rng):
 def test_energy_calculator_choice():
     from asap3 import EMT
 
-    from surrogate.eam import ZhouEAM
+    from surrogate.groundtruth.eam import ZhouEAM
 
     assert isinstance(energy_calculator(["Pt"]), EMT)
     assert isinstance(energy_calculator(["Pt", "Mo"]), ZhouEAM)
@@ -77,7 +77,7 @@ def test_energy_calculator_choice():
 
 @pytest.mark.parametrize("element, structure, a0, e_coh", [("Pt", "fcc", 3.92, 5.77), ("Mo", "bcc", 3.15, 6.82)])
 def test_zhou_eam_reproduces_published_bulk_properties(element, structure, a0, e_coh):
-    from surrogate.eam import ZhouEAM
+    from surrogate.groundtruth.eam import ZhouEAM
 
     lattice = np.linspace(a0 - 0.08, a0 + 0.08, 33)
     energies = []
@@ -91,7 +91,7 @@ def test_zhou_eam_reproduces_published_bulk_properties(element, structure, a0, e
 
 
 def test_zhou_eam_forces_are_the_energy_gradient(rng):
-    from surrogate.eam import ZhouEAM
+    from surrogate.groundtruth.eam import ZhouEAM
 
     atoms = make_particle("cuboctahedron", 40, rng, mo_fraction=0.5)
     atoms.rattle(0.1, rng=rng)
@@ -113,7 +113,7 @@ def test_zhou_eam_forces_are_the_energy_gradient(rng):
 
 
 def test_zhou_eam_periodic_matches_free_neighbour_search():
-    from surrogate.eam import ZhouEAM
+    from surrogate.groundtruth.eam import ZhouEAM
 
     atoms = bulk("Pt", "fcc", a=3.92, cubic=True).repeat(3)
     atoms.calc = ZhouEAM(["Pt"])

@@ -1,13 +1,13 @@
-"""Fused prediction kernels (surrogate._predict) against the feature-matrix product."""
+"""Fused prediction kernels (surrogate.imaging.kernels) against the feature-matrix product."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from surrogate import _predict
-from surrogate.features import features, n_terms
-from surrogate.model import PolynomialSurrogate
+from surrogate.imaging import kernels as _predict
+from surrogate.imaging.features import features, n_terms
+from surrogate.imaging.model import PolynomialSurrogate
 
 # (s, d, log term, interactions); all of these get a generated kernel, and the
 # general Horner kernel is checked on the same models by switching the fast path off.

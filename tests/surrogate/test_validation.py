@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from surrogate.exceptions import InputError
-from surrogate.model import PolynomialSurrogate
-from surrogate.validation import _splits, cross_validate, pooled_metrics, sweep
+from surrogate.common.errors import InputError
+from surrogate.imaging.model import PolynomialSurrogate
+from surrogate.training.validation import _splits, cross_validate, pooled_metrics, sweep
 
 
 def test_pooled_metrics_definitions():

@@ -1,0 +1,164 @@
+"""A refined structure against its image: multislice check of the refinement and of the surrogate.
+
+The refinement only ever saw surrogate images. :func:`compare_with_image`
+asks two questions about its answer:
+
+* does a full multislice (abTEM, :func:`surrogate.groundtruth.multislice.haadf_image`)
+  image of the refined structure reproduce the experimental image
+  (``multislice_vs_image``)? — and, for reference, the surrogate image
+  (``surrogate_vs_image``);
+* how wrong is the surrogate on this very structure
+  (``surrogate_vs_multislice``: the surrogate image against the multislice
+  image of the same atoms, no intensity map, as the model was fitted)?
+
+Both simulated images are made on the experimental image's probe grid, with
+the structure first moved in-plane onto the image by the fitness's
+sub-pixel alignment (:class:`refine.cost.fitness.Fitness`, surrogate image). For
+the comparisons with the experimental image, each simulated image goes
+through the closed-form intensity map ``a·I + b`` over the valid pixels
+(experimental units are arbitrary). Metrics (:func:`surrogate.training.validation.pooled_metrics`):
+``one_minus_r2`` = Σ(y_pred − y)² / Σ(y − ȳ)² and ``frms`` = RMS error / σ(y)
+(Combs et al. 2019, Eq. 4) over the valid pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+
+import numpy as np
+
+from surrogate.common.errors import InputError
+
+__all__ = ["compare_with_image", "plot_image_comparison"]
+
+log = logging.getLogger(__name__)
+
+
+def _place(atoms, image):
+    """Move the atoms in-plane onto the image when their centre is off the image grid."""
+    grid = image.grid
+    c = atoms.positions[:, :2].mean(axis=0)
+    lo = np.array(grid.origin)
+    hi = lo + (np.array(grid.shape) - 1) * grid.pixel_size
+    if np.all(c >= lo) and np.all(c <= hi):
+        return atoms
+    target = np.array(image.centroid())
+    log.info("structure centre (%.1f, %.1f) Å is off the image; moved to the image's centroid (%.1f, %.1f) Å",
+             c[0], c[1], target[0], target[1])
+    out = atoms.copy()
+    out.positions[:, :2] += target - c
+    return out
+
+
+def compare_with_image(atoms, image, model, *, multislice: bool = True, method: str | None = None,
+                       phonons: int | None = None, interpolation: int | None = None, device: str = "cpu",
+                       seed=0, progress: bool = False) -> dict:
+    """Simulate a refined structure and compare it with its experimental image.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Refined structure (Å, beam along z), in the image's frame or near it.
+    image : refine.io.images.ExperimentalImage
+        Read with ``target_pixel_size`` equal to the model's pixel size.
+    model : PolynomialSurrogate
+        Fitted surrogate (its elements must cover the structure's).
+    multislice : bool
+        Also run abTEM (slow); otherwise only the surrogate is compared.
+    method, phonons, interpolation : optional
+        abTEM settings overriding :class:`surrogate.groundtruth.multislice.HAADFParameters`
+        ("prism" or "multislice", frozen-phonon configurations, PRISM factor).
+    device : {"cpu", "gpu"}
+    seed : int
+        Frozen-phonon seed.
+    progress : bool
+        Show abTEM's progress bar (on stderr).
+
+    Returns
+    -------
+    dict
+        ``surrogate_vs_image``, and with ``multislice`` also
+        ``multislice_vs_image`` and ``surrogate_vs_multislice``: each a dict
+        of ``one_minus_r2``, ``frms``, ``rmse``, ``n_pixels`` (plus ``scale``
+        and ``offset`` of the intensity map for the image comparisons);
+        ``shift`` (Å) applied to the structure; ``multislice`` settings and
+        ``multislice_seconds``; and ``images`` (not JSON: the arrays
+        ``experimental``, ``surrogate``, ``multislice``, mapped to the
+        experimental units).
+    """
+    from surrogate.training.validation import pooled_metrics
+
+    from refine.cost.fitness import Fitness, fit_intensity_map
+
+    if len(atoms) == 0:
+        raise InputError("the refined structure has no atoms")
+    if hasattr(model, "check_elements"):
+        model.check_elements(atoms.get_chemical_symbols())
+    atoms = _place(atoms, image)
+    fitness = Fitness(model, image, alpha=1.0, calculator=None, noise="estimate", align="auto")
+    result = fitness.evaluate(atoms)
+    moved = fitness.aligned(atoms, result)
+    grid = image.grid
+    mask = image.mask
+    w = mask.astype(float)
+    exp = np.asarray(image.data, dtype=float)
+
+    def versus_image(sim):
+        a, b, _ = fit_intensity_map(sim, exp, w)
+        mapped = a * sim + b
+        m = pooled_metrics(exp[mask], mapped[mask])
+        m.update(scale=a, offset=b)
+        return m, mapped
+
+    sur = model.simulate(moved, grid)
+    out = {"shift": [float(result.shift[0]), float(result.shift[1])], "n_atoms": len(atoms)}
+    out["surrogate_vs_image"], sur_mapped = versus_image(sur)
+    images = {"experimental": np.where(mask, exp, np.nan), "surrogate": sur_mapped}
+    if multislice:
+        from surrogate.groundtruth.multislice import haadf_image
+
+        overrides = {k: v for k, v in (("method", method), ("phonons", phonons), ("interpolation", interpolation))
+                     if v is not None}
+        t0 = time.perf_counter()
+        # abTEM's (Dask's) progress bar writes to stdout: keep stdout for results
+        with contextlib.redirect_stdout(sys.stderr):
+            ms = haadf_image(moved, grid, seed=seed, device=device, progress=progress, **overrides)
+        out["multislice_seconds"] = time.perf_counter() - t0
+        out["multislice"] = dict(overrides, device=device, seed=seed)
+        out["multislice_vs_image"], ms_mapped = versus_image(ms)
+        out["surrogate_vs_multislice"] = pooled_metrics(ms[mask], sur[mask])
+        images["multislice"] = ms_mapped
+    out["images"] = images
+    return out
+
+
+def plot_image_comparison(result: dict, path=None):
+    """Experimental, surrogate and (when present) multislice images with their differences."""
+    from refine.analysis.compare import _new_figure, save_figure
+
+    imgs = result["images"]
+    names = [k for k in ("surrogate", "multislice") if k in imgs]
+    fig = _new_figure((4 * (1 + 2 * len(names)) * 0.8, 3.6))
+    axes = fig.subplots(1, 1 + 2 * len(names))
+    exp = imgs["experimental"]
+    vmin, vmax = np.nanpercentile(exp, [0.5, 99.5])
+    axes[0].imshow(exp.T, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+    axes[0].set_title("experimental")
+    for k, name in enumerate(names):
+        sim = imgs[name]
+        m = result[f"{name}_vs_image"]
+        axes[1 + 2 * k].imshow(sim.T, origin="lower", cmap="gray", vmin=vmin, vmax=vmax)
+        axes[1 + 2 * k].set_title(f"{name}\n1-R² {m['one_minus_r2']:.3g}, fRMS {m['frms']:.3g}", fontsize=9)
+        diff = exp - sim
+        lim = np.nanmax(np.abs(diff)) or 1.0
+        axes[2 + 2 * k].imshow(diff.T, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[2 + 2 * k].set_title(f"experimental − {name}", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if path is not None:
+        save_figure(fig, path)
+    return fig

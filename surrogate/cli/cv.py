@@ -1,0 +1,58 @@
+"""``stem-refine cv``: cross-validate a surrogate model (paper "Model assessment")."""
+
+from __future__ import annotations
+
+from surrogate.cli._common import add_model_args, add_training_data_args, emit_json, load_training_data, model_from_args
+
+help = "cross-validate a surrogate: pooled 1-R2 and fractional RMS error over held-out pixels"
+
+
+def add_cv_args(parser):
+    g = parser.add_argument_group("cross-validation")
+    g.add_argument("--scheme", choices=("image", "block", "pixel"), default="image",
+                   help="assign whole images, b x b blocks or pixels to folds (default image)")
+    g.add_argument("--folds", "-k", type=int, default=2, help="number of folds (default 2)")
+    g.add_argument("--repeats", "-r", type=int, default=2, help="repeats with new assignments (default 2)")
+    g.add_argument("--block", type=int, default=7, help="block side in pixels for --scheme block (default 7)")
+    g.add_argument("--leave-out", type=float, default=None, metavar="X",
+                   help="image scheme: hold out X images (or a fraction < 1) per repeat instead of k-fold")
+    g.add_argument("--seed", type=int, default=0, help="seed of the subset assignment (default 0)")
+
+
+def add_arguments(parser):
+    add_training_data_args(parser)
+    add_model_args(parser)
+    add_cv_args(parser)
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--parity", metavar="PNG", help="write a parity plot (multislice vs predicted), like Fig. 5")
+
+
+def cv_kwargs(args):
+    leave_out = args.leave_out
+    if leave_out is not None and leave_out >= 1:
+        leave_out = int(leave_out)
+    return dict(scheme=args.scheme, folds=args.folds, repeats=args.repeats, leave_out=leave_out,
+                block=args.block, seed=args.seed)
+
+
+def run(args) -> int:
+    from surrogate.training.validation import cross_validate
+
+    conv, ms, info = load_training_data(args)
+    model = model_from_args(args, convolution=info["convolution"])
+    res = cross_validate(model, conv, ms, progress=True, keep_predictions=bool(args.parity), **cv_kwargs(args))
+    if args.parity:
+        from surrogate.common.plots import parity_plot
+
+        parity_plot(res.targets, res.predictions, args.parity,
+                    title=f"{res.n_terms}-term model, {res.scheme} CV: 1-R2 = {res.one_minus_r2:.4f}")
+    out = res.to_dict()
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"{res.n_terms} terms, {res.scheme}-based {res.folds}-fold CV x {res.repeats}: "
+              f"1-R2 = {res.one_minus_r2:.5f}, fractional RMS = {res.frms:.4f} over {res.n_pixels} held-out pixels")
+        for row in res.per_fold:
+            print(f"  repeat {row['repeat']} fold {row['fold']}: n_test={row['n_test']} "
+                  f"1-R2={row['one_minus_r2']:.5f} FRMS={row['frms']:.4f}")
+    return 0

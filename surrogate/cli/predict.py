@@ -1,0 +1,71 @@
+"""``stem-refine predict``: surrogate image of a convolution image or of a structure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from surrogate.cli._common import emit_json
+from surrogate.common.errors import InputError
+
+help = "surrogate HAADF image of a convolution image file or a structure file"
+
+
+def add_arguments(parser):
+    parser.add_argument("input", metavar="INPUT",
+                        help="convolution image (.txt/.tif/.npy) or structure (any ase.io format, e.g. .xyz)")
+    parser.add_argument("--model", "-m", default=None, help="model file (default: the shipped default model)")
+    parser.add_argument("--out", "-o", required=True, metavar="IMAGE", help="output image, .npy or .tif")
+    parser.add_argument("--png", metavar="PNG", help="also write a picture")
+    parser.add_argument("--margin", type=float, default=4.0, metavar="Å",
+                        help="structures: vacuum margin of the probe grid around the atoms (default 4 Å)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _load_model(path):
+    from surrogate import default_model
+    from surrogate.imaging.model import load_model
+
+    return load_model(path) if path else default_model()
+
+
+def run(args) -> int:
+    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.training.pairs import IMAGE_SUFFIXES, read_image, write_image
+
+    model = _load_model(args.model)
+    src = Path(args.input)
+    if not src.exists():
+        raise InputError(f"input file {src} does not exist")
+    pixel = model.convolution_parameters.pixel_size
+    if src.suffix.lower() in IMAGE_SUFFIXES:
+        conv = read_image(src)
+        image = model.predict(conv)
+        # the prediction covers the convolution image's interior (border h cropped)
+        h = model.border
+        grid = ProbeGrid.like(image, pixel, origin=(h * pixel, h * pixel))
+        kind = "convolution image"
+        n_ood = model.out_of_domain_fraction(conv)
+    else:
+        from refine.cli.structures import read_structure
+
+        atoms = read_structure(src)
+        grid = ProbeGrid.around(atoms, pixel_size=pixel, margin=args.margin)
+        image = model.simulate(atoms, grid)
+        kind = f"structure of {len(atoms)} atoms"
+        from surrogate.imaging.convolution import convolution_image
+
+        n_ood = model.out_of_domain_fraction(convolution_image(atoms, grid, model.convolution_parameters))
+    out = write_image(args.out, image, grid, meta={"kind": "surrogate", "input": str(src)})
+    if args.png:
+        from surrogate.common.plots import image_panels
+
+        image_panels({"surrogate image": image}, args.png, pixel_size=pixel, title=src.name)
+    summary = {"input": str(src), "kind": kind, "output": str(out), "shape": list(image.shape),
+               "pixel_size": pixel, "out_of_domain_fraction": n_ood}
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"surrogate image {image.shape[0]}x{image.shape[1]} of {kind} -> {out}")
+        if n_ood > 0:
+            print(f"warning: {100 * n_ood:.2f} % of convolution pixels lie outside the model's training range")
+    return 0

@@ -1,0 +1,307 @@
+"""Gradients of the surrogate image: vector–Jacobian products (adjoints).
+
+A refinement that moves atoms to lower χ² needs ∂χ²/∂rᵢ. With the
+surrogate image S = f(C) (the polynomial of the s×s input pixel grid of the
+convolution image C) and C = Σᵢ wᵢ G(r − rᵢ), the chain rule runs backwards
+through two steps, each a *vector–Jacobian product* with an upstream image
+U = ∂χ²/∂S (shape of S):
+
+1. :meth:`SurrogateGradient.convolution_vjp` — ∂χ²/∂C (shape of C, i.e. S
+   plus the border h on each side)::
+
+       ∂χ²/∂C[q] = Σ_p U[p] · ∂f(x(p))/∂x_v   with q = p + offset(v),
+
+   plus, with the log term x_p = log(max(x_c, floor)), U[p]·∂f/∂x_p / x_c at
+   the centre pixel (0 where the floor applies);
+2. :func:`positions_vjp` — ∂χ²/∂(xᵢ, yᵢ) in 1/Å from ∂χ²/∂C, through the
+   same separable Gaussian window as the splat of
+   :mod:`surrogate.imaging.convolution` (``CUTOFF_SIGMAS``)::
+
+       ∂C[q]/∂xᵢ = wᵢ G(q − rᵢ) (X_q − xᵢ)/σ².
+
+The convolution image depends only on x and y: the beam direction z gets no
+image gradient (the energy term alone places atoms along the beam).
+
+For degree 2 (the paper's and the shipped model's choice), ∂f/∂x = l + Q·x
+with a dense symmetric V×V matrix Q; other degrees use the general term tree.
+Both are checked against finite differences in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from surrogate.imaging.convolution import CUTOFF_SIGMAS, atom_window
+from surrogate.imaging.features import term_tree, term_tuples
+
+__all__ = ["SurrogateGradient", "positions_vjp"]
+
+
+class SurrogateGradient:
+    """Adjoint of a fitted :class:`~surrogate.imaging.model.PolynomialSurrogate`.
+
+    Parameters
+    ----------
+    model : PolynomialSurrogate
+        Fitted model (``coef_``, ``size``, ``degree``, ``log_term``,
+        ``interactions``, ``log_floor_``).
+    single_precision : bool
+        Degree 2 only: run :meth:`convolution_vjp` in float32 (input,
+        matrices and output are converted; the result is returned as
+        float64). The kernel is bound by L1 traffic, and twice the SIMD
+        width makes the whole image gradient 1.49× faster
+        (``tests/benchmarks/bench_anneal_step.py``); relative error ~1e-6 of
+        the largest entry — ample for molecular-dynamics forces, not for
+        finite-difference checks.
+    """
+
+    def __init__(self, model, *, single_precision: bool = False):
+        if not hasattr(model, "coef_"):
+            raise ValueError("the surrogate model is not fitted")
+        self.model = model
+        self.single_precision = bool(single_precision)
+        hyper = (int(model.size), int(model.degree), bool(model.log_term), bool(model.interactions))
+        self.size, self.degree, self.log_term, self.interactions = hyper
+        self.h = (self.size - 1) // 2
+        tuples = term_tuples(*hyper)
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        n_var = self.size * self.size + int(self.log_term)
+        self.n_var = n_var
+        parent, last, _, offsets = term_tree(*hyper)
+        self._parent, self._last, self._offsets = parent, last, offsets
+        self.log_floor = float(model.log_floor_) if self.log_term else 1.0
+        if self.degree == 2:
+            # f = c0 + Σ l_v x_v + Σ_{u≤v} q_uv x_u x_v  ⇒  ∂f/∂x = l + Q x, Q symmetric, Q_vv = 2 q_vv
+            lin = np.zeros(n_var)
+            Q = np.zeros((n_var, n_var))
+            for t, tup in enumerate(tuples):
+                if len(tup) == 1:
+                    lin[tup[0]] += coef[t]
+                elif len(tup) == 2:
+                    u, v = tup
+                    if u == v:
+                        Q[u, u] += 2.0 * coef[t]
+                    else:
+                        Q[u, v] += coef[t]
+                        Q[v, u] += coef[t]
+            self._lin, self._Q = lin, np.ascontiguousarray(Q)
+            self._lin32, self._Q32 = lin.astype(np.float32), self._Q.astype(np.float32)
+        else:
+            index = {tup: t for t, tup in enumerate(tuples)}
+            var, sub, c = [], [], []
+            for t, tup in enumerate(tuples):
+                if not tup or coef[t] == 0.0:
+                    continue
+                for v in sorted(set(tup)):
+                    rest = list(tup)
+                    rest.remove(v)
+                    var.append(v)
+                    sub.append(index[tuple(rest)])
+                    c.append(coef[t] * tup.count(v))
+            self._pair_var = np.array(var, dtype=np.int64)
+            self._pair_sub = np.array(sub, dtype=np.int64)
+            self._pair_coef = np.array(c, dtype=np.float64)
+        self._x = np.zeros(n_var)
+        self._dv = np.zeros(n_var)
+        self._rows = None
+        self._f = np.zeros(len(tuples))
+
+    def convolution_vjp(self, convolution_image: np.ndarray, upstream: np.ndarray,
+                        out: np.ndarray | None = None) -> np.ndarray:
+        """∂χ²/∂C from ∂χ²/∂S.
+
+        Parameters
+        ----------
+        convolution_image : ndarray, shape (M, N)
+            C-contiguous float64 convolution image the surrogate image was predicted from.
+        upstream : ndarray, shape (M − 2h, N − 2h)
+            ∂χ²/∂S for each predicted pixel.
+        out : ndarray, shape (M, N), optional
+            Written (not accumulated into).
+
+        Returns
+        -------
+        ndarray, shape (M, N)
+        """
+        conv = np.ascontiguousarray(convolution_image, dtype=np.float64)
+        h = self.h
+        if upstream.shape != (conv.shape[0] - 2 * h, conv.shape[1] - 2 * h):
+            raise ValueError(f"upstream shape {upstream.shape} does not match a convolution image of "
+                             f"shape {conv.shape} with border {h}")
+        if out is None:
+            out = np.zeros(conv.shape)
+        else:
+            out[:, :] = 0.0
+        up = np.ascontiguousarray(upstream, dtype=np.float64)
+        if self.degree == 2:
+            bj = up.shape[1]
+            dtype = np.float32 if self.single_precision else np.float64
+            if self._rows is None or self._rows[0].shape[1] < bj or self._rows[0].dtype != dtype:
+                self._rows = (np.empty((self.n_var, bj), dtype), np.empty((self.n_var, bj), dtype))
+            Xt, Dt = (r[:, :bj] for r in self._rows)
+            if self.single_precision:
+                out32 = np.zeros(conv.shape, np.float32)
+                _vjp_degree2(conv.astype(np.float32), up.astype(np.float32), h, self._offsets, self.log_term,
+                             np.float32(self.log_floor), self._lin32, self._Q32, Xt, Dt, out32)
+                out[:, :] = out32
+            else:
+                _vjp_degree2(conv, up, h, self._offsets, self.log_term, self.log_floor, self._lin, self._Q,
+                             Xt, Dt, out)
+        else:
+            _vjp_general(conv, up, h, self._offsets, self.log_term, self.log_floor, self._parent, self._last,
+                         self._pair_var, self._pair_sub, self._pair_coef, self._x, self._dv, self._f, out)
+        return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _vjp_degree2(conv, up, h, offsets, log_term, log_floor, lin, Q, Xt, Dt, out):  # pragma: no cover - jitted
+    # One output row at a time, variable-major (Xt[v, b]): every inner loop runs
+    # over the row's pixels, contiguous, so that ∂f/∂x = l + Q·x vectorizes.
+    bi, bj = up.shape
+    n_pix = offsets.shape[0]
+    n_var = Q.shape[0]
+    c = n_pix // 2
+    for a in range(bi):
+        for v in range(n_pix):
+            r = a + h + offsets[v, 0]
+            o = h + offsets[v, 1]
+            for b in range(bj):
+                Xt[v, b] = conv[r, o + b]
+        if log_term:
+            for b in range(bj):
+                xc = Xt[c, b]
+                Xt[n_pix, b] = math.log(xc if xc > log_floor else log_floor)
+        for v in range(n_var):
+            lv = lin[v]
+            for b in range(bj):
+                Dt[v, b] = lv
+            for w in range(n_var):
+                q = Q[v, w]
+                for b in range(bj):
+                    Dt[v, b] += q * Xt[w, b]
+        for v in range(n_var):
+            for b in range(bj):
+                Dt[v, b] *= up[a, b]
+        for v in range(n_pix):
+            r = a + h + offsets[v, 0]
+            o = h + offsets[v, 1]
+            for b in range(bj):
+                out[r, o + b] += Dt[v, b]
+        if log_term:
+            for b in range(bj):
+                xc = conv[a + h, h + b]
+                if xc > log_floor:
+                    out[a + h, h + b] += Dt[n_pix, b] / xc
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _vjp_general(conv, up, h, offsets, log_term, log_floor, parent, last, pair_var, pair_sub, pair_coef, x, dv, f,
+                 out):  # pragma: no cover - jitted
+    bi, bj = up.shape
+    n_pix = offsets.shape[0]
+    n_var = x.shape[0]
+    c = n_pix // 2
+    for a in range(bi):
+        for b in range(bj):
+            u = up[a, b]
+            if u == 0.0:
+                continue
+            for v in range(n_pix):
+                x[v] = conv[a + h + offsets[v, 0], b + h + offsets[v, 1]]
+            xc = x[c]
+            if log_term:
+                x[n_pix] = math.log(xc if xc > log_floor else log_floor)
+            f[0] = 1.0
+            for t in range(1, f.shape[0]):
+                f[t] = f[parent[t]] * x[last[t]]
+            for v in range(n_var):
+                dv[v] = 0.0
+            for k in range(pair_var.shape[0]):
+                dv[pair_var[k]] += pair_coef[k] * f[pair_sub[k]]
+            for v in range(n_pix):
+                out[a + h + offsets[v, 0], b + h + offsets[v, 1]] += u * dv[v]
+            if log_term and xc > log_floor:
+                out[a + h, b + h] += u * dv[n_pix] / xc
+
+
+def positions_vjp(xy: np.ndarray, weights: np.ndarray, origin, pixel_size: float, sigma: float,
+                  dconv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """∂χ²/∂(x, y) of each atom (1/Å · units of χ²) from ∂χ²/∂C.
+
+    Parameters
+    ----------
+    xy : ndarray, shape (n, 2)
+        Atom positions in Å (the same frame as ``origin``).
+    weights : ndarray, shape (n,)
+        Atom weights as splatted (κ·Z^n, see :func:`surrogate.imaging.convolution.atom_weights`).
+    origin : (float, float)
+        Position in Å of ``dconv[0, 0]``.
+    pixel_size : float
+        Å.
+    sigma : float
+        Gaussian PSF σ in Å.
+    dconv : ndarray, shape (M, N)
+        ∂χ²/∂C, e.g. from :meth:`SurrogateGradient.convolution_vjp`.
+    out : ndarray, shape (n, 2), optional
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+    """
+    xy = np.ascontiguousarray(xy, dtype=np.float64)
+    if out is None:
+        out = np.zeros((len(xy), 2))
+    half = int(np.ceil(CUTOFF_SIGMAS * sigma / pixel_size)) + 1
+    scratch = np.empty((4, 2 * half + 1))
+    _positions_vjp(xy, np.ascontiguousarray(weights, dtype=np.float64), float(origin[0]), float(origin[1]),
+                   float(pixel_size), float(sigma), float(CUTOFF_SIGMAS), np.ascontiguousarray(dconv), out, scratch)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _positions_vjp(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, dconv, out, scratch):  # pragma: no cover - jitted
+    # The same window and normalisation as surrogate.imaging.convolution._splat_gaussians:
+    # C[i, j] += w/(2πσ²) · gx(i) · gy(j),  gx(i) = exp(−(X_i − x)²/2σ²).
+    nx, ny = dconv.shape
+    half = int(np.ceil(cutoff_sigmas * sigma / dx)) + 1
+    norm = 1.0 / (2.0 * np.pi * sigma * sigma)
+    inv2s2 = 1.0 / (2.0 * sigma * sigma)
+    inv_s2 = 1.0 / (sigma * sigma)
+    gx = scratch[0]
+    gy = scratch[1]
+    dgx = scratch[2]
+    dgy = scratch[3]
+    for a in range(xy.shape[0]):
+        fi, fj, ci, cj, i0, i1, j0, j1 = atom_window(xy[a, 0], xy[a, 1], x0, y0, dx, half, nx, ny)
+        out[a, 0] = 0.0
+        out[a, 1] = 0.0
+        if i0 >= i1 or j0 >= j1:
+            continue
+        wa = weights[a] * norm
+        for i in range(i0, i1):
+            d = (i - fi) * dx
+            g = math.exp(-d * d * inv2s2)
+            gx[i - i0] = g
+            dgx[i - i0] = g * d * inv_s2  # ∂gx/∂x: d = X_i − x
+        for j in range(j0, j1):
+            d = (j - fj) * dx
+            g = math.exp(-d * d * inv2s2)
+            gy[j - j0] = g
+            dgy[j - j0] = g * d * inv_s2
+        sx = 0.0
+        sy = 0.0
+        n = j1 - j0
+        for i in range(i0, i1):
+            row = dconv[i, j0:j1]
+            r_g = 0.0
+            r_dg = 0.0
+            for k in range(n):
+                r_g += row[k] * gy[k]
+                r_dg += row[k] * dgy[k]
+            sx += dgx[i - i0] * r_g
+            sy += gx[i - i0] * r_dg
+        out[a, 0] = wa * sx
+        out[a, 1] = wa * sy

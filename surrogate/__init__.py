@@ -8,14 +8,14 @@ particles (:mod:`surrogate.groundtruth.particles`), stored in dataset files
 (:mod:`surrogate.training.datasets`).
 """
 
-from surrogate.imaging.convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
-from surrogate.common.errors import InputError, NotFittedError, StemRefineError
-from surrogate.training.datasets import Dataset, read_dataset, write_dataset
-from surrogate.imaging.grid import ProbeGrid
-from surrogate.imaging.model import PolynomialSurrogate, load_model, save_model
-from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
-from surrogate.groundtruth.particles import energy_calculator, make_particle
-from surrogate.training.validation import cross_validate, pooled_metrics
+from surrogate.imaging import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image
+from surrogate.common import InputError, NotFittedError, StemRefineError
+from surrogate.training import Dataset, read_dataset, write_dataset
+from surrogate.imaging import ProbeGrid
+from surrogate.imaging import PolynomialSurrogate, load_model, save_model
+from surrogate.groundtruth import HAADFParameters, haadf_image
+from surrogate.groundtruth import energy_calculator, make_particle
+from surrogate.training import cross_validate, pooled_metrics
 
 
 def default_model_path():
@@ -62,7 +62,7 @@ __all__ = [
 def __getattr__(name):
     # The Dask builder is imported on demand (Dask is heavy).
     if name == "build_dataset":
-        from surrogate.training.builder import build_dataset
+        from surrogate.training import build_dataset
 
         return build_dataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -84,9 +84,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
-from surrogate.common.plots import save_figure
+from surrogate.common import save_figure
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = [
     "Alignment",

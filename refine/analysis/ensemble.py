@@ -34,9 +34,9 @@ import numpy as np
 from ase import Atoms
 
 from refine.analysis.compare import _formula, _new_figure, _validate_atoms, align_structures, save_figure
-from surrogate.common.atomic import atomic_path, atomic_write_json
+from surrogate.common import atomic_path, atomic_write_json
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["Ensemble", "build_ensemble", "plot_ensemble", "write_ensemble", "write_atoms"]
 

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["compare_with_image", "plot_image_comparison"]
 
@@ -89,9 +89,9 @@ def compare_with_image(atoms, image, model, *, multislice: bool = True, method: 
         ``experimental``, ``surrogate``, ``multislice``, mapped to the
         experimental units).
     """
-    from surrogate.training.validation import pooled_metrics
+    from surrogate.training import pooled_metrics
 
-    from refine.cost.fitness import Fitness, fit_intensity_map
+    from refine.cost import Fitness, fit_intensity_map
 
     if len(atoms) == 0:
         raise InputError("the refined structure has no atoms")
@@ -118,7 +118,7 @@ def compare_with_image(atoms, image, model, *, multislice: bool = True, method: 
     out["surrogate_vs_image"], sur_mapped = versus_image(sur)
     images = {"experimental": np.where(mask, exp, np.nan), "surrogate": sur_mapped}
     if multislice:
-        from surrogate.groundtruth.multislice import haadf_image
+        from surrogate.groundtruth import haadf_image
 
         overrides = {k: v for k, v in (("method", method), ("phonons", phonons), ("interpolation", interpolation))
                      if v is not None}

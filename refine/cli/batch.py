@@ -79,9 +79,9 @@ def run(args) -> int:
     import json
     import sys
 
-    from refine.workflows.batch import read_manifest, run_batch
+    from refine.workflows import read_manifest, run_batch
 
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")

@@ -60,7 +60,7 @@ def add_arguments(parser):
 
 
 def _check(args):
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
 
     if args.multislice and args.image is None:
         raise InputError("--multislice needs --image IMAGE")
@@ -104,7 +104,7 @@ def _print_image(d, out):
 
 
 def run(args) -> int:
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
     from refine.cli.structures import read_structure
 
     _check(args)
@@ -112,7 +112,7 @@ def run(args) -> int:
     result = {"refined": str(args.refined)}
     figure_done = False
     if args.truth is not None:
-        from refine.analysis.compare import compare_structures, plot_comparison
+        from refine.analysis import compare_structures, plot_comparison
 
         truth = read_structure(args.truth)
         cmp = compare_structures(refined, truth, mirror=args.mirror, rotation=args.rotation,
@@ -125,16 +125,16 @@ def run(args) -> int:
             plot_comparison(cmp, args.figure)
             figure_done = True
         if args.aligned:
-            from refine.analysis.ensemble import write_atoms
+            from refine.analysis import write_atoms
 
             write_atoms(cmp.aligned, args.aligned)
     if args.image is not None:
         import surrogate
-        from refine.analysis.image_comparison import compare_with_image, plot_image_comparison
-        from refine.io.images import read_image
+        from refine.analysis import compare_with_image, plot_image_comparison
+        from refine.io import read_image
 
         if args.model:
-            from surrogate.imaging.model import load_model
+            from surrogate.imaging import load_model
 
             model = load_model(args.model)
         else:

@@ -65,7 +65,7 @@ def demo_files():
     import json
     from importlib.resources import files
 
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
 
     data = files("refine").joinpath("data")
     meta_path = data.joinpath("demo_image.json")
@@ -83,9 +83,9 @@ def demo_files():
 def run(args) -> int:
     from ase.io import read
 
-    from refine.io.images import read_image
-    from refine.workflows.refinement import refine_image
-    from surrogate.common.errors import InputError
+    from refine.io import read_image
+    from refine.workflows import refine_image
+    from surrogate.common import InputError
     from refine.cli.refine import print_summary
 
     if args.generations < 0 or args.population < 2:
@@ -102,7 +102,7 @@ def run(args) -> int:
                           search=args.search, log_file=True)
     print_summary(result.summary, result.out_dir)
     if truth_path.is_file():
-        from refine.analysis.compare import compare_structures
+        from refine.analysis import compare_structures
 
         cmp = compare_structures(result.best, read(str(truth_path)))
         w = cmp.within

@@ -32,7 +32,7 @@ def add_arguments(parser):
 def _structure_path(run):
     from pathlib import Path
 
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
 
     p = Path(run)
     if p.is_dir():
@@ -48,9 +48,9 @@ def _structure_path(run):
 def run(args) -> int:
     from tqdm import tqdm
 
-    from refine.analysis.ensemble import build_ensemble, write_ensemble
+    from refine.analysis import build_ensemble, write_ensemble
 
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
     from refine.cli.structures import read_structure
 
     paths = [_structure_path(r) for r in args.runs]

@@ -72,7 +72,7 @@ def _first_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``stem-refine`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    from surrogate.common.errors import InputError
+    from surrogate.common import InputError
 
     parser = build_parser()
     args = parser.parse_args(argv)

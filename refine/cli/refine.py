@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 
-from refine.search.recipes import SEARCHES
+from refine.search import SEARCHES
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
@@ -167,8 +167,8 @@ def print_summary(summary: dict, out_dir, file=None):
 def run(args) -> int:
     import json
 
-    from refine.workflows.refinement import refine_image
-    from surrogate.common.errors import InputError
+    from refine.workflows import refine_image
+    from surrogate.common import InputError
 
     for name in ("population", "generations"):
         v = getattr(args, name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["read_structure"]
 

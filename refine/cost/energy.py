@@ -43,7 +43,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["Energy", "make_calculator", "ASAP_EMT_ELEMENTS", "ASE_EMT_ELEMENTS", "CALCULATOR_NAMES"]
 

@@ -115,8 +115,8 @@ import numpy as np
 from surrogate.imaging.convolution import CUTOFF_SIGMAS, _splat_gaussians, atom_weights
 
 from refine.cost.energy import Energy
-from surrogate.common.errors import InputError, StemRefineError
-from refine.io.images import ExperimentalImage
+from surrogate.common import InputError, StemRefineError
+from refine.io import ExperimentalImage
 
 __all__ = ["Fitness", "FitnessResult", "estimate_noise", "noise_weights", "fit_intensity_map"]
 

@@ -25,9 +25,9 @@ import math
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
-from surrogate.imaging.adjoint import SurrogateGradient, positions_vjp
+from surrogate.imaging import SurrogateGradient, positions_vjp
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["ImageTerm", "CostCalculator"]
 

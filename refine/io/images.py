@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = [
     "ExperimentalImage",
@@ -113,7 +113,7 @@ class ExperimentalImage:
     @property
     def grid(self):
         """The :class:`surrogate.imaging.grid.ProbeGrid` of this image."""
-        from surrogate.imaging.grid import ProbeGrid
+        from surrogate.imaging import ProbeGrid
 
         return ProbeGrid(origin=tuple(self.origin), shape=self.data.shape, pixel_size=self.pixel_size)
 
@@ -337,7 +337,7 @@ def _read_raw(path: Path, signal, frame):
 
 def _read_raw_unchecked(path: Path, signal, frame):
     suffix = path.suffix.lower()
-    from surrogate.training.pairs import read_image_metadata
+    from surrogate.training import read_image_metadata
 
     record = read_image_metadata(path)
     if record is not None and "grid" in record:

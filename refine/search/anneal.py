@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["AnnealSchedule", "Annealing"]
 
@@ -136,7 +136,7 @@ class Annealing:
     def _energy_calculator(self, symbols):
         c = self.calculator
         if isinstance(c, str):
-            from refine.cost.energy import make_calculator
+            from refine.cost import make_calculator
 
             return make_calculator(c, tuple(sorted(set(symbols))))
         if isinstance(c, type) or (callable(c) and not hasattr(c, "calculate")):
@@ -150,7 +150,7 @@ class Annealing:
         import warnings
         from ase.optimize import FIRE
 
-        from refine.cost.image_forces import CostCalculator, ImageTerm
+        from refine.cost import CostCalculator, ImageTerm
 
         alpha = self.alpha if self.alpha is not None else getattr(self.fitness, "alpha", None)
         if alpha is None:

@@ -71,9 +71,9 @@ import numpy as np
 from ase import Atoms
 from deap import base, creator, tools
 
-from surrogate.common.atomic import atomic_write_bytes
+from surrogate.common import atomic_write_bytes
 
-from surrogate.common.errors import InputError, StemRefineError
+from surrogate.common import InputError, StemRefineError
 from refine.search.operators import (
     CutSpliceCrossover,
     DepthFlipMutation,
@@ -545,7 +545,7 @@ class FitnessDifference:
         self.fitness = fitness
 
     def __call__(self, atoms):
-        from surrogate.imaging.grid import ProbeGrid
+        from surrogate.imaging import ProbeGrid
 
         _, _, _, shift = self.fitness.image_terms(atoms)
         diff = -np.asarray(self.fitness.difference_image(atoms), dtype=float)
@@ -781,7 +781,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     anneal_calculator = calculator
     if calculator is not None and settings.relax_steps > 0:
         if isinstance(calculator, str):  # a name such as "emt" or "auto" (refine.cost.energy)
-            from refine.cost.energy import make_calculator
+            from refine.cost import make_calculator
 
             calculator = make_calculator(calculator, tuple(comp))
         if settings.relax_image:
@@ -854,7 +854,7 @@ class _AnnealPolish:
         return state
 
     def _make_tools(self):
-        from refine.cost.energy import make_calculator
+        from refine.cost import make_calculator
 
         s, comp = self.settings, self.composition
         calc = self.calculator
@@ -990,7 +990,7 @@ def _cost_calculator(fitness, calculator, alpha=None):
 
     The image force comes from the float32 adjoint (1.49× faster; ~1e-6 relative error, far below the
     relaxation's force criterion)."""
-    from refine.cost.image_forces import CostCalculator, ImageTerm
+    from refine.cost import CostCalculator, ImageTerm
 
     if not all(hasattr(fitness, k) for k in ("model", "image", "weights", "exp", "grid")):
         raise InputError("relax_image needs a refine.cost.fitness.Fitness (a surrogate model and an image)")

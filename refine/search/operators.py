@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = [
     "nearest_neighbour_distance",

@@ -31,7 +31,7 @@ from ase import Atoms
 from ase.data import atomic_numbers, reference_states
 from scipy.spatial.transform import Rotation
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 from refine.search.operators import (
     NEIGHBOUR_FACTOR,
     LocalRelaxation,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["SEARCHES", "search_options"]
 

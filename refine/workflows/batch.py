@@ -94,9 +94,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from surrogate.common.atomic import atomic_write_text
+from surrogate.common import atomic_write_text
 
-from surrogate.common.errors import InputError, StemRefineError
+from surrogate.common import InputError, StemRefineError
 
 __all__ = [
     "RunSpec",
@@ -257,7 +257,7 @@ def _model_elements(path: str | None, cache: dict):
 
                 model = default_model()
             else:
-                from surrogate.imaging.model import load_model
+                from surrogate.imaging import load_model
 
                 model = load_model(path)
             elements = tuple(getattr(model, "elements_", ()) or ())
@@ -295,7 +295,7 @@ def parse_manifest(data: Mapping, base_dir=".", *, source: str = "manifest", che
     InputError
         See the module docstring.
     """
-    from refine.search.population import composition_string, validate_composition
+    from refine.search import composition_string, validate_composition
 
     base = Path(base_dir).resolve()
     if not isinstance(data, Mapping):
@@ -489,7 +489,7 @@ def _refine_image_run(spec: RunSpec, folder: Path):
 
     model = None
     if spec.model is not None:
-        from surrogate.imaging.model import load_model
+        from surrogate.imaging import load_model
 
         model = load_model(spec.model)
     kwargs = dict(spec.settings)

@@ -65,11 +65,11 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from surrogate.common.atomic import atomic_write_with
-from surrogate.common.plots import save_figure
+from surrogate.common import atomic_write_with
+from surrogate.common import save_figure
 
-from surrogate.common.errors import InputError
-from refine.io.images import ExperimentalImage
+from surrogate.common import InputError
+from refine.io import ExperimentalImage
 
 __all__ = ["refine_image", "RefinementResult", "load_model_or_default", "START_SOURCES", "OUTPUT_FILES"]
 
@@ -138,7 +138,7 @@ def load_model_or_default(model=None):
         except ValueError as exc:
             raise InputError(f"cannot load the default model: {exc}") from None
     if isinstance(model, (str, os.PathLike)):
-        from surrogate.imaging.model import load_model
+        from surrogate.imaging import load_model
 
         try:
             return load_model(model), str(model)
@@ -157,8 +157,8 @@ def _model_info(model, source: str) -> dict:
 
 
 def _validate_image(image, model, *, pixel_size, mask, resample: bool) -> ExperimentalImage:
-    from refine.io.images import read_image, with_mask
-    from refine.io.images import resample as resample_image
+    from refine.io import read_image, with_mask
+    from refine.io import resample as resample_image
 
     target = float(model.convolution_parameters.pixel_size)
     if isinstance(image, ExperimentalImage):
@@ -281,7 +281,7 @@ def _image_digest(image: ExperimentalImage) -> str:
 
 
 def _particle_radius(comp) -> float:
-    from refine.search.operators import nearest_neighbour_distance
+    from refine.search import nearest_neighbour_distance
 
     n = sum(comp.values())
     d = nearest_neighbour_distance(comp)
@@ -511,8 +511,8 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
                   fitness_options, workers, search, folder_log=None) -> RefinementResult:
     """:func:`refine_image` (its parameters); ``folder_log.open()`` once ``out_dir`` exists (refine.log)."""
     t_start = time.perf_counter()
-    from refine.cost.fitness import Fitness
-    from refine.search.ga import (
+    from refine.cost import Fitness
+    from refine.search import (
         CHECKPOINT_NAME,
         LOGBOOK_NAME,
         FitnessDifference,
@@ -520,8 +520,8 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
         load_checkpoint,
         run_ga,
     )
-    from refine.search.operators import LocalRelaxation
-    from refine.search.population import (
+    from refine.search import LocalRelaxation
+    from refine.search import (
         composition_string,
         make_population,
         parse_composition,
@@ -540,7 +540,7 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
     start = _validate_start(start)
     noise_model, dose = _noise_spec(noise, dose)
     if _is_sigma_map(noise_model):
-        from refine.io.images import read_sigma_map
+        from refine.io import read_sigma_map
 
         noise_model = read_sigma_map(noise_model, img)
     if out_dir is None:
@@ -552,7 +552,7 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
     if ckpt.exists() and not resume:
         raise InputError(f"{str(out)!r} already holds a refinement (checkpoint.pkl); resume it with --resume "
                          "or choose another output folder")
-    from refine.search.recipes import search_options
+    from refine.search import search_options
 
     recipe = search_options(search)
     if multi_objective:
@@ -631,7 +631,7 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
     if not resuming:
         relax = None
         if start_relax_steps:
-            from refine.cost.energy import make_calculator
+            from refine.cost import make_calculator
 
             relax = LocalRelaxation(make_calculator(calculator or "auto", tuple(comp)),
                                     steps=int(start_relax_steps))
@@ -725,7 +725,7 @@ def _refine_image(image, composition, *, model, out_dir, population, generations
 
 
 def _scaled_alpha_fitness():
-    from refine.cost.fitness import Fitness
+    from refine.cost import Fitness
 
     class ScaledAlphaFitness(Fitness):
         """A :class:`refine.cost.fitness.Fitness` whose automatic α is ``alpha_scale`` × the IQR rule's."""
@@ -765,7 +765,7 @@ def _with_results(atoms: Atoms, r, fitness, generation=None) -> Atoms:
 
 
 def _write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r, settings) -> dict:
-    from refine.search.ga import LOGBOOK_NAME
+    from refine.search import LOGBOOK_NAME
 
     files = {}
     files["best.xyz"] = _write_xyz(out / "best.xyz", _with_results(best, r, fitness, ga.generation))

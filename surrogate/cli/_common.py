@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["add_training_data_args", "add_model_args", "load_training_data", "model_from_args", "emit_json",
            "git_free_command_line"]
@@ -48,12 +48,12 @@ def _log_floor(value):
 
 def load_training_data(args, progress=True):
     """Returns (convolution_images, multislice_images, info dict with source, elements, pixel_size, convolution)."""
-    from surrogate.imaging.convolution import ConvolutionParameters
+    from surrogate.imaging import ConvolutionParameters
 
     if args.dataset and (args.convolution or args.multislice):
         raise InputError("give either --dataset or --convolution/--multislice, not both")
     if args.dataset:
-        from surrogate.training.datasets import read_dataset
+        from surrogate.training import read_dataset
 
         ds = read_dataset(args.dataset)
         elements = sorted({s for a in ds.atoms for s in a.get_chemical_symbols()})
@@ -63,7 +63,7 @@ def load_training_data(args, progress=True):
         return list(ds.convolution_images), list(ds.multislice_images), info
     if not (args.convolution and args.multislice):
         raise InputError("training data needed: --convolution DIR --multislice DIR, or --dataset FILE")
-    from surrogate.training.pairs import read_pairs
+    from surrogate.training import read_pairs
 
     nums, conv, ms = read_pairs(args.convolution, args.multislice, progress=progress)
     elements = [e.strip() for e in args.elements.split(",")] if args.elements else []
@@ -80,7 +80,7 @@ def load_training_data(args, progress=True):
 
 
 def model_from_args(args, convolution=None):
-    from surrogate.imaging.model import PolynomialSurrogate
+    from surrogate.imaging import PolynomialSurrogate
 
     return PolynomialSurrogate(size=args.size, degree=args.degree, log_term=args.log_term,
                                interactions=args.interactions, log_floor=_log_floor(args.log_floor),

@@ -36,13 +36,13 @@ def cv_kwargs(args):
 
 
 def run(args) -> int:
-    from surrogate.training.validation import cross_validate
+    from surrogate.training import cross_validate
 
     conv, ms, info = load_training_data(args)
     model = model_from_args(args, convolution=info["convolution"])
     res = cross_validate(model, conv, ms, progress=True, keep_predictions=bool(args.parity), **cv_kwargs(args))
     if args.parity:
-        from surrogate.common.plots import parity_plot
+        from surrogate.common import parity_plot
 
         parity_plot(res.targets, res.predictions, args.parity,
                     title=f"{res.n_terms}-term model, {res.scheme} CV: 1-R2 = {res.one_minus_r2:.4f}")

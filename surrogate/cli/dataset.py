@@ -52,8 +52,8 @@ def add_arguments(parser):
 
 
 def _spec_from_args(args) -> dict:
-    from surrogate.training.builder import load_spec
-    from surrogate.common.errors import InputError
+    from surrogate.training import load_spec
+    from surrogate.common import InputError
 
     if args.spec:
         spec = load_spec(args.spec)
@@ -86,7 +86,7 @@ def _spec_from_args(args) -> dict:
 
 
 def run(args) -> int:
-    from surrogate.training.builder import build_dataset
+    from surrogate.training import build_dataset
 
     spec = _spec_from_args(args)
     scheduler = args.scheduler

@@ -17,7 +17,7 @@ def add_arguments(parser):
 def run(args) -> int:
     import time
 
-    from surrogate.imaging.model import save_model
+    from surrogate.imaging import save_model
 
     conv, ms, info = load_training_data(args)
     model = model_from_args(args, convolution=info["convolution"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from surrogate.cli._common import emit_json
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 help = "surrogate HAADF image of a convolution image file or a structure file"
 
@@ -23,14 +23,14 @@ def add_arguments(parser):
 
 def _load_model(path):
     from surrogate import default_model
-    from surrogate.imaging.model import load_model
+    from surrogate.imaging import load_model
 
     return load_model(path) if path else default_model()
 
 
 def run(args) -> int:
-    from surrogate.imaging.grid import ProbeGrid
-    from surrogate.training.pairs import IMAGE_SUFFIXES, read_image, write_image
+    from surrogate.imaging import ProbeGrid
+    from surrogate.training import IMAGE_SUFFIXES, read_image, write_image
 
     model = _load_model(args.model)
     src = Path(args.input)
@@ -52,12 +52,12 @@ def run(args) -> int:
         grid = ProbeGrid.around(atoms, pixel_size=pixel, margin=args.margin)
         image = model.simulate(atoms, grid)
         kind = f"structure of {len(atoms)} atoms"
-        from surrogate.imaging.convolution import convolution_image
+        from surrogate.imaging import convolution_image
 
         n_ood = model.out_of_domain_fraction(convolution_image(atoms, grid, model.convolution_parameters))
     out = write_image(args.out, image, grid, meta={"kind": "surrogate", "input": str(src)})
     if args.png:
-        from surrogate.common.plots import image_panels
+        from surrogate.common import image_panels
 
         image_panels({"surrogate image": image}, args.png, pixel_size=pixel, title=src.name)
     summary = {"input": str(src), "kind": kind, "output": str(out), "shape": list(image.shape),

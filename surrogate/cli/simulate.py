@@ -43,8 +43,8 @@ def add_arguments(parser):
 
 
 def _grid(args, atoms):
-    from surrogate.common.errors import InputError
-    from surrogate.imaging.grid import ProbeGrid
+    from surrogate.common import InputError
+    from surrogate.imaging import ProbeGrid
 
     if (args.origin is None) != (args.shape is None):
         raise InputError("--origin and --shape go together")
@@ -54,21 +54,21 @@ def _grid(args, atoms):
 
 
 def run(args) -> int:
-    from surrogate.training.pairs import write_image
+    from surrogate.training import write_image
 
     from refine.cli.structures import read_structure
 
     atoms = read_structure(args.structure)
     grid = _grid(args, atoms)
     if args.kind == "convolution":
-        from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
+        from surrogate.imaging import ConvolutionParameters, convolution_image
 
         params = ConvolutionParameters(sigma=args.sigma, pixel_size=args.pixel_size)
         image = convolution_image(atoms, grid, params)
         pdict = params.to_dict()
         units = "κ·Z^n per Å²"
     else:
-        from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
+        from surrogate.groundtruth import HAADFParameters, haadf_image
 
         params = HAADFParameters(method=args.method, interpolation=args.interpolation, phonons=args.phonons)
         image = haadf_image(atoms, grid, params, seed=args.seed, device=args.device, num_threads=args.threads,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from surrogate.cli._common import add_training_data_args, emit_json, load_training_data
 from surrogate.cli.cv import add_cv_args, cv_kwargs
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 help = "cross-validate many (s, degree, log, interactions) models: CSV + error-vs-terms figure"
 
@@ -31,11 +31,11 @@ def run(args) -> int:
     import io
     from pathlib import Path
 
-    from surrogate.common.atomic import atomic_write_text
+    from surrogate.common import atomic_write_text
 
-    from surrogate.imaging.model import PolynomialSurrogate
-    from surrogate.common.plots import sweep_plot
-    from surrogate.training.validation import sweep
+    from surrogate.imaging import PolynomialSurrogate
+    from surrogate.common import sweep_plot
+    from surrogate.training import sweep
 
     conv, ms, info = load_training_data(args)
     rows = sweep(PolynomialSurrogate(convolution=info["convolution"]), conv, ms, sizes=_ints(args.sizes),

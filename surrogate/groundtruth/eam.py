@@ -43,7 +43,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["ZhouEAM", "ZHOU2004_ELEMENTS", "ZHOU2004_PARAMETERS"]
 

@@ -42,8 +42,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from surrogate.common.errors import InputError
-from surrogate.imaging.grid import ProbeGrid
+from surrogate.common import InputError
+from surrogate.imaging import ProbeGrid
 
 __all__ = [
     "HAADFParameters",

@@ -50,7 +50,7 @@ import math
 import numpy as np
 from ase import Atoms
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = [
     "FAMILIES",

@@ -28,7 +28,7 @@ import numba
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 from surrogate.imaging.grid import DEFAULT_PIXEL_SIZE, ProbeGrid
 
 __all__ = [

@@ -37,7 +37,7 @@ from math import comb
 import numba
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = [
     "n_terms",

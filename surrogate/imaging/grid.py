@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["ProbeGrid", "DEFAULT_PIXEL_SIZE", "DEFAULT_MARGIN"]
 

@@ -26,9 +26,9 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
-from surrogate.common.atomic import atomic_path
+from surrogate.common import atomic_path
 from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
-from surrogate.common.errors import InputError, NotFittedError
+from surrogate.common import InputError, NotFittedError
 from surrogate.imaging.kernels import _predict_rows, horner_program
 from surrogate.imaging.features import (
     _features_rows,
@@ -367,7 +367,7 @@ class PolynomialSurrogate(BaseEstimator):
 
     def score(self, convolution_images, multislice_images) -> float:
         """Coefficient of determination R² pooled over the interior pixels of all pairs."""
-        from surrogate.training.validation import pooled_metrics
+        from surrogate.training import pooled_metrics
 
         self._check_fitted()
         conv, ms = _check_pairs(convolution_images, multislice_images, self.size)

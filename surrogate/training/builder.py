@@ -48,9 +48,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from surrogate.common.atomic import atomic_write_json
+from surrogate.common import atomic_write_json
 from surrogate.training.datasets import Dataset
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["load_spec", "expand_spec", "simulate_particle", "build_dataset", "work_dir_for"]
 
@@ -79,10 +79,10 @@ def load_spec(path) -> dict:
 
 
 def _normalized_spec(spec: dict) -> dict:
-    from surrogate.imaging.convolution import ConvolutionParameters
-    from surrogate.imaging.grid import DEFAULT_MARGIN, DEFAULT_PIXEL_SIZE
-    from surrogate.groundtruth.multislice import HAADFParameters
-    from surrogate.groundtruth.particles import FAMILIES
+    from surrogate.imaging import ConvolutionParameters
+    from surrogate.imaging import DEFAULT_MARGIN, DEFAULT_PIXEL_SIZE
+    from surrogate.groundtruth import HAADFParameters
+    from surrogate.groundtruth import FAMILIES
 
     if not isinstance(spec, dict):
         raise InputError("a dataset spec must be a mapping")
@@ -151,10 +151,10 @@ def expand_spec(spec: dict) -> tuple[dict, list[dict]]:
 
 def simulate_particle(task: dict, spec: dict, num_threads: int | None = None) -> Dataset:
     """Generate one particle and its image pair (a one-pair :class:`Dataset`)."""
-    from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
-    from surrogate.imaging.grid import ProbeGrid
-    from surrogate.groundtruth.multislice import HAADFParameters, haadf_image
-    from surrogate.groundtruth.particles import make_particle
+    from surrogate.imaging import ConvolutionParameters, convolution_image
+    from surrogate.imaging import ProbeGrid
+    from surrogate.groundtruth import HAADFParameters, haadf_image
+    from surrogate.groundtruth import make_particle
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(task["seed"])

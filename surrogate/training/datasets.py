@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from surrogate.common.atomic import atomic_path
-from surrogate.common.errors import InputError
-from surrogate.imaging.grid import ProbeGrid
+from surrogate.common import atomic_path
+from surrogate.common import InputError
+from surrogate.imaging import ProbeGrid
 
 __all__ = ["Dataset", "FORMAT_NAME", "FORMAT_VERSION", "read_dataset", "write_dataset", "atoms_to_text",
            "atoms_from_text"]

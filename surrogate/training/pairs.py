@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from surrogate.common.errors import InputError
+from surrogate.common import InputError
 
 __all__ = ["read_image", "write_image", "read_image_metadata", "pair_folders", "read_pairs", "IMAGE_SUFFIXES"]
 
@@ -87,7 +87,7 @@ def write_image(path, image: np.ndarray, grid=None, *, meta: dict | None = None)
     """
     import json
 
-    from surrogate.common.atomic import atomic_path, atomic_write_text
+    from surrogate.common import atomic_path, atomic_write_text
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.base import clone
 
-from surrogate.common.errors import InputError
-from surrogate.imaging.features import border, n_terms
+from surrogate.common import InputError
+from surrogate.imaging import border, n_terms
 
 __all__ = ["pooled_metrics", "cross_validate", "CVResult", "sweep", "SCHEMES"]
 
@@ -213,7 +213,7 @@ def sweep(template, convolution_images, multislice_images, *, sizes=(1, 3, 5), d
               if n_terms(*c) <= max_terms]
     # interactions make no difference for s=1 without log at degree 1: drop exact duplicates
     seen, unique = set(), []
-    from surrogate.imaging.features import term_tuples
+    from surrogate.imaging import term_tuples
 
     for c in combos:
         key = term_tuples(*c)

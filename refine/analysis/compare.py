@@ -87,6 +87,7 @@ from scipy.spatial.distance import cdist
 from surrogate.common import save_figure
 
 from surrogate.common import InputError
+from surrogate.common import geometry
 
 __all__ = [
     "Alignment",
@@ -679,24 +680,16 @@ def coordination_numbers(atoms: Atoms, *, cutoff: float | None = None, mult: flo
 
     Two atoms are neighbours when closer than ``cutoff`` Å, or, when
     ``cutoff`` is None, than ``mult · (r_i + r_j)`` with ASE's covalent radii
-    (``ase.neighborlist.natural_cutoffs`` scaled by ``mult``).
+    (``ase.neighborlist.natural_cutoffs`` scaled by ``mult``). Counted by
+    :func:`surrogate.common.geometry.coordination_numbers`.
 
     Returns
     -------
     ndarray of int, shape (n_atoms,)
     """
-    pos = np.asarray(atoms.positions, dtype=float)
     if cutoff is not None:
-        if not (np.isfinite(cutoff) and cutoff > 0):
-            raise InputError(f"coordination cutoff must be a positive number of Å, got {cutoff!r}")
-        pairs = cKDTree(pos).query_pairs(cutoff, output_type="ndarray")
-    else:
-        r = mult * covalent_radii[atoms.numbers]
-        pairs = cKDTree(pos).query_pairs(2 * r.max(), output_type="ndarray")
-        if len(pairs):
-            d = np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1)
-            pairs = pairs[d < r[pairs[:, 0]] + r[pairs[:, 1]]]
-    return np.bincount(pairs.ravel(), minlength=len(pos)) if len(pairs) else np.zeros(len(pos), dtype=int)
+        return geometry.coordination_numbers(atoms.positions, cutoff)
+    return geometry.coordination_numbers(atoms.positions, radii=mult * covalent_radii[atoms.numbers])
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,11 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from surrogate.common import InputError
+from surrogate.common.geometry import coordination_numbers
 
 __all__ = [
     "nearest_neighbour_distance",
     "default_min_distance",
-    "coordination_numbers",
     "interior_vacancies",
     "fill_vacancies",
     "beam_column",
@@ -138,13 +138,6 @@ def min_interatomic_distance(positions) -> float:
         return float("inf")
     d, _ = cKDTree(pos).query(pos, k=2)
     return float(d[:, 1].min())
-
-
-def coordination_numbers(positions, cutoff: float) -> np.ndarray:
-    """Number of neighbours within ``cutoff`` Å of each atom, shape ``(n,)``."""
-    pos = np.asarray(positions, dtype=float)
-    tree = cKDTree(pos)
-    return np.asarray(tree.query_ball_point(pos, cutoff, return_length=True)) - 1
 
 
 def _random_unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -38,11 +38,11 @@ from refine.search.operators import (
     _best_site,
     _outside_point,
     composition_of,
-    coordination_numbers,
     default_min_distance,
     nearest_neighbour_distance,
     repair_min_distance,
 )
+from surrogate.common.geometry import coordination_numbers
 
 __all__ = [
     "parse_composition",

@@ -51,6 +51,7 @@ import numpy as np
 from ase import Atoms
 
 from surrogate.common import InputError
+from surrogate.common.geometry import coordination_numbers
 
 __all__ = [
     "FAMILIES",
@@ -154,14 +155,6 @@ def _shape_candidates(family: str, symbol: str):
         raise InputError(f"unknown crystalline family {family!r}; expected one of {CRYSTALLINE_FAMILIES}")
 
 
-def _coordination(positions: np.ndarray, cutoff: float) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(positions)
-    pairs = tree.query_pairs(cutoff, output_type="ndarray")
-    return np.bincount(pairs.ravel(), minlength=len(positions))
-
-
 def crystalline_particle(family: str, n_atoms: int, rng: np.random.Generator, symbol: str = "Pt") -> Atoms:
     """A crystalline ``ase.cluster`` shape with exactly ``n_atoms`` atoms.
 
@@ -182,7 +175,7 @@ def crystalline_particle(family: str, n_atoms: int, rng: np.random.Generator, sy
     pos = atoms.positions
     while keep.sum() > n_atoms:
         idx = np.flatnonzero(keep)
-        cn = _coordination(pos[idx], 1.2 * nn)
+        cn = coordination_numbers(pos[idx], 1.2 * nn)
         low = idx[cn == cn.min()]
         keep[rng.choice(low)] = False
     # A plain Atoms: ase.cluster.Cluster's extra state does not survive slicing.
@@ -278,7 +271,7 @@ def _recapture(atoms: Atoms, rng: np.random.Generator, cutoff: float = 4.0) -> N
     # Put evaporated atoms back at a random surface direction just outside the
     # particle, at rest, so that counts and compositions stay as requested.
     pos = atoms.positions
-    cn = _coordination(pos, cutoff)
+    cn = coordination_numbers(pos, cutoff)
     lone = np.flatnonzero(cn == 0)
     if len(lone) == 0:
         return

@@ -126,7 +126,8 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
 
     # a truth with three surface atoms carried to the far side: the sweep must bring the cost down
     start = truth.copy()
-    from refine.search.operators import DepthMoveMutation, coordination_numbers
+    from refine.search.operators import DepthMoveMutation
+    from surrogate.common.geometry import coordination_numbers
 
     mover = DepthMoveMutation(np.random.default_rng(0), 2.0, nn_distance=2.77)
     cn = coordination_numbers(start.positions, 1.2 * 2.77)

@@ -29,7 +29,6 @@ from refine.search.operators import (
     SimilarityCriterion,
     SurfaceMoveMutation,
     composition_of,
-    coordination_numbers,
     default_min_distance,
     diversity,
     hollow_sites,
@@ -37,6 +36,7 @@ from refine.search.operators import (
     repair_composition,
     repair_min_distance,
 )
+from surrogate.common.geometry import coordination_numbers
 from refine.search.population import random_cluster, shape_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

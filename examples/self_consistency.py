@@ -209,7 +209,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from surrogate.common.atomic import atomic_write_json, atomic_write_with  # noqa: E402
+from surrogate.common.atomic import atomic_write_with  # noqa: E402
+from surrogate.common.jsonio import write_json  # noqa: E402
 
 log = logging.getLogger("self_consistency")
 
@@ -570,7 +571,7 @@ def main(argv=None):
               "load_average": os.getloadavg(), "command": "python examples/self_consistency.py " +
               " ".join(argv if argv is not None else sys.argv[1:]),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cases": rows}
-    atomic_write_json(args.work / "results.json", report, default=str)
+    write_json(args.work / "results.json", report, default=str)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -34,7 +34,7 @@ import numpy as np
 from ase import Atoms
 
 from refine.analysis.compare import _formula, _new_figure, _validate_atoms, align_structures, save_figure
-from surrogate.common import atomic_path, atomic_write_json
+from surrogate.common import atomic_path, write_json
 
 from surrogate.common import InputError
 
@@ -255,7 +255,7 @@ def write_ensemble(ensemble: Ensemble, out_dir, *, figure: bool = True, sources=
     summary = ensemble.to_dict()
     if sources is not None:
         summary["sources"] = [str(s) for s in sources]
-    paths["summary"] = atomic_write_json(out / "ensemble.json", summary)
+    paths["summary"] = write_json(out / "ensemble.json", summary)
     if figure:
         plot_ensemble(ensemble, out / "ensemble.png")
         paths["figure"] = out / "ensemble.png"

@@ -10,12 +10,11 @@ previous target, if any, is left untouched.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_with", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_path", "atomic_write_with", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _umask() -> int:
@@ -67,8 +66,3 @@ def atomic_write_text(path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
-
-def atomic_write_json(path, obj, **kwargs) -> Path:
-    """Write ``obj`` as indented JSON (plus a newline) to ``path`` atomically."""
-    kwargs.setdefault("indent", 2)
-    return atomic_write_text(path, json.dumps(obj, **kwargs) + "\n")

@@ -48,7 +48,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from surrogate.common import atomic_write_json
+from surrogate.common import write_json
 from surrogate.training.datasets import Dataset
 from surrogate.common import InputError
 
@@ -250,7 +250,7 @@ def build_dataset(spec: dict, out, *, scheduler: str | None = None, n_workers: i
         if old != json.loads(json.dumps(spec)):
             raise InputError(f"{work!r} holds results of a different spec; delete it or choose another output")
     else:
-        atomic_write_json(spec_path, spec, indent=1, sort_keys=True)
+        write_json(spec_path, spec, indent=1, sort_keys=True)
 
     done = _finished(work, len(tasks))
     todo = [t for t in tasks if t["id"] not in done]

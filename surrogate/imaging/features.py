@@ -193,12 +193,12 @@ def features(image, size: int = 5, degree: int = 2, log_term: bool = True, inter
     parent, last, _, offsets = term_tree(size, degree, log_term, interactions)
     rows = img.shape[0] - 2 * h
     out = np.empty((rows * (img.shape[1] - 2 * h), len(parent)), dtype=np.float64)
-    _features_rows(img, h, 0, rows, offsets, log_term, float(log_floor), parent, last, out)
+    features_rows(img, h, 0, rows, offsets, log_term, float(log_floor), parent, last, out)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _features_rows(img, h, row0, row1, offsets, log_term, log_floor, parent, last, out):  # pragma: no cover
+def features_rows(img, h, row0, row1, offsets, log_term, log_floor, parent, last, out):  # pragma: no cover
     # Output rows row0..row1 of the cropped image, written to out[0:(row1-row0)*ncols].
     ncols = img.shape[1] - 2 * h
     p = offsets.shape[0]

@@ -23,7 +23,7 @@ Two kernels compute the same polynomial (Horner form over the term tree of
   so that Numba's on-disk cache works (first compile ≈ 2 s for 378 terms,
   later processes load it in milliseconds); when that folder is not writable
   the source is compiled in memory instead.
-* :func:`_predict_rows` — the general path for any degree and size, driven by
+* :func:`predict_rows` — the general path for any degree and size, driven by
   the index arrays of :func:`horner_program`.
 
 Vacuum: every output pixel whose s×s input pixel grid is exactly 0 (beyond the
@@ -359,7 +359,7 @@ def horner_program(size: int, degree: int, log_term: bool, interactions: bool):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _predict_rows(img, h, offsets, log_term, log_floor, degree, background,
+def predict_rows(img, h, offsets, log_term, log_floor, degree, background,
                   node_coef, node_depth, node_last, leaf_start, leaf_end, leaf_coef, leaf_var,
                   out):  # pragma: no cover - jitted
     rows, ncols = out.shape

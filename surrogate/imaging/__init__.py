@@ -1,4 +1,17 @@
-"""surrogate.imaging."""
+"""From atoms to a surrogate image, and back to forces (the hot path of every refinement).
+
+In data-flow order:
+
+* :mod:`~surrogate.imaging.grid`: :class:`ProbeGrid`, the probe positions every image uses
+  (``image[i, j]`` is the probe at ``(x0 + i·Δ, y0 + j·Δ)``, Å).
+* :mod:`~surrogate.imaging.convolution`: the convolution image Σ κ·Z^1.7·G_σ(r − rᵢ) (Numba).
+* :mod:`~surrogate.imaging.features`: the s×s input pixel grid's polynomial terms (paper Eq. 5–8).
+* :mod:`~surrogate.imaging.kernels`: fused Numba prediction kernels (no feature matrix).
+* :mod:`~surrogate.imaging.model`: :class:`PolynomialSurrogate` (fit / predict / score) and its
+  pickle-free model file.
+* :mod:`~surrogate.imaging.adjoint`: ∂χ²/∂(convolution image) and ∂χ²/∂(atom positions), the
+  image forces of the refinement.
+"""
 
 from surrogate.imaging.adjoint import SurrogateGradient, positions_vjp
 from surrogate.imaging.convolution import COMBS2019_CROSS_SECTION, ConvolutionParameters, atom_weights, convolution_image

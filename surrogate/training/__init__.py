@@ -1,4 +1,10 @@
-"""surrogate.training."""
+"""From ground truth to a fitted model: training data and validation.
+
+* :mod:`~surrogate.training.pairs`: paired convolution / multislice image folders (the paper's files).
+* :mod:`~surrogate.training.datasets`: the dataset file (pairs, structures, grids; npz + JSON, no pickle).
+* :mod:`~surrogate.training.builder`: generate particles, simulate them on Dask, write a dataset (resumable).
+* :mod:`~surrogate.training.validation`: cross-validation (image / block / pixel folds), 1−R², FRMS, sweeps.
+"""
 
 from surrogate.training.builder import build_dataset, load_spec
 from surrogate.training.datasets import Dataset, read_dataset, write_dataset

@@ -112,7 +112,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from surrogate.imaging.convolution import CUTOFF_SIGMAS, _splat_gaussians, atom_weights
+from surrogate.imaging import CUTOFF_SIGMAS, atom_weights, splat_gaussians
 
 from refine.cost.energy import Energy
 from surrogate.common import InputError, StemRefineError
@@ -960,7 +960,7 @@ class Fitness:
             return self._out_buf[:0].reshape(0, 0), 0, 0, False
         h = self.h
         conv = self._conv_buf[: (bi + 2 * h) * (bj + 2 * h)].reshape(bi + 2 * h, bj + 2 * h)
-        _splat_gaussians(self._xy, self._atom_w, x0 + (i0 - h) * dx, y0 + (j0 - h) * dx, dx, self.params.sigma,
+        splat_gaussians(self._xy, self._atom_w, x0 + (i0 - h) * dx, y0 + (j0 - h) * dx, dx, self.params.sigma,
                CUTOFF_SIGMAS, conv, self._gx, self._gy)
         cmax = _max_value(conv)
         ood = cmax > self._domain_max

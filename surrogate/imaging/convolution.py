@@ -38,6 +38,9 @@ __all__ = [
     "COMBS2019_CROSS_SECTION",
     "DEFAULT_SIGMA",
     "DEFAULT_EXPONENT",
+    "CUTOFF_SIGMAS",
+    "scratch_rows",
+    "splat_gaussians",
 ]
 
 #: Å, Gaussian PSF width of the paper.
@@ -160,14 +163,14 @@ def convolution_from_positions(xy: np.ndarray, weights: np.ndarray, grid: ProbeG
         out = np.empty(grid.shape, dtype=np.float64)
     elif out.shape != grid.shape or out.dtype != np.float64 or not out.flags.c_contiguous:
         raise InputError(f"out must be a C-contiguous float64 array of shape {grid.shape}")
-    _splat_gaussians(np.ascontiguousarray(xy, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64),
-                     grid.origin[0], grid.origin[1], grid.pixel_size, float(sigma), CUTOFF_SIGMAS, out,
-                     *scratch_rows(sigma, grid.pixel_size))
+    splat_gaussians(np.ascontiguousarray(xy, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64),
+                    grid.origin[0], grid.origin[1], grid.pixel_size, float(sigma), CUTOFF_SIGMAS, out,
+                    *scratch_rows(sigma, grid.pixel_size))
     return out
 
 
 def scratch_rows(sigma: float, pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scratch rows for :func:`_splat_gaussians` (one PSF window each)."""
+    """Scratch rows for :func:`splat_gaussians` (one PSF window each)."""
     n = 2 * (int(np.ceil(CUTOFF_SIGMAS * sigma / pixel_size)) + 1) + 1
     return np.empty(n), np.empty(n)
 
@@ -188,7 +191,33 @@ def atom_window(x, y, x0, y0, dx, half, nx, ny):  # pragma: no cover - jitted
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy):  # pragma: no cover - jitted
+def splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy):  # pragma: no cover - jitted
+    """The convolution image of point atoms on a pixel grid, written into ``out`` (the Numba kernel).
+
+    ``out[i, j] = Σ_a weights[a] · exp(−|r_ij − xy[a]|² / 2σ²) / (2πσ²)`` with
+    ``r_ij = (x0 + i·dx, y0 + j·dx)``, each atom evaluated on the
+    ±(⌈cutoff_sigmas·σ/dx⌉ + 1)-pixel window around its nearest pixel
+    (:func:`atom_window`; exactly 0 outside it). Allocates nothing image-sized.
+
+    Parameters
+    ----------
+    xy : ndarray of float64, shape (n_atoms, 2)
+        Projected atom positions (x, y), Å.
+    weights : ndarray of float64, shape (n_atoms,)
+        Per-atom weights, κ included (:func:`atom_weights` times the cross-section).
+    x0, y0 : float
+        Å; the probe position of ``out[0, 0]``.
+    dx : float
+        Pixel size Δ, Å.
+    sigma : float
+        Gaussian PSF width σ, Å.
+    cutoff_sigmas : float
+        Window half-width in σ (:data:`CUTOFF_SIGMAS`).
+    out : ndarray of float64, shape (M, N), C-contiguous
+        Overwritten with the image (units of ``weights`` per Å²).
+    gx, gy : ndarray of float64, shape (2·(⌈cutoff_sigmas·σ/dx⌉ + 1) + 1,)
+        Scratch rows, one PSF window each (:func:`scratch_rows`).
+    """
     # Separable evaluation: exp(-(dx²+dy²)/2σ²) = gx(i)·gy(j), so each atom costs
     # one outer product over the ±cutoff window instead of window² exponentials.
     # gx, gy are caller-owned scratch rows (see scratch_rows) so that the GA's hot

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from refine.cost.fitness import _bin_box, _box_sums, _max_value, _shift_cubic, fit_intensity_map
-from surrogate.imaging.convolution import CUTOFF_SIGMAS, _splat_gaussians, scratch_rows
+from surrogate.imaging import CUTOFF_SIGMAS, scratch_rows, splat_gaussians
 
 
 def _reference_sums(sim, e, w, i0, j0, bg):
@@ -93,7 +93,7 @@ def test_splat_matches_direct_gaussians(rng):
               [x0 + 50.4999999 * dx, y0 + 60.5000001 * dx], [x0 - 0.5, y0 + 3.0]]
     w = rng.uniform(100, 2000, len(xy))
     out = np.empty(shape)
-    _splat_gaussians(xy, w, x0, y0, dx, sigma, CUTOFF_SIGMAS, out, *scratch_rows(sigma, dx))
+    splat_gaussians(xy, w, x0, y0, dx, sigma, CUTOFF_SIGMAS, out, *scratch_rows(sigma, dx))
 
     half = int(np.ceil(CUTOFF_SIGMAS * sigma / dx)) + 1
     ref = np.zeros(shape)

@@ -72,24 +72,24 @@ class ImageTerm:
         pos = np.ascontiguousarray(positions, dtype=np.float64)
         if pos.ndim != 2 or pos.shape[1] != 3 or not np.all(np.isfinite(pos)):
             raise InputError("positions must be a finite (n, 3) array")
-        f._prepare_numbers(np.asarray(numbers))
-        # the fitness's own render (convolution box with border h left in f._conv_buf) and
-        # closed-form intensity map: this χ² is the fitness's χ² with align="none"
-        sim, i0, j0, _ = f._render(pos, (0.0, 0.0))
-        a, b, _, _, chi2 = f._fit_box(sim, i0, j0, 2)
+        f.prepare_numbers(np.asarray(numbers))
+        # the fitness's own render (its convolution box, border h included, stays in the renderer's
+        # buffer) and closed-form intensity map: this χ² is the fitness's χ² with align="none"
+        sim, i0, j0, _ = f.render_box(pos, (0.0, 0.0))
+        a, b, _, _, chi2 = f.aligner.fit_box(sim, i0, j0, 2)
         grad = np.zeros(pos.shape) if gradient else None
         if not gradient or sim.size == 0:
             return chi2, grad
         bi, bj = sim.shape
         h = f.h
-        conv = f._conv_buf[: (bi + 2 * h) * (bj + 2 * h)].reshape(bi + 2 * h, bj + 2 * h)
+        conv = f.renderer.convolution_box(bi, bj)
         w = f.weights[i0:i0 + bi, j0:j0 + bj]
         upstream = 2.0 * a * w * (a * sim + b - f.exp[i0:i0 + bi, j0:j0 + bj])
         upstream[w == 0.0] = 0.0  # masked pixels (their data may be NaN)
         dconv = self.gradient.convolution_vjp(conv, upstream)
         dx = f.image.pixel_size
         x0, y0 = f.grid.origin
-        grad[:, :2] = positions_vjp(pos[:, :2], f._atom_w, (x0 + (i0 - h) * dx, y0 + (j0 - h) * dx), dx,
+        grad[:, :2] = positions_vjp(pos[:, :2], f.renderer.atom_weights, (x0 + (i0 - h) * dx, y0 + (j0 - h) * dx), dx,
                                     f.params.sigma, dconv)
         return chi2, grad
 

@@ -12,7 +12,9 @@ import pytest
 from ase.cluster import Icosahedron, Octahedron
 
 from surrogate.common.errors import InputError, StemRefineError
-from refine.cost.fitness import Fitness, estimate_noise, fit_intensity_map, noise_weights
+from refine.cost.alignment import fit_intensity_map
+from refine.cost.fitness import Fitness
+from refine.cost.noise import estimate_noise, noise_weights
 from refine.io.images import read_image
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -137,7 +139,7 @@ def test_fitness_recovers_the_map_exactly_on_the_box(model, truth, grid, clean, 
     assert r.scale == pytest.approx(a, rel=1e-10) and r.offset == pytest.approx(b, rel=1e-10)
     # χ² comes from the normal-equation sums of the mean-centred image: exact up to
     # rounding of Σ w·(I_exp − ē)²
-    assert r.chi2 < 1e-13 * f.wee_tot and r.energy == 0.0 and r.shift == (0.0, 0.0)
+    assert r.chi2 < 1e-13 * f.aligner.wee_tot and r.energy == 0.0 and r.shift == (0.0, 0.0)
     np.testing.assert_allclose(f.simulated_image(truth), a * clean + b, rtol=1e-12, atol=1e-12 * a)
 
 
@@ -385,7 +387,7 @@ def test_cross_correlation_on_a_small_unbinned_image(model):
                 calculator=None)
     d_px = np.array([-6.4, 9.3])
     r = f.evaluate(shifted(small, d_px * PIXEL))
-    assert f._fft[0] == 1  # no binning below 96 px
+    assert f.aligner.binning == 1  # no binning below 96 px
     assert np.abs(np.array(r.shift) / PIXEL - d_px).max() < 0.05
 
 

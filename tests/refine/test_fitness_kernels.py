@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refine.cost.fitness import _bin_box, _box_sums, _max_value, _shift_cubic, fit_intensity_map
+from refine.cost.alignment import fit_intensity_map
+from refine.cost.kernels import bin_box, box_sums, shift_cubic
+from refine.cost.render import max_value
 from surrogate.imaging import CUTOFF_SIGMAS, scratch_rows, splat_gaussians
 
 
 def _reference_sums(sim, e, w, i0, j0, bg):
-    """The 15 normal-equation sums of _box_sums, by numpy on the box (neighbours outside = bg)."""
+    """The 15 normal-equation sums of box_sums, by numpy on the box (neighbours outside = bg)."""
     s = sim - bg
     pad = np.pad(s, 1)  # zero outside the box: the neighbours there are bg
     gi = 0.5 * (pad[2:, 1:-1] - pad[:-2, 1:-1])
@@ -37,7 +39,7 @@ def test_box_sums_match_numpy(rng, shape):
     sim = rng.normal(size=shape) + 0.3
     i0, j0 = 2, 5 if shape[1] < 30 else 1
     acc = np.empty(15)
-    _box_sums(sim, e, w, i0, j0, 0.3, acc)
+    box_sums(sim, e, w, i0, j0, 0.3, acc)
     ref = _reference_sums(sim, e, w, i0, j0, 0.3)
     np.testing.assert_allclose(acc, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
 
@@ -64,7 +66,7 @@ def test_bin_box_matches_loop(rng):
         i0, j0 = (int(v) for v in rng.integers(0, 9, 2))
         sim = rng.random((bi, bj))
         out = np.full((40, 40), 7.0)
-        _bin_box(sim, i0, j0, 0.3, B, out)
+        bin_box(sim, i0, j0, 0.3, B, out)
         ref = np.zeros((40, 40))
         for a in range(bi):
             for b in range(bj):
@@ -75,10 +77,10 @@ def test_bin_box_matches_loop(rng):
 def test_max_value(rng):
     for shape in [(1, 1), (3, 15), (4, 16), (5, 17), (60, 250)]:
         a = rng.normal(size=shape)
-        assert _max_value(a) == a.max()
+        assert max_value(a) == a.max()
         a[-1, -1] = 10.0  # in the remainder of the 16-wide loop
-        assert _max_value(a) == 10.0
-    assert _max_value(np.zeros((0, 5))) == -np.inf
+        assert max_value(a) == 10.0
+    assert max_value(np.zeros((0, 5))) == -np.inf
 
 
 def test_splat_matches_direct_gaussians(rng):
@@ -128,7 +130,7 @@ def test_shift_cubic_matches_direct_interpolation(rng, trial):
     if oi1 <= oi0 or oj1 <= oj0:
         return
     out = np.empty((oi1 - oi0, oj1 - oj0))
-    _shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, np.empty((oi1 - oi0, bj)), out)
+    shift_cubic(sim, i0, j0, di, dj, oi0, oj0, bg, np.empty((oi1 - oi0, bj)), out)
     # reference: S on a canvas padded with bg, sampled at (i − di, j − dj) by the 4×4 Keys stencil
     P = 8
     canvas = np.full((m + 2 * P, n + 2 * P), bg)

@@ -49,8 +49,10 @@ DEFAULT_CASES = "0:0.15:2,1:0.3:5,0:0.3:8,1:0.45:0"
 
 def damaged_case(seed: int, fraction: float, direction: int, keep: int, search_alpha: float) -> dict:
     """Damage case (a) of ``seed`` (a cap of ``fraction`` of the atoms, cap ``direction`` of 12, one period up), sweep."""
-    from refine.search.ga import FitnessDifference, shift_finish
-    from refine.search.operators import beam_column, beam_sectors, shift_sectors
+    from refine.search import FitnessDifference
+    from refine.search.polish import shift_finish
+    from refine.search.sites import beam_column, beam_sectors
+    from refine.search.sweeps import shift_sectors
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(seed, search_alpha)
     column = beam_column(truth.positions, NN)

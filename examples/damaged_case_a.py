@@ -45,8 +45,7 @@ def case_a_setup(seed: int, search_alpha: float):
     import self_consistency as sc
     from refine.cost.energy import make_calculator
     from refine.cost.fitness import Fitness
-    from refine.search.ga import _cost_calculator
-    from refine.search.operators import LocalRelaxation
+    from refine.search.relaxation import LocalRelaxation, cost_calculator
 
     model, _ = sc.get_model(None)
     rng = np.random.default_rng([seed, ord("a")])
@@ -54,7 +53,7 @@ def case_a_setup(seed: int, search_alpha: float):
     image, _ = sc.noisy_image(model, truth, 1e5, rng)
     fit = Fitness(model, image, alpha=0.0, noise="poisson", dose=1e5, calculator="auto", symbols=["Pt"])
     fit.alpha = fit.thermal_alpha()  # the finishing stage's criterion
-    calc = _cost_calculator(fit, make_calculator("auto", ("Pt",)), alpha=lambda: search_alpha)
+    calc = cost_calculator(fit, make_calculator("auto", ("Pt",)), alpha=lambda: search_alpha)
     relax = LocalRelaxation(calc, steps=20, fmax=0.05, min_distance=0.75 * NN, rng=np.random.default_rng(2))
 
     def relaxed(atoms):

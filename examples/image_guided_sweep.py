@@ -50,8 +50,10 @@ def main(argv=None) -> dict:
     add_case_arguments(p)
     args = p.parse_args(argv)
 
-    from refine.search.ga import FitnessDifference
-    from refine.search.operators import depth_sides, image_guided_sweep, repair_min_distance, surface_patches, surface_sites
+    from refine.search import FitnessDifference
+    from refine.search.geometry import repair_min_distance
+    from refine.search.sites import depth_sides, surface_patches, surface_sites
+    from refine.search.sweeps import image_guided_sweep
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(args.seed, args.search_alpha)
     tops = [q for q in surface_patches(truth.positions, NN, sizes=(args.atoms,), seeds=40)

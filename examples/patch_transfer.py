@@ -49,7 +49,9 @@ def main(argv=None) -> dict:
     p.add_argument("--patch-seeds", type=int, default=4, help="seeds of the sweep (default 4, the anneal recipe's)")
     args = p.parse_args(argv)
 
-    from refine.search.operators import repair_min_distance, surface_patches, transfer_patch, transfer_patches
+    from refine.search.geometry import repair_min_distance
+    from refine.search.sites import surface_patches, transfer_patch
+    from refine.search.sweeps import transfer_patches
 
     truth, fit, relax, relaxed, evaluate = case_a_setup(args.seed, args.search_alpha)
     tops = [q for q in surface_patches(truth.positions, NN, sizes=(args.size,), seeds=40)

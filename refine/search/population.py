@@ -32,17 +32,17 @@ from ase.data import atomic_numbers, reference_states
 from scipy.spatial.transform import Rotation
 
 from surrogate.common import InputError
-from refine.search.operators import (
+from surrogate.common.geometry import coordination_numbers
+from refine.search.geometry import (
     NEIGHBOUR_FACTOR,
-    LocalRelaxation,
-    _best_site,
-    _outside_point,
+    best_site,
     composition_of,
     default_min_distance,
     nearest_neighbour_distance,
+    outside_point,
     repair_min_distance,
 )
-from surrogate.common.geometry import coordination_numbers
+from refine.search.relaxation import LocalRelaxation
 
 __all__ = [
     "parse_composition",
@@ -310,8 +310,8 @@ def _trim_or_pad(atoms: Atoms, n: int, d: float, d_min: float, rng: np.random.Ge
         worst = np.flatnonzero(cn == cn.min())
         pos = np.delete(pos, worst[rng.integers(len(worst))], axis=0)
     while len(pos) < n:  # add on the best-coordinated hollow site
-        site = _best_site(pos, d, rng, min_distance=d_min, n_triples=128)
-        pos = np.vstack([pos, site if site is not None else _outside_point(pos, d_min, rng)])
+        site = best_site(pos, d, rng, min_distance=d_min, n_triples=128)
+        pos = np.vstack([pos, site if site is not None else outside_point(pos, d_min, rng)])
     return Atoms(positions=pos)
 
 

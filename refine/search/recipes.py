@@ -1,4 +1,4 @@
-"""Search recipes: named sets of :class:`refine.search.ga.GASettings` fields.
+"""Search recipes: named sets of :class:`refine.search.settings.GASettings` fields.
 
 ``"anneal"`` is the search the self-consistency benchmark
 (``examples/self_consistency.py``) and ``stem-refine demo`` measure: offspring

@@ -75,14 +75,14 @@ def test_schedule_and_alpha_are_checked(model, image):  # noqa: F811
 
 
 def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
-    from refine.search.ga import GASettings, run_ga
+    from refine.search import GASettings, run_ga
     from refine.search.population import make_population
 
     calls = []
 
     def spy_map(f, xs):
         xs = list(xs)
-        if type(getattr(f, "func", f)).__name__ == "_AnnealTask":  # DEAP registers partials
+        if type(getattr(f, "func", f)).__name__ == "AnnealTask":  # DEAP registers partials
             calls.append(len(xs))
         return list(map(f, xs))
 
@@ -103,7 +103,7 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
     # apart, the composition kept, and the same seed gives the same repair
     from scipy.spatial.distance import pdist
 
-    from refine.search.ga import GASettings, make_toolbox
+    from refine.search import GASettings, make_toolbox
 
     class CollapsingAnnealing:  # an annealing that leaves two atoms on top of each other
         def __call__(self, atoms, seed):
@@ -124,7 +124,9 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
 
 
 def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeypatch):  # noqa: F811
-    from refine.search.ga import GASettings, make_toolbox, run_ga, to_individual, _polish
+    from refine.search import GASettings, make_toolbox, run_ga
+    from refine.search.individuals import to_individual
+    from refine.search.polish import polish_best
     from refine.search.population import make_population
 
     # a truth with three surface atoms carried to the far side: the sweep must bring the cost down
@@ -144,12 +146,12 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     ind = to_individual(start)
     ind.fitness.values = (fitness.evaluate(start).cost,)
     ind.info["cost"] = ind.fitness.values[0]
-    polished, n = _polish(tb, [ind], settings, 1e-3)
+    polished, n = polish_best(tb, [ind], settings, 1e-3)
     assert n == 21  # the start scored once (no vacancy here), then 20 depth moves
     assert fitness.evaluate(polished).cost < fitness.evaluate(start).cost
     assert compare_structures(polished, truth).within[0.5] > compare_structures(start, truth).within[0.5]
 
-    import refine.search.ga as ga_module
+    import refine.search.polish as polish_module
 
     fills = []
 
@@ -158,8 +160,8 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
         fills.append(out[2])
         return out
 
-    real_fill = ga_module.fill_vacancies
-    monkeypatch.setattr(ga_module, "fill_vacancies", spy)
+    real_fill = polish_module.fill_vacancies
+    monkeypatch.setattr(polish_module, "fill_vacancies", spy)
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
         population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, alpha=1e-3,
@@ -173,12 +175,12 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
 def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeypatch):
     # polish_patches > 0 adds the patch sweep between the vacancy fills and the depth moves; its trials are
     # evaluations of the GA like any other
-    import refine.search.ga as ga_module
-    from refine.search.ga import GASettings, run_ga
+    import refine.search.polish as polish_module
+    from refine.search import GASettings, run_ga
     from refine.search.population import make_population
 
     calls, fills = [], []
-    real_patches, real_fill = ga_module.transfer_patches, ga_module.fill_vacancies
+    real_patches, real_fill = polish_module.transfer_patches, polish_module.fill_vacancies
 
     def spy_patches(*args, **kw):
         out = real_patches(*args, **kw)
@@ -190,8 +192,8 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
         fills.append(out[2])
         return out
 
-    monkeypatch.setattr(ga_module, "transfer_patches", spy_patches)
-    monkeypatch.setattr(ga_module, "fill_vacancies", spy_fill)
+    monkeypatch.setattr(polish_module, "transfer_patches", spy_patches)
+    monkeypatch.setattr(polish_module, "fill_vacancies", spy_fill)
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
         population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, polish_patches=2,
@@ -216,12 +218,12 @@ def slow_polishes(monkeypatch):
         return toolbox.clone(population[0]), 0
 
     monkeypatch.setattr(ga_module.time, "perf_counter", lambda: real_clock() + offset[0])
-    monkeypatch.setattr(ga_module, "_polish", spy_polish)
+    monkeypatch.setattr(ga_module, "polish_best", spy_polish)
     return polished
 
 
 def _polish_settings(generations):
-    from refine.search.ga import GASettings
+    from refine.search import GASettings
 
     return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
                       relax_steps=1, time_limit=150.0)
@@ -230,7 +232,7 @@ def _polish_settings(generations):
 def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, slow_polishes):
     # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
     # past the time limit, as it does for a round of annealings
-    from refine.search.ga import run_ga
+    from refine.search import run_ga
     from refine.search.population import make_population
 
     rng = np.random.default_rng(0)
@@ -243,12 +245,12 @@ def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitnes
 def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, slow_polishes):
     # the skip rule above needs the last polish's duration: it is checkpointed, so a run interrupted after its
     # first polish and resumed skips the second, as the uninterrupted run does
-    from refine.search.ga import load_checkpoint, run_ga
+    from refine.search import load_checkpoint, run_ga
     from refine.search.population import make_population
 
     rng = np.random.default_rng(0)
     run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(1), tmp_path, rng=rng, calculator="emt")
-    assert slow_polishes == [0] and load_checkpoint(tmp_path / "checkpoint.pkl")["polish_seconds"] >= 100.0
+    assert slow_polishes == [0] and load_checkpoint(tmp_path / "checkpoint.npz")["polish_seconds"] >= 100.0
     res = run_ga(fitness, None, _polish_settings(4), tmp_path, rng=np.random.default_rng(0), calculator="emt",
                  resume=True)
     assert slow_polishes == [0] and res.generation == 4
@@ -257,12 +259,12 @@ def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):
     # polish_image_moves > 0 adds the image-guided sweep after the vacancy fills: trials of 1, 2, 4, … atoms up to
     # the setting, each an evaluation of the GA; without a difference function there is no sweep
-    import refine.search.ga as ga_module
-    from refine.search.ga import FitnessDifference, GASettings, run_ga
+    import refine.search.polish as polish_module
+    from refine.search import FitnessDifference, GASettings, run_ga
     from refine.search.population import make_population
 
     calls, fills = [], []
-    real_sweep, real_fill = ga_module.image_guided_sweep, ga_module.fill_vacancies
+    real_sweep, real_fill = polish_module.image_guided_sweep, polish_module.fill_vacancies
 
     def spy_sweep(*args, **kw):
         out = real_sweep(*args, **kw)
@@ -274,8 +276,8 @@ def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_p
         fills.append(out[2])
         return out
 
-    monkeypatch.setattr(ga_module, "image_guided_sweep", spy_sweep)
-    monkeypatch.setattr(ga_module, "fill_vacancies", spy_fill)
+    monkeypatch.setattr(polish_module, "image_guided_sweep", spy_sweep)
+    monkeypatch.setattr(polish_module, "fill_vacancies", spy_fill)
     settings = GASettings(population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10,
                           polish_image_moves=6, alpha=1e-3, relax_steps=2)
     rng = np.random.default_rng(0)
@@ -297,8 +299,8 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
                                                                                    monkeypatch):
     import pickle
 
-    import refine.search.ga as ga_module
-    from refine.search.ga import GASettings, make_toolbox, run_ga
+    import refine.search.polish as polish_module
+    from refine.search import GASettings, make_toolbox, run_ga
     from refine.search.population import make_population
 
     settings = GASettings(population_size=4, generations=4, progress=False, anneal_every=2, anneal_count=2,
@@ -316,14 +318,14 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
     assert fitness.evaluate(here).cost <= fitness.evaluate(plain).cost + 1e-9
 
     spent = []
-    real = ga_module._polish_sweeps
+    real = polish_module.polish_sweeps
 
     def spy(*args, **kw):
         out = real(*args, **kw)
         spent.append(out[2])
         return out
 
-    monkeypatch.setattr(ga_module, "_polish_sweeps", spy)
+    monkeypatch.setattr(polish_module, "polish_sweeps", spy)
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path, rng=rng, calculator="emt")
     # generations 2 and 4 anneal two each, and each annealed structure is polished: μ + 4·λ + 2·2 + the sweeps

@@ -227,7 +227,7 @@ def test_batch_survives_a_killed_worker_and_resumes_on_rerun(workdir, images, mo
             processing = client.processing()
             for spec in specs[2:]:
                 folder = out / spec.name
-                if not (folder / "checkpoint.pkl").exists() or (folder / "summary.json").exists():
+                if not (folder / "checkpoint.npz").exists() or (folder / "summary.json").exists():
                     continue
                 worker = next((w for w, keys in processing.items() if any(spec.name in str(k) for k in keys)), None)
                 if worker is None:

@@ -36,7 +36,7 @@ def test_thermal_alpha_is_half_kT_of_the_prior_temperature(model, image):  # noq
 
 
 def test_finish_settings_are_checked():
-    from refine.search.ga import GASettings
+    from refine.search import GASettings
 
     with pytest.raises(InputError, match="finish_fraction"):
         GASettings(finish_fraction=1.0).validate()
@@ -69,7 +69,7 @@ def test_reweighted_selector_can_switch_operators_on_and_off():
 
 
 def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tmp_path, model, image):  # noqa: F811
-    from refine.search.ga import GASettings, make_toolbox, run_ga
+    from refine.search import GASettings, make_toolbox, run_ga
     from refine.search.population import make_population
 
     fitness = _fitness(model, image, alpha=1e-3)
@@ -102,7 +102,7 @@ def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tm
 
 
 def test_finish_alpha_thermal_needs_a_fitness_that_knows_it(tmp_path):
-    from refine.search.ga import GASettings, run_ga
+    from refine.search import GASettings, run_ga
     from refine.search.population import make_population
 
     class Plain:

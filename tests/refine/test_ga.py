@@ -1,4 +1,4 @@
-"""The DEAP loop: types, toolbox, logbook, stopping, checkpoints and exact resume (refine.search.ga)."""
+"""The DEAP loop: types, toolbox, logbook, stopping, checkpoints and exact resume (refine.search.ga, .checkpoint)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,10 @@ import pytest
 from ase.cluster import Icosahedron
 
 from surrogate.common.errors import InputError, StemRefineError
-from refine.search.ga import (
-    CHECKPOINT_NAME,
-    LOGBOOK_COLUMNS,
-    LOGBOOK_NAME,
-    GASettings,
-    StemIndividual,
-    as_atoms,
-    load_checkpoint,
-    make_toolbox,
-    run_ga,
-    to_individual,
-)
-from refine.search.operators import composition_of, default_min_distance, min_interatomic_distance
+from refine.search import CHECKPOINT_NAME, LOGBOOK_NAME, GASettings, load_checkpoint, make_toolbox, run_ga
+from refine.search.geometry import composition_of, default_min_distance, min_interatomic_distance
+from refine.search.individuals import StemIndividual, as_atoms, to_individual
+from refine.search.logbook import LOGBOOK_COLUMNS
 from refine.search.population import make_population
 
 HERE = Path(__file__).resolve().parent
@@ -71,7 +62,7 @@ def test_individuals_pickle_in_a_fresh_process():
     # a fresh interpreter that never imported refine (as a Dask worker might be)
     code = ("import pickle, sys, ase; (ind,) = pickle.loads(sys.stdin.buffer.read()); "
             "print(isinstance(ind, ase.Atoms), type(ind).__name__, ind.fitness.weights[0], ind.fitness.values[0], "
-            "len(ind), 'refine' in sys.modules and 'refine.search.ga' in sys.modules)")
+            "len(ind), 'refine' in sys.modules and 'refine.search.individuals' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, cwd=REPO, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
     words = out.stdout.decode().split()
@@ -127,7 +118,7 @@ def test_generational_replacement_keeps_the_elite(tmp_path):
     assert all(b2 <= b1 for b1, b2 in zip(best, best[1:]))
     assert len(res.population) == 6
     # the hall of fame holds distinct structures, best first
-    from refine.search.operators import SimilarityCriterion
+    from refine.search.selection import SimilarityCriterion
 
     same = SimilarityCriterion(1e-4, 0.03)
     fame = res.hall_of_fame
@@ -252,12 +243,151 @@ def test_multi_objective_needs_chi2_and_energy(tmp_path):
         _run(tmp_path, fitness=lambda atoms: 1.0, multi_objective=True, alpha=None)
 
 
+# --- checkpoints: npz + JSON, exact, never unpickled ------------------------------------------
+
+def _bits(values) -> list[str]:
+    return [float(v).hex() for v in np.ravel(values)]
+
+
+def test_checkpoint_holds_the_run_exactly(tmp_path):
+    # the checkpoint written at the end of a run holds its population, hall of fame, logbook and generator state,
+    # bit for bit, and the generator restored from it draws what the run's own would draw next
+    rng = np.random.default_rng(11)
+    fit = ToyFitness(_target())
+    res = run_ga(fit, make_population("Pt13", 6, rng), _settings(generations=3), tmp_path, rng=rng,
+                 difference=fit.difference)
+    state = load_checkpoint(tmp_path)
+    assert state["generation"] == 3 and state["evaluations"] == res.evaluations
+    assert state["alpha"] == res.alpha and state["composition"] == {"Pt": 13}
+    for saved, final in ((state["population"], res.population), (list(state["hall_of_fame"]), res.hall_of_fame)):
+        assert len(saved) == len(final) > 0
+        for ind, atoms in zip(saved, final):
+            assert isinstance(ind, StemIndividual)
+            assert _bits(ind.positions) == _bits(atoms.positions) and list(ind.numbers) == list(atoms.numbers)
+            assert ind.info == atoms.info and _bits(ind.fitness.values) == _bits([atoms.info["cost"]])
+    keys = [k.values[0] for k in state["hall_of_fame"].keys]
+    assert keys == sorted(keys, reverse=True)  # DEAP's order: worst first, the reverse of the items
+    assert list(state["logbook"]) == list(res.logbook)
+    assert [_bits([r[k] for k in LOGBOOK_COLUMNS]) for r in state["logbook"]] == \
+        [_bits([r[k] for k in LOGBOOK_COLUMNS]) for r in res.logbook]
+    assert state["rng_state"] == rng.bit_generator.state
+    again = np.random.default_rng(0)
+    again.bit_generator.state = state["rng_state"]
+    assert _bits(again.random(8)) == _bits(rng.random(8))
+    assert list(again.integers(0, 2**63 - 1, size=4)) == list(rng.integers(0, 2**63 - 1, size=4))
+
+
+def test_checkpoint_round_trip_keeps_every_float_and_type(tmp_path):
+    # awkward values through save and load: NaN, ±inf, −0.0, a subnormal, 17-digit floats, NumPy scalars in info,
+    # an invalid fitness, a two-objective Pareto front, 128-bit generator state
+    from deap import tools
+
+    from refine.search.checkpoint import save_checkpoint
+
+    rng = np.random.default_rng(2024)
+    awkward = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 0.1 + 0.2, 1 / 3, -2.718281828459045e100]
+    inds = []
+    for k in range(3):
+        ind = to_individual(_target(), multi_objective=True)
+        ind.positions = ind.positions + rng.normal(size=ind.positions.shape) * 1e-3
+        ind.info.update(cost=awkward[k], chi2=np.float64(awkward[k + 3]), energy=awkward[k + 5], gen=np.int64(k),
+                        operator="rattle", flag=np.bool_(k % 2), note=None)
+        if k:
+            ind.fitness.values = (awkward[k + 4], rng.normal())
+        inds.append(ind)
+    front = tools.ParetoFront()
+    front.update(inds[1:])
+    logbook = tools.Logbook()
+    logbook.header = list(LOGBOOK_COLUMNS)
+    logbook.record(gen=0, nevals=3, best_cost=math.nan, elapsed_s=0.125, alpha=1 / 7)
+    settings = {**_settings(multi_objective=True).__dict__}
+    state = {"generation": 7, "population": inds, "hall_of_fame": front, "logbook": logbook, "best_cost": math.inf,
+             "stale": 2, "evaluations": 40, "elapsed": 12.345678901234567, "alpha": None,
+             "rng_state": rng.bit_generator.state, "settings": settings, "composition": {"Pt": 13},
+             "operators": "MutationSelector(1.00:rattle)", "finishing": False, "search_alpha": None,
+             "anneal_seconds": 0.0, "polish_seconds": 1e-9, "n_out_of_domain": 5}
+    save_checkpoint(tmp_path / "c.npz", state)
+    back = load_checkpoint(tmp_path / "c.npz")
+    for key in ("generation", "stale", "evaluations", "alpha", "rng_state", "settings", "composition", "operators",
+                "finishing", "search_alpha", "n_out_of_domain"):
+        assert back[key] == state[key], key
+    for key in ("best_cost", "elapsed", "anneal_seconds", "polish_seconds"):
+        assert _bits([back[key]]) == _bits([state[key]]), key
+    for a, b in zip(back["population"], inds):
+        assert _bits(a.positions) == _bits(b.positions) and a.positions.dtype == np.float64
+        assert a.fitness.valid == b.fitness.valid and _bits(a.fitness.values) == _bits(b.fitness.values)
+        assert a.fitness.weights == (-1.0, -1.0)
+        assert list(a.info) == list(b.info) and a.info["operator"] == "rattle" and a.info["note"] is None
+        assert _bits([a.info[k] for k in ("cost", "chi2", "energy")]) == _bits([b.info[k] for k in ("cost", "chi2",
+                                                                                                 "energy")])
+        assert a.info["gen"] == b.info["gen"] and type(a.info["gen"]) is int
+        assert a.info["flag"] == b.info["flag"] and type(a.info["flag"]) is bool
+    assert isinstance(back["hall_of_fame"], tools.ParetoFront)
+    assert [_bits(h.positions) for h in back["hall_of_fame"]] == [_bits(h.positions) for h in front]
+    assert [k.values for k in back["hall_of_fame"].keys] == [k.values for k in front.keys]
+    assert _bits([back["logbook"][0]["best_cost"], back["logbook"][0]["alpha"]]) == _bits([math.nan, 1 / 7])
+
+
+class _Payload:
+    """Unpickling it opens (creates) a file: the stand-in for code that a crafted pickle runs on load."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_the_payload_runs_when_unpickled(tmp_path):
+    # the marker trick below is live: plain unpickling does create the file
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(_Payload(marker))).close()
+    assert marker.exists()
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    # a checkpoint.npz whose positions are an object array holding a pickled payload: np.load would need to
+    # unpickle it; load_checkpoint (allow_pickle=False) refuses the file and the payload never runs
+    _run(tmp_path / "run", generations=1)
+    good = tmp_path / "run" / CHECKPOINT_NAME
+    marker = tmp_path / "ran"
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["population_positions"] = np.array([_Payload(marker)], dtype=object)
+    with open(good, "wb") as fh:
+        np.savez(fh, **arrays)  # np.savez pickles object arrays
+    with pytest.raises(InputError, match="cannot read checkpoint") as err:
+        load_checkpoint(tmp_path / "run")
+    assert "\n" not in str(err.value)
+    fit = ToyFitness(_target())
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        run_ga(fit, None, _settings(generations=2), tmp_path / "run", rng=np.random.default_rng(0), resume=True)
+    assert not marker.exists()
+
+
+def test_an_old_pickled_checkpoint_is_refused_without_being_opened(tmp_path):
+    # a folder from an older stem-refine holds checkpoint.pkl: loading and resuming refuse it with a one-line
+    # error, and the pickle is never loaded (its payload would create the marker)
+    out = tmp_path / "old"
+    out.mkdir()
+    marker = tmp_path / "ran"
+    (out / "checkpoint.pkl").write_bytes(pickle.dumps({"version": 1, "generation": 3, "x": _Payload(marker)}))
+    for where in (out, out / "checkpoint.pkl", out / CHECKPOINT_NAME):
+        with pytest.raises(InputError, match="old pickle format") as err:
+            load_checkpoint(where)
+        assert "\n" not in str(err.value) and "new run" in str(err.value)
+    fit = ToyFitness(_target())
+    with pytest.raises(InputError, match="old pickle format"):
+        run_ga(fit, None, _settings(generations=2), out, rng=np.random.default_rng(0), resume=True)
+    assert not marker.exists()
+
+
 _SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np
     from ase.cluster import Icosahedron
     from ga_toy import ToyFitness
-    from refine.search.ga import GASettings, run_ga
+    from refine.search import GASettings, run_ga
     from refine.search.population import make_population
 
     out, resume = sys.argv[1], sys.argv[2] == "resume"
@@ -335,7 +465,7 @@ def real_fitness_factory():
 
 
 def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path, real_fitness_factory):
-    from refine.search.ga import FitnessDifference
+    from refine.search import FitnessDifference
 
     rng = np.random.default_rng(0)
     fit = real_fitness_factory()
@@ -356,7 +486,7 @@ def test_with_the_real_fitness_individuals_end_aligned_on_the_image(tmp_path, re
 
 
 def test_resume_with_the_real_fitness_equals_uninterrupted(tmp_path, real_fitness_factory):
-    from refine.search.ga import FitnessDifference
+    from refine.search import FitnessDifference
 
     def run(out, generations, resume=False):
         rng = np.random.default_rng(3)

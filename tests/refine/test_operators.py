@@ -1,4 +1,4 @@
-"""Genetic operators, repairs, duplicate control (refine.search.operators)."""
+"""Genetic operators, repairs, duplicate control (refine.search.operators, .geometry, .selection)."""
 
 from __future__ import annotations
 
@@ -14,28 +14,28 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist
 
 from surrogate.common.errors import InputError
-from refine.search.operators import (
-    CutSpliceCrossover,
-    DepthFlipMutation,
-    DepthMoveMutation,
-    Fingerprint,
-    ImageGuidedMutation,
-    LocalRelaxation,
-    MirrorMutation,
-    MutationSelector,
-    PermutationMutation,
-    RattleMutation,
-    RotationMutation,
-    SimilarityCriterion,
-    SurfaceMoveMutation,
+from refine.search.geometry import (
     composition_of,
     default_min_distance,
-    diversity,
     hollow_sites,
     min_interatomic_distance,
     repair_composition,
     repair_min_distance,
 )
+from refine.search.operators import (
+    CutSpliceCrossover,
+    DepthFlipMutation,
+    DepthMoveMutation,
+    ImageGuidedMutation,
+    MirrorMutation,
+    MutationSelector,
+    PermutationMutation,
+    RattleMutation,
+    RotationMutation,
+    SurfaceMoveMutation,
+)
+from refine.search.relaxation import LocalRelaxation
+from refine.search.selection import Fingerprint, SimilarityCriterion, diversity
 from surrogate.common.geometry import coordination_numbers
 from refine.search.population import random_cluster, shape_cluster
 
@@ -93,7 +93,7 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
     # their own candidates; with a relaxation that does nothing, each must already be a valid offspring
     from types import SimpleNamespace
 
-    from refine.search.ga import _polish_sweeps
+    from refine.search.polish import polish_sweeps
 
     tried = []
 
@@ -102,9 +102,9 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
         return _TOY.chi2(atoms)  # (Mo has no asap3 EMT parameters)
 
     start = random_cluster(COMP, np.random.default_rng(seed))
-    sweeps = SimpleNamespace(polish_image_moves=4, polish_patches=2, polish_atoms=10)
-    out, cost, n = _polish_sweeps(start.copy(), lambda a: None, evaluate, _TOY.difference, D_NN, D_MIN, sweeps,
-                                  shifts=1)
+    sweeps = SimpleNamespace(polish_image_moves=4, polish_patches=2, polish_atoms=10, polish_seed=0)
+    out, cost, n = polish_sweeps(start.copy(), lambda a: None, evaluate, _TOY.difference, D_NN, D_MIN, sweeps,
+                                 shifts=1)
     assert n == len(tried) > 20  # every sweep made trials
     assert all(c == COMP for c, _ in tried)
     assert min(d for _, d in tried) >= D_MIN * (1 - 1e-6)
@@ -416,7 +416,8 @@ def test_image_guided_move_finds_the_missing_atom_in_noise():
 def test_interior_vacancy_is_found_and_filled_by_the_sweep():
     from ase.cluster import Icosahedron
 
-    from refine.search.operators import fill_vacancies, interior_vacancies
+    from refine.search.sites import interior_vacancies
+    from refine.search.sweeps import fill_vacancies
 
     truth = Icosahedron("Pt", 3)  # 55 atoms, ideal: no vacancy
     pos = truth.positions - truth.positions.mean(axis=0)

@@ -1,4 +1,4 @@
-"""Surface lattice sites, island ("patch") transfers through the particle and the image-guided sweep (refine.search.operators)."""
+"""Surface lattice sites, island ("patch") transfers through the particle and the image-guided sweep (refine.search.sites, refine.search.sweeps)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,9 @@ from ase.cluster import Octahedron
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from refine.search.operators import (
-    NEIGHBOUR_FACTOR,
-    depth_sides,
-    image_guided_sweep,
-    interior_vacancies,
-    surface_patches,
-    surface_sites,
-    transfer_patch,
-    transfer_patches,
-)
+from refine.search.geometry import NEIGHBOUR_FACTOR
+from refine.search.sites import depth_sides, interior_vacancies, surface_patches, surface_sites, transfer_patch
+from refine.search.sweeps import image_guided_sweep, transfer_patches
 
 NN = 2.77  # Å, Pt
 ISLAND = 7
@@ -206,7 +199,7 @@ def _fcc_110_along_z():
 
 
 def test_beam_column_is_the_lattice_vector_along_the_beam_tilted_with_the_particle():
-    from refine.search.operators import beam_column
+    from refine.search.sites import beam_column
 
     np.testing.assert_allclose(beam_column(_fcc_110_along_z().positions, NN), [0.0, 0.0, NN], atol=1e-6)
     # 10° off the zone axis: the same bond, 10° off z (0.48 Å sideways per period), not a z step
@@ -218,7 +211,8 @@ def test_beam_column_is_the_lattice_vector_along_the_beam_tilted_with_the_partic
 
 
 def test_a_wedge_one_period_too_high_slides_back():
-    from refine.search.operators import beam_sectors, shift_sectors
+    from refine.search.sites import beam_sectors
+    from refine.search.sweeps import shift_sectors
 
     truth = _fcc_110_along_z()
     sectors = beam_sectors(truth.positions)
@@ -254,7 +248,8 @@ def test_a_wedge_one_period_too_high_slides_back():
 
 @pytest.mark.parametrize("tilt", [0.0, 10.0])
 def test_an_edge_one_period_too_high_slides_back_along_the_tilted_columns(tilt):
-    from refine.search.operators import beam_column, beam_sectors, shift_sectors
+    from refine.search.sites import beam_column, beam_sectors
+    from refine.search.sweeps import shift_sectors
 
     rot = Rotation.from_euler("x", tilt, degrees=True)
     truth = _fcc_110_along_z()
@@ -282,7 +277,7 @@ def test_an_edge_one_period_too_high_slides_back_along_the_tilted_columns(tilt):
 
 
 def test_regions_are_whole_columns_even_where_a_fraction_or_an_edge_cuts_through_one():
-    from refine.search.operators import beam_column, beam_sectors
+    from refine.search.sites import beam_column, beam_sectors
 
     ideal = _fcc_110_along_z()
     column_of = np.unique(np.round(ideal.positions[:, :2], 3), axis=0, return_inverse=True)[1].ravel()
@@ -300,7 +295,8 @@ def test_regions_are_whole_columns_even_where_a_fraction_or_an_edge_cuts_through
 
 
 def test_column_shift_candidates_are_ranked_by_the_given_score():
-    from refine.search.operators import beam_column, beam_sectors, shift_sectors
+    from refine.search.sites import beam_column, beam_sectors
+    from refine.search.sweeps import shift_sectors
 
     truth = _fcc_110_along_z()
     column = beam_column(truth.positions, NN)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from surrogate.common.errors import InputError
-from refine.search.operators import composition_of, default_min_distance, min_interatomic_distance
+from refine.search.geometry import composition_of, default_min_distance, min_interatomic_distance
 from refine.search.population import (
     SHAPES,
     composition_string,

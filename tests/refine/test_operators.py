@@ -111,6 +111,68 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
     assert composition_of(out) == COMP and cost <= _TOY.chi2(start) + 1e-9
 
 
+def test_the_polish_draws_only_from_its_seed(monkeypatch):
+    # each sweep of the polish gets a fresh generator seeded with polish_seed (GASettings) for its overlap repairs:
+    # the same structure and seed give the same polish, whatever any other generator did in between
+    from types import SimpleNamespace
+
+    import refine.search.polish as polish_module
+    from refine.search import GASettings
+    from refine.search.polish import polish_sweeps
+    from refine.search.sweeps import transfer_patches
+
+    handed = []  # (sweep, generator, its state when handed over)
+
+    def spy(name):
+        real = getattr(polish_module, name)
+
+        def sweep(*args, rng, **kw):
+            handed.append((name, rng, rng.bit_generator.state))
+            return real(*args, rng=rng, **kw)
+
+        monkeypatch.setattr(polish_module, name, sweep)
+
+    for name in ("image_guided_sweep", "transfer_patches", "shift_sectors"):
+        spy(name)
+
+    class Mover(polish_module.DepthMoveMutation):
+        def __init__(self, rng, *args, **kw):
+            handed.append(("depth_move", rng, rng.bit_generator.state))
+            super().__init__(rng, *args, **kw)
+
+    monkeypatch.setattr(polish_module, "DepthMoveMutation", Mover)
+    start = random_cluster(COMP, np.random.default_rng(5))
+    sweeps = SimpleNamespace(polish_image_moves=2, polish_patches=1, polish_atoms=4, polish_seed=3)
+
+    def polish():
+        out, cost, n = polish_sweeps(start.copy(), lambda a: None, _TOY.chi2, _TOY.difference, D_NN, D_MIN, sweeps,
+                                     shifts=1)
+        return out.positions.tobytes(), cost, n
+
+    first = polish()
+    names = [name for name, _, _ in handed]
+    # image-guided, patch, depth-move and shift sweeps, and the shift candidates' depth moves and image-guided sweep
+    assert {"image_guided_sweep", "transfer_patches", "shift_sectors", "depth_move"} <= set(names)
+    assert names.count("depth_move") == 2 and names.count("image_guided_sweep") >= 2
+    fresh = np.random.default_rng(3).bit_generator.state
+    assert all(state == fresh for _, _, state in handed)
+    assert len({id(rng) for _, rng, _ in handed}) == len(handed)  # a generator of its own for each
+    handed.clear()
+    np.random.default_rng(99).random(1000)
+    np.random.seed(1)  # the legacy global state: not used either
+    assert polish() == first
+
+    # a sweep takes a generator, or an int that seeds a fresh one
+    def patches(rng):
+        out, cost, n, _ = transfer_patches(start, lambda a: None, _TOY.chi2, D_NN, min_distance=D_MIN, seeds=2,
+                                           rng=rng)
+        return out.positions.tobytes(), cost, n
+
+    assert patches(3) == patches(np.random.default_rng(3))
+    with pytest.raises(InputError, match="polish_seed"):
+        GASettings(polish_seed=-1).validate()
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_crossover_repair_is_exact_for_segregated_parents(seed):

@@ -71,7 +71,7 @@ def case_a_setup(seed: int, search_alpha: float):
 
 def report(fit, truth, structures) -> dict:
     """Print and return cost, E, χ²/px and the fraction within 0.5 Å of the truth for ``{name: atoms}``."""
-    from refine.analysis.compare import compare_structures
+    from refine.analysis import compare_structures
 
     rows = {}
     print(f"{'structure':28s} {'cost':>8s} {'E eV':>7s} {'χ²/px':>7s} {'≤0.5Å':>7s}")

@@ -1,7 +1,27 @@
-"""refine.analysis."""
+"""After a refinement: how close is it, how certain, and does it reproduce the image?
 
-from refine.analysis.compare import compare_structures, plot_comparison
-from refine.analysis.ensemble import build_ensemble, write_atoms, write_ensemble
+In data-flow order:
+
+* :mod:`~refine.analysis.align`: rigid alignment (rotation, mirror z → −z, translation) and one-to-one
+  atom assignment of two structures (Kabsch, rotation scans, robust loss): :func:`align_structures`.
+* :mod:`~refine.analysis.columns`: atom counts of the projected columns along the beam, truth vs refined.
+* :mod:`~refine.analysis.comparison`: a refined structure against the truth: RMSD, fraction of atoms
+  within 0.3/0.5/1.0 Å, column counts, coordination numbers (:func:`compare_structures`).
+* :mod:`~refine.analysis.ensemble`: refinements of one image from several seeds → consensus structure and
+  per-atom spread (:func:`build_ensemble`, :func:`write_ensemble`).
+* :mod:`~refine.analysis.image_comparison`: a refined structure's multislice (abTEM) image against the
+  experimental image and the surrogate's (:func:`compare_with_image`).
+* :mod:`~refine.analysis.plots`: the comparison figure (:func:`plot_comparison`) and the blank figure
+  every analysis figure starts from.
+"""
+
+from refine.analysis.align import Alignment, align_structures
+from refine.analysis.columns import ColumnCounts, column_counts
+from refine.analysis.comparison import Comparison, CoordinationHistograms, compare_structures, coordination_numbers
+from refine.analysis.ensemble import Ensemble, build_ensemble, plot_ensemble, write_atoms, write_ensemble
 from refine.analysis.image_comparison import compare_with_image, plot_image_comparison
+from refine.analysis.plots import plot_comparison
 
-__all__ = ["build_ensemble", "compare_structures", "compare_with_image", "plot_comparison", "plot_image_comparison", "write_atoms", "write_ensemble"]
+__all__ = ["Alignment", "ColumnCounts", "Comparison", "CoordinationHistograms", "Ensemble", "align_structures",
+           "build_ensemble", "column_counts", "compare_structures", "compare_with_image", "coordination_numbers",
+           "plot_comparison", "plot_ensemble", "plot_image_comparison", "write_atoms", "write_ensemble"]

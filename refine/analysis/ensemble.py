@@ -5,7 +5,7 @@ so refinements of one image from different seeds disagree, most along the
 beam. :func:`build_ensemble` puts the disagreement in numbers:
 
 1. every pair of runs is aligned (rigid motion, mirror allowed, one-to-one
-   assignment per element: :func:`refine.analysis.compare.align_structures`) and the
+   assignment per element: :func:`refine.analysis.align.align_structures`) and the
    run with the smallest summed RMSD to the others, the *medoid*, becomes the
    reference;
 2. every run is aligned onto the reference, atoms are matched, and the
@@ -33,10 +33,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from refine.analysis.compare import _formula, _new_figure, _validate_atoms, align_structures, save_figure
-from surrogate.common import atomic_path, write_json
-
-from surrogate.common import InputError
+from refine.analysis.align import align_structures, formula, validate_atoms
+from refine.analysis.plots import new_figure
+from surrogate.common import InputError, atomic_path, save_figure, write_json
 
 __all__ = ["Ensemble", "build_ensemble", "plot_ensemble", "write_ensemble", "write_atoms"]
 
@@ -120,14 +119,14 @@ def _validate_structures(structures) -> list[Atoms]:
     if len(structures) < 2:
         raise InputError(f"an ensemble needs at least 2 structures, got {len(structures)}")
     for k, a in enumerate(structures):
-        _validate_atoms(a, f"structure {k}")
+        validate_atoms(a, f"structure {k}")
     c0 = Counter(structures[0].get_chemical_symbols())
     for k, a in enumerate(structures[1:], 1):
         ck = Counter(a.get_chemical_symbols())
         if ck != c0:
             raise InputError(
-                f"all structures of an ensemble need one composition: structure 0 is {_formula(c0)}, "
-                f"structure {k} is {_formula(ck)}"
+                f"all structures of an ensemble need one composition: structure 0 is {formula(c0)}, "
+                f"structure {k} is {formula(ck)}"
             )
     return structures
 
@@ -143,7 +142,7 @@ def build_ensemble(structures, *, mirror: bool = True, rotation: str = "full", p
         Allow a run to match as its mirror image z → −z (one projection cannot
         tell them apart).
     rotation : {"full", "beam", "none"}
-        Rotations allowed when aligning runs (see :mod:`refine.analysis.compare`).
+        Rotations allowed when aligning runs (see :mod:`refine.analysis.align`).
     progress : callable or None
         Called with no argument after each pairwise alignment (there are
         n(n−1)/2), e.g. a tqdm bar's ``update``.
@@ -277,7 +276,7 @@ def plot_ensemble(ensemble: Ensemble, path=None):
     """
     from matplotlib import colors
 
-    fig = _new_figure((13, 4.4))
+    fig = new_figure((13, 4.4))
     ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1.2, 1.2, 0.8])
     p = ensemble.consensus.positions
     s = ensemble.spread

@@ -137,11 +137,12 @@ def compare_with_image(atoms, image, model, *, multislice: bool = True, method: 
 
 def plot_image_comparison(result: dict, path=None):
     """Experimental, surrogate and (when present) multislice images with their differences."""
-    from refine.analysis.compare import _new_figure, save_figure
+    from refine.analysis.plots import new_figure
+    from surrogate.common import save_figure
 
     imgs = result["images"]
     names = [k for k in ("surrogate", "multislice") if k in imgs]
-    fig = _new_figure((4 * (1 + 2 * len(names)) * 0.8, 3.6))
+    fig = new_figure((4 * (1 + 2 * len(names)) * 0.8, 3.6))
     axes = fig.subplots(1, 1 + 2 * len(names))
     exp = imgs["experimental"]
     vmin, vmax = np.nanpercentile(exp, [0.5, 99.5])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refine.search.anneal import AnnealSchedule, Annealing
-from refine.analysis.compare import compare_structures
+from refine.analysis import compare_structures
 from surrogate.common.errors import InputError
 from refine.search.population import random_cluster
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from refine.analysis.compare import (
+from refine.analysis import (
     align_structures,
     column_counts,
     compare_structures,

@@ -12,8 +12,7 @@ from ase.io import read, write
 from scipy.spatial.transform import Rotation
 
 from refine.cli.main import main
-from refine.analysis.compare import compare_structures
-from refine.analysis.ensemble import build_ensemble, write_ensemble
+from refine.analysis import build_ensemble, compare_structures, write_ensemble
 from surrogate.common.errors import InputError
 
 

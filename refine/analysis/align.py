@@ -1,11 +1,10 @@
-"""Structure comparison: a refined particle against the truth.
+"""Rigid alignment of two structures: rotation (optionally mirrored), translation and atom assignment.
 
-:func:`compare_structures` finds the rigid motion (rotation, optional mirror,
-translation) and the one-to-one assignment of atoms that bring a refined
-structure closest to a reference, then reports how far each atom is from its
-partner (RMSD, maximum displacement, fraction within 0.3 / 0.5 / 1.0 Å),
-the atom count of every projected column along the beam, and coordination
-numbers. :func:`plot_comparison` draws both projections on top of each other.
+:func:`align_structures` finds the rigid motion (rotation, optional mirror,
+translation) and the one-to-one, per-element assignment of atoms that bring
+one structure closest to another; :class:`Alignment` holds the answer. The
+comparison with the truth (:mod:`refine.analysis.comparison`) and the
+ensembles of runs (:mod:`refine.analysis.ensemble`) are built on it.
 
 Alignment
 ---------
@@ -73,47 +72,22 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.data import covalent_radii
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
-from surrogate.common import save_figure
-
 from surrogate.common import InputError
-from surrogate.common import geometry
 
-__all__ = [
-    "Alignment",
-    "Comparison",
-    "ColumnCounts",
-    "CoordinationHistograms",
-    "align_structures",
-    "compare_structures",
-    "column_counts",
-    "coordination_numbers",
-    "plot_comparison",
-    "ROTATION_MODES",
-    "DEFAULT_THRESHOLDS",
-]
+__all__ = ["Alignment", "ROTATION_MODES", "align_structures", "check_composition", "formula", "validate_atoms"]
 
 log = logging.getLogger(__name__)
 
 #: allowed values of ``rotation``
 ROTATION_MODES = ("full", "beam", "none")
-#: Å; the distances whose "fraction of atoms within" is reported.
-DEFAULT_THRESHOLDS = (0.3, 0.5, 1.0)
-#: Å; projected atoms closer than this (single linkage) share a column.
-DEFAULT_COLUMN_TOLERANCE = 0.5
-#: neighbours when d < mult · (r_cov,i + r_cov,j); 1.2 puts the Pt cutoff at
-#: 3.26 Å, between the first (2.77 Å) and second (3.92 Å) fcc shells.
-DEFAULT_CUTOFF_MULT = 1.2
 
 _MIRROR = np.diag([1.0, 1.0, -1.0])
 #: "full" mode: quasi-uniform rotations scanned (per handedness), atoms used,
@@ -140,7 +114,8 @@ _MAX_FINE_ITERATIONS = 30
 # --------------------------------------------------------------------------- validation
 
 
-def _validate_atoms(atoms, name: str) -> Atoms:
+def validate_atoms(atoms, name: str) -> Atoms:
+    """``atoms`` if it is a non-empty ``ase.Atoms`` with finite positions, else :class:`InputError` naming it."""
     if not isinstance(atoms, Atoms):
         raise InputError(f"{name} must be an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
@@ -156,7 +131,8 @@ def _validate_rotation(rotation: str) -> str:
     return rotation
 
 
-def _formula(counts: Counter) -> str:
+def formula(counts: Counter) -> str:
+    """A composition as text, elements in alphabetical order (``Counter({"Pt": 55})`` → ``"Pt55"``)."""
     return "".join(f"{el}{n}" for el, n in sorted(counts.items())) or "(empty)"
 
 
@@ -478,13 +454,18 @@ class _Aligner:
         return R, t, ref, X, d, loss
 
 
-def _check_composition(moving: Atoms, reference: Atoms, allow_unmatched: bool, names=("refined", "truth")):
+def check_composition(moving: Atoms, reference: Atoms, allow_unmatched: bool, names=("refined", "truth")):
+    """Refuse structures of different compositions (:class:`InputError`), unless ``allow_unmatched``.
+
+    With ``allow_unmatched`` the difference is logged, and only structures
+    without an element in common are refused.
+    """
     cm = Counter(moving.get_chemical_symbols())
     cr = Counter(reference.get_chemical_symbols())
     if cm != cr:
         msg = (
-            f"the structures have different compositions: {names[0]} {_formula(cm)}, "
-            f"{names[1]} {_formula(cr)}"
+            f"the structures have different compositions: {names[0]} {formula(cm)}, "
+            f"{names[1]} {formula(cr)}"
         )
         if not allow_unmatched:
             raise InputError(msg + " (allow unmatched atoms to compare the common atoms)")
@@ -529,10 +510,10 @@ def align_structures(
     -------
     Alignment
     """
-    _validate_atoms(moving, "moving structure")
-    _validate_atoms(reference, "reference structure")
+    validate_atoms(moving, "moving structure")
+    validate_atoms(reference, "reference structure")
     mode = _validate_rotation(rotation)
-    _check_composition(moving, reference, allow_unmatched, names=("moving", "reference"))
+    check_composition(moving, reference, allow_unmatched, names=("moving", "reference"))
     al = _Aligner(moving, reference, mode, robust=robust)
     if initial is not None:
         A, b = (np.asarray(v, dtype=float) for v in initial)
@@ -575,400 +556,3 @@ def align_structures(
 def _angle(R1: np.ndarray, R2: np.ndarray) -> float:
     c = (np.trace(R1.T @ R2) - 1.0) / 2.0
     return float(np.arccos(np.clip(c, -1.0, 1.0)))
-
-
-# --------------------------------------------------------------------------- columns and coordination
-
-
-@dataclass(frozen=True)
-class ColumnCounts:
-    """Atom counts of the projected columns along the beam (z).
-
-    Columns are single-linkage clusters of the truth's projected (x, y)
-    positions within ``tolerance`` Å; each refined atom joins the nearest
-    truth column within ``tolerance``, and the refined atoms near no truth
-    column form columns of their own (``n_truth`` 0). Meaningful near a zone
-    axis; far off-axis almost every atom is its own column.
-
-    Attributes
-    ----------
-    xy : ndarray, shape (n_columns, 2)
-        Column centres (Å), mean projected position of their atoms.
-    n_truth, n_refined : ndarray of int, shape (n_columns,)
-        Atoms of each structure in each column.
-    tolerance : float
-        Å.
-    """
-
-    xy: np.ndarray
-    n_truth: np.ndarray
-    n_refined: np.ndarray
-    tolerance: float
-
-    @property
-    def fraction_equal(self) -> float:
-        """Fraction of truth columns whose refined count is the same."""
-        t = self.n_truth > 0
-        return float(np.mean(self.n_truth[t] == self.n_refined[t])) if t.any() else float("nan")
-
-    @property
-    def mean_abs_difference(self) -> float:
-        """Mean |n_refined − n_truth| over all columns (atoms)."""
-        return float(np.mean(np.abs(self.n_refined - self.n_truth))) if len(self.xy) else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "tolerance": self.tolerance,
-            "n_columns_truth": int(np.count_nonzero(self.n_truth)),
-            "n_columns_refined": int(np.count_nonzero(self.n_refined)),
-            "fraction_equal": self.fraction_equal,
-            "mean_abs_difference": self.mean_abs_difference,
-            "columns": [
-                {"x": float(x), "y": float(y), "n_truth": int(a), "n_refined": int(b)}
-                for (x, y), a, b in zip(self.xy, self.n_truth, self.n_refined)
-            ],
-        }
-
-
-def _clusters(xy: np.ndarray, tol: float) -> np.ndarray:
-    if len(xy) == 0:
-        return np.zeros(0, dtype=int)
-    pairs = cKDTree(xy).query_pairs(tol, output_type="ndarray")
-    n = len(xy)
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, labels = connected_components(g, directed=False)
-    return labels
-
-
-def column_counts(truth_xy: np.ndarray, refined_xy: np.ndarray, tolerance: float = DEFAULT_COLUMN_TOLERANCE) -> ColumnCounts:
-    """Count the atoms of two projected structures in the truth's columns.
-
-    Parameters
-    ----------
-    truth_xy, refined_xy : ndarray, shape (n, 2)
-        Projected positions (Å) in a common frame, beam along z.
-    tolerance : float
-        Å; single-linkage distance within a column.
-    """
-    if not (np.isfinite(tolerance) and tolerance > 0):
-        raise InputError(f"column tolerance must be a positive number of Å, got {tolerance!r}")
-    truth_xy = np.asarray(truth_xy, dtype=float).reshape(-1, 2)
-    refined_xy = np.asarray(refined_xy, dtype=float).reshape(-1, 2)
-    lt = _clusters(truth_xy, tolerance)
-    nt = lt.max() + 1 if len(lt) else 0
-    centres = np.array([truth_xy[lt == c].mean(axis=0) for c in range(nt)]).reshape(-1, 2)
-    n_truth = np.bincount(lt, minlength=nt)
-    # refined atoms: nearest truth atom within tolerance -> its column
-    col = np.full(len(refined_xy), -1)
-    if len(truth_xy) and len(refined_xy):
-        d, j = cKDTree(truth_xy).query(refined_xy, distance_upper_bound=tolerance)
-        ok = np.isfinite(d)
-        col[ok] = lt[j[ok]]
-    n_refined = np.bincount(col[col >= 0], minlength=nt)
-    extra = np.flatnonzero(col < 0)
-    if len(extra):
-        le = _clusters(refined_xy[extra], tolerance)
-        ne = le.max() + 1
-        centres = np.concatenate([centres, [refined_xy[extra][le == c].mean(axis=0) for c in range(ne)]])
-        n_truth = np.concatenate([n_truth, np.zeros(ne, dtype=int)])
-        n_refined = np.concatenate([n_refined, np.bincount(le, minlength=ne)])
-    return ColumnCounts(centres, n_truth.astype(int), n_refined.astype(int), float(tolerance))
-
-
-def coordination_numbers(atoms: Atoms, *, cutoff: float | None = None, mult: float = DEFAULT_CUTOFF_MULT) -> np.ndarray:
-    """Number of neighbours of each atom (non-periodic).
-
-    Two atoms are neighbours when closer than ``cutoff`` Å, or, when
-    ``cutoff`` is None, than ``mult · (r_i + r_j)`` with ASE's covalent radii
-    (``ase.neighborlist.natural_cutoffs`` scaled by ``mult``). Counted by
-    :func:`surrogate.common.geometry.coordination_numbers`.
-
-    Returns
-    -------
-    ndarray of int, shape (n_atoms,)
-    """
-    if cutoff is not None:
-        return geometry.coordination_numbers(atoms.positions, cutoff)
-    return geometry.coordination_numbers(atoms.positions, radii=mult * covalent_radii[atoms.numbers])
-
-
-@dataclass(frozen=True)
-class CoordinationHistograms:
-    """Coordination numbers of both structures.
-
-    Attributes
-    ----------
-    truth, refined : ndarray of int
-        Per-atom coordination numbers, in each structure's own atom order.
-    cutoff : str
-        How neighbours were defined.
-    fraction_same : float
-        Fraction of matched pairs whose coordination numbers agree.
-    """
-
-    truth: np.ndarray
-    refined: np.ndarray
-    cutoff: str
-    fraction_same: float
-
-    def histograms(self) -> tuple[np.ndarray, np.ndarray]:
-        """Counts of atoms with coordination 0, 1, …, max for truth and refined (same length)."""
-        n = int(max(self.truth.max(initial=0), self.refined.max(initial=0))) + 1
-        return np.bincount(self.truth, minlength=n), np.bincount(self.refined, minlength=n)
-
-    def to_dict(self) -> dict:
-        ht, hr = self.histograms()
-        return {"cutoff": self.cutoff, "truth": ht.tolist(), "refined": hr.tolist(), "fraction_same": self.fraction_same}
-
-
-# --------------------------------------------------------------------------- comparison
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A refined structure compared with the truth (see :func:`compare_structures`).
-
-    Attributes
-    ----------
-    alignment : Alignment
-        Motion and assignment of the refined atoms onto the truth.
-    aligned : ase.Atoms
-        The refined structure moved into the truth's frame, in the refined
-        atom order, with ``arrays["displacement"]`` (Å, NaN when unmatched)
-        and ``arrays["truth_index"]`` (−1 when unmatched).
-    truth : ase.Atoms
-    within : dict of float to float
-        Threshold (Å) → fraction of *truth* atoms whose partner is closer
-        than the threshold (unmatched truth atoms count as not within).
-    columns : ColumnCounts
-    coordination : CoordinationHistograms
-    """
-
-    alignment: Alignment
-    aligned: Atoms
-    truth: Atoms
-    within: dict
-    columns: ColumnCounts
-    coordination: CoordinationHistograms
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def rmsd(self) -> float:
-        """RMS distance over matched pairs (Å)."""
-        return self.alignment.rmsd
-
-    @property
-    def max_displacement(self) -> float:
-        """Largest distance of a matched pair (Å)."""
-        d = self.displacements[self.alignment.matched]
-        return float(d.max()) if len(d) else float("nan")
-
-    @property
-    def displacements(self) -> np.ndarray:
-        """Distance of each refined atom to its partner (Å), shape (n_refined,); NaN when unmatched."""
-        return self.alignment.displacements
-
-    @property
-    def truth_index(self) -> np.ndarray:
-        """Truth atom matched to each refined atom, shape (n_refined,); −1 when unmatched."""
-        return self.alignment.reference_index
-
-    @property
-    def mirrored(self) -> bool:
-        return self.alignment.mirrored
-
-    @property
-    def unmatched_refined(self) -> np.ndarray:
-        """Indices of refined atoms without a partner."""
-        return np.flatnonzero(self.truth_index < 0)
-
-    @property
-    def unmatched_truth(self) -> np.ndarray:
-        """Indices of truth atoms without a partner."""
-        mask = np.ones(len(self.truth), dtype=bool)
-        mask[self.truth_index[self.truth_index >= 0]] = False
-        return np.flatnonzero(mask)
-
-    def displaced(self, threshold: float = 0.5) -> np.ndarray:
-        """Indices of refined atoms farther than ``threshold`` Å from their partner."""
-        d = self.displacements
-        return np.flatnonzero(np.isfinite(d) & (d > threshold))
-
-    def to_dict(self, per_atom: bool = False) -> dict:
-        """JSON-ready summary; ``within_<threshold>`` keys are fractions."""
-        out = {
-            "rmsd": self.rmsd,
-            "max_displacement": self.max_displacement,
-        }
-        for thr, frac in self.within.items():
-            out[f"within_{float(thr)!r}"] = frac  # within_0.3, within_0.5, within_1.0
-        out.update(
-            {
-                "n_refined": len(self.aligned),
-                "n_truth": len(self.truth),
-                "n_matched": int(np.count_nonzero(self.alignment.matched)),
-                "unmatched_refined": self.unmatched_refined.tolist(),
-                "unmatched_truth": self.unmatched_truth.tolist(),
-                "mirrored": self.mirrored,
-                "rotation_matrix": self.alignment.rotation.tolist(),
-                "translation": self.alignment.translation.tolist(),
-                "columns": self.columns.to_dict(),
-                "coordination": self.coordination.to_dict(),
-                "settings": dict(self.settings),
-            }
-        )
-        if not per_atom:
-            out["columns"].pop("columns")
-        else:
-            out["displacements"] = [None if not np.isfinite(v) else float(v) for v in self.displacements]
-            out["truth_index"] = self.truth_index.tolist()
-        return out
-
-
-def compare_structures(
-    refined: Atoms,
-    truth: Atoms,
-    *,
-    mirror: bool = True,
-    rotation: str = "full",
-    allow_unmatched: bool = False,
-    robust: bool = True,
-    thresholds=DEFAULT_THRESHOLDS,
-    column_tolerance: float = DEFAULT_COLUMN_TOLERANCE,
-    cutoff: float | None = None,
-    cutoff_mult: float = DEFAULT_CUTOFF_MULT,
-) -> Comparison:
-    """Align ``refined`` onto ``truth`` and measure how far every atom is from its partner.
-
-    Parameters
-    ----------
-    refined, truth : ase.Atoms
-        Structures (Å); the truth's z axis is the beam.
-    mirror : bool
-        Allow the mirror image z → −z (one projection cannot tell them apart).
-    rotation : {"full", "beam", "none"}
-        Allowed rotations: any 3-D rotation (default), about the beam only,
-        or none (see module docstring).
-    allow_unmatched : bool
-        Compare structures of different compositions by matching the common
-        atoms and reporting the rest as unmatched; otherwise a different
-        composition raises :class:`InputError`.
-    robust : bool
-        Robust alignment and assignment (default; see the module docstring),
-        or plain least squares (the motion and assignment of minimum RMSD).
-    thresholds : sequence of float
-        Å; report the fraction of truth atoms within each.
-    column_tolerance : float
-        Å; single-linkage distance of projected atoms in one column.
-    cutoff, cutoff_mult : float
-        Neighbour definition for coordination numbers (see
-        :func:`coordination_numbers`).
-
-    Returns
-    -------
-    Comparison
-    """
-    _validate_atoms(refined, "refined structure")
-    _validate_atoms(truth, "truth structure")
-    _check_composition(refined, truth, allow_unmatched)
-    thresholds = tuple(float(t) for t in thresholds)
-    if not all(np.isfinite(t) and t > 0 for t in thresholds):
-        raise InputError(f"thresholds must be positive numbers of Å, got {thresholds!r}")
-    al = align_structures(refined, truth, mirror=mirror, rotation=rotation, allow_unmatched=allow_unmatched,
-                          robust=robust)
-    aligned = Atoms(refined)  # a plain Atoms (Cluster.copy fails on sliced clusters)
-    aligned.calc = None
-    aligned.positions = al.positions
-    aligned.arrays["displacement"] = al.displacements.copy()
-    aligned.arrays["truth_index"] = al.reference_index.copy()
-    aligned.info["mirrored"] = al.mirrored
-    d = al.displacements[al.matched]
-    within = {t: float(np.count_nonzero(d < t)) / len(truth) for t in thresholds}
-    columns = column_counts(truth.positions[:, :2], al.positions[:, :2], column_tolerance)
-    cn_t = coordination_numbers(truth, cutoff=cutoff, mult=cutoff_mult)
-    cn_r = coordination_numbers(aligned, cutoff=cutoff, mult=cutoff_mult)
-    m = al.matched
-    same = float(np.mean(cn_r[m] == cn_t[al.reference_index[m]])) if m.any() else float("nan")
-    desc = f"{cutoff:g} Å" if cutoff is not None else f"{cutoff_mult:g} x (sum of covalent radii)"
-    settings = {
-        "mirror": bool(mirror),
-        "rotation": rotation,
-        "allow_unmatched": bool(allow_unmatched),
-        "robust": bool(robust),
-        "column_tolerance": float(column_tolerance),
-    }
-    return Comparison(al, aligned, truth, within, columns, CoordinationHistograms(cn_t, cn_r, desc, same), settings)
-
-
-# --------------------------------------------------------------------------- figure
-
-
-def _new_figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def plot_comparison(comparison: Comparison, path=None):
-    """Overlay of both projections along the beam, displacement and coordination histograms.
-
-    Parameters
-    ----------
-    comparison : Comparison
-    path : path-like or None
-        Where to write the figure (PNG, written atomically); None to only return it.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from matplotlib import colors
-
-    fig = _new_figure((13, 4.4))
-    ax0, ax1, ax2 = fig.subplots(1, 3, width_ratios=[1.3, 1, 1])
-    t = comparison.truth.positions
-    a = comparison.aligned.positions
-    d = comparison.displacements
-    al = comparison.alignment
-    m = al.matched
-    for i in np.flatnonzero(m):
-        j = al.reference_index[i]
-        ax0.plot([t[j, 0], a[i, 0]], [t[j, 1], a[i, 1]], color="0.6", lw=0.6, zorder=1)
-    ax0.scatter(t[:, 0], t[:, 1], s=60, facecolors="none", edgecolors="k", lw=0.8, label="truth", zorder=2)
-    norm = colors.Normalize(0, max(1.0, float(np.nanmax(d)) if m.any() else 1.0))
-    sc = ax0.scatter(a[m, 0], a[m, 1], c=d[m], s=18, cmap="viridis", norm=norm, label="refined (aligned)", zorder=3)
-    if (~m).any():
-        ax0.scatter(a[~m, 0], a[~m, 1], marker="x", c="r", s=25, label="unmatched", zorder=3)
-    fig.colorbar(sc, ax=ax0, label="displacement (Å)", shrink=0.8)
-    ax0.set_aspect("equal")
-    ax0.set_xlabel("x (Å)")
-    ax0.set_ylabel("y (Å)")
-    ax0.set_title(
-        f"RMSD {comparison.rmsd:.3f} Å, max {comparison.max_displacement:.2f} Å"
-        + (" (mirrored)" if comparison.mirrored else "")
-    )
-    ax0.legend(loc="upper right", fontsize=7)
-
-    dm = d[m]
-    ax1.hist(dm, bins=np.linspace(0, max(1.5, float(dm.max()) if len(dm) else 1.5), 40), color="C0")
-    for thr, frac in comparison.within.items():
-        ax1.axvline(thr, color="k", ls=":", lw=0.8)
-        ax1.text(thr, ax1.get_ylim()[1] * 0.95, f" {100 * frac:.0f}%", fontsize=7, va="top")
-    ax1.set_xlabel("displacement (Å)")
-    ax1.set_ylabel("atoms")
-    ax1.set_title("within " + ", ".join(f"{k:g} Å" for k in comparison.within))
-
-    ht, hr = comparison.coordination.histograms()
-    x = np.arange(len(ht))
-    ax2.bar(x - 0.2, ht, width=0.4, label="truth", color="0.4")
-    ax2.bar(x + 0.2, hr, width=0.4, label="refined", color="C1")
-    ax2.set_xlabel("coordination number")
-    ax2.set_ylabel("atoms")
-    ax2.set_title(f"same CN: {100 * comparison.coordination.fraction_same:.0f}% of pairs")
-    ax2.legend(fontsize=7)
-    if path is not None:
-        save_figure(fig, path)
-    return fig

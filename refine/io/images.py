@@ -2,8 +2,8 @@
 
 :func:`read_image` turns what a user brings (a TIFF, a ``.npy`` array, a text
 array, or a microscope file such as DM3/DM4, Velox EMD, TIA SER, MRC, HSPY
-read through rosettasciio) into an :class:`ExperimentalImage` on the model's
-probe grid:
+read through rosettasciio: :mod:`refine.io.readers`) into an
+:class:`ExperimentalImage` on the model's probe grid:
 
 1. **Read** the 2-D array (a 3-D stack needs ``frame=``; several signals in
    one file, e.g. an EMD with HAADF and DF4, are chosen by ``signal=``, by
@@ -11,7 +11,8 @@ probe grid:
 2. **Calibrate**: the pixel size comes from the file's axes (units converted
    to Å: m, µm, nm, Å, pm) or from an explicit ``pixel_size`` (which wins,
    with a log message when the two disagree); neither gives :class:`InputError`.
-3. **Check**: NaN/inf, empty, non-2-D and constant images are refused.
+3. **Check**: NaN/inf, empty, non-2-D and constant images are refused
+   (:func:`validate_image_array`).
 4. **Offset** (optional): ``offset`` subtracts a constant (a number,
    ``"min"`` or ``"median"`` of the valid pixels). The fitness fits
    ``a·I_sim + b`` in closed form, so a constant background never needs
@@ -26,12 +27,15 @@ probe grid:
 7. **Resample** to ``target_pixel_size`` (the model's Δ) when it differs by
    more than ``rtol``: cubic B-spline interpolation (``scipy.ndimage.
    map_coordinates``) at the new probe positions, so pixel (0, 0) keeps its
-   position and the new step is exactly the target. Down-sampling first
-   applies a Gaussian anti-alias filter of σ = ½·√(r² − 1) input pixels
-   (r = Δ_new/Δ_old), so that noise does not alias. The mask is resampled
-   conservatively: a new pixel is valid only if every input pixel it
-   interpolates from is valid. ``resample=False`` turns a mismatch into an
-   :class:`InputError` instead.
+   position and the new step is exactly the target (:func:`resample`).
+   Down-sampling first applies a Gaussian anti-alias filter of
+   σ = ½·√(r² − 1) input pixels (r = Δ_new/Δ_old), so that noise does not
+   alias. The mask is resampled conservatively: a new pixel is valid only if
+   every input pixel it interpolates from is valid. ``resample=False`` turns
+   a mismatch into an :class:`InputError` instead.
+
+:func:`read_sigma_map` reads a per-pixel noise σ map and takes it through
+the same crop and resampling; :func:`with_mask` swaps an image's mask.
 
 Array convention (see :mod:`surrogate.imaging.grid`): ``data[i, j]`` is the probe at
 ``(x0 + iΔ, y0 + jΔ)``. Files store rows first; the row axis is taken as x
@@ -48,28 +52,19 @@ from pathlib import Path
 
 import numpy as np
 
+from refine.io.readers import read_file
 from surrogate.common import InputError
 
 __all__ = [
     "ExperimentalImage",
     "read_image",
     "read_sigma_map",
-    "validate_image",
+    "validate_image_array",
     "resample",
     "with_mask",
-    "UNIT_TO_ANGSTROM",
 ]
 
 log = logging.getLogger(__name__)
-
-#: length units seen in microscope files → Å
-UNIT_TO_ANGSTROM = {
-    "m": 1e10, "mm": 1e7, "µm": 1e4, "μm": 1e4, "um": 1e4, "micron": 1e4, "nm": 10.0,
-    "å": 1.0, "Å": 1.0, "a": 1.0, "angstrom": 1.0, "angstroms": 1.0, "ang": 1.0, "pm": 0.01,
-}
-
-_TEXT_SUFFIXES = {".txt", ".csv", ".dat", ".asc"}
-_TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -137,7 +132,7 @@ class ExperimentalImage:
 
 # --------------------------------------------------------------------------- checks
 
-def validate_image(data, *, name: str = "image") -> np.ndarray:
+def validate_image_array(data, *, name: str = "image") -> np.ndarray:
     """Return ``data`` as a 2-D float64 array, or raise :class:`InputError`.
 
     Refused: non-numeric, not 2-D, empty, NaN or infinite values, constant.
@@ -181,221 +176,166 @@ def _validate_pixel_size(value, what: str) -> float:
     return v
 
 
-def _to_angstrom(scale, units) -> float | None:
-    if scale is None or units is None:
-        return None
-    key = str(units).strip()
-    factor = UNIT_TO_ANGSTROM.get(key, UNIT_TO_ANGSTROM.get(key.lower()))
-    if factor is None:
-        return None
-    try:
-        s = float(scale) * factor
-    except (TypeError, ValueError):
-        return None
-    return s if np.isfinite(s) and s > 0 else None
 
+# --------------------------------------------------------------------------- reading
 
-# --------------------------------------------------------------------------- readers
+def read_image(source, *, pixel_size: float | None = None, target_pixel_size: float | None = None,
+               mask=None, crop=None, offset=None, resample_images: bool = True, rtol: float = 1e-3,
+               order: int = 3, signal=None, frame: int | None = None, origin=None) -> ExperimentalImage:
+    """Read, check, calibrate, mask, crop and resample an experimental image.
 
-def _read_text(path: Path) -> np.ndarray:
-    with open(path, "r", errors="replace") as fh:
-        first = fh.readline()
-    delimiter = "," if "," in first else (";" if ";" in first else None)
-    try:
-        return np.loadtxt(path, delimiter=delimiter, dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise InputError(f"{path}: not a numeric text array ({exc})") from None
+    Parameters
+    ----------
+    source : str, os.PathLike or array_like
+        A file (``.tif``/``.tiff``, ``.npy``, ``.npz``, ``.txt``/``.csv``/``.dat``,
+        or any format rosettasciio reads: ``.dm3``, ``.dm4``, ``.emd``, ``.ser``,
+        ``.mrc``, ``.hspy``, ...) or a 2-D array.
+    pixel_size : float, optional
+        Δ of the *file* in Å; overrides the file's calibration. Required when the
+        source has none (arrays, text, ``.npy``, uncalibrated TIFF).
+    target_pixel_size : float, optional
+        The model's Δ (Å); the image is resampled to it (see ``resample_images``).
+    mask : array_like, str or os.PathLike, optional
+        True/non-zero = pixel used; ``"zeros"`` excludes pixels that are exactly 0
+        in the file; a path to an array file of the image's shape.
+    crop : (int, int, int, int), optional
+        ``(i0, i1, j0, j1)``: keep ``data[i0:i1, j0:j1]`` of the file.
+    offset : float, "min", "median" or None
+        Constant subtracted from the image (after cropping, over valid pixels).
+    resample_images : bool
+        False: raise :class:`InputError` when the calibrated Δ differs from
+        ``target_pixel_size`` instead of resampling.
+    rtol : float
+        Relative Δ mismatch tolerated without resampling.
+    order : int
+        Spline order for resampling (3 cubic, 1 linear).
+    signal : int or str, optional
+        Which signal of a multi-signal file (index or title, e.g. ``"HAADF"``).
+    frame : int, optional
+        Which frame of a 3-D stack.
+    origin : (float, float), optional
+        Probe position (Å) of file pixel (0, 0); default the file's axis offsets or (0, 0).
 
+    Returns
+    -------
+    ExperimentalImage
 
-def _rsciio_reader(path: Path):
-    """The rosettasciio ``file_reader`` for a file's extension, or None."""
-    try:
-        import rsciio
-    except ImportError:  # pragma: no cover - rosettasciio is a dependency
-        return None
-    import importlib
-
-    ext = path.suffix.lstrip(".")
-    for plugin in rsciio.IO_PLUGINS:
-        if ext in plugin["file_extensions"] or ext.lower() in plugin["file_extensions"]:
-            if plugin["name"] in ("numpy", "Image"):
-                continue  # read directly (numpy) / pictures carry no calibration
-            module = importlib.import_module(plugin["api"])
-            return module.file_reader
-    return None
-
-
-def _pick_signal(signals: list, signal, path: Path) -> dict:
-    if not signals:
-        raise InputError(f"{path}: the file holds no data")
-    if signal is not None:
-        if isinstance(signal, (int, np.integer)):
-            if not 0 <= signal < len(signals):
-                raise InputError(f"{path}: signal index {signal} out of range (the file holds {len(signals)})")
-            return signals[int(signal)]
-        titles = [str(s.get("metadata", {}).get("General", {}).get("title", "")) for s in signals]
-        for s, t in zip(signals, titles):
-            if t.lower() == str(signal).lower():
-                return s
-        raise InputError(f"{path}: no signal titled {signal!r}; the file holds {titles}")
-    images = [s for s in signals if np.ndim(s["data"]) >= 2]
-    for s in images:
-        if "haadf" in str(s.get("metadata", {}).get("General", {}).get("title", "")).lower():
-            return s
-    return images[0] if images else signals[0]
-
-
-def _read_rsciio(path: Path, reader, signal, frame) -> tuple[np.ndarray, float | None, tuple, dict]:
-    try:
-        signals = reader(str(path))
-    except ImportError as exc:
-        raise InputError(f"{path}: reading this format needs the Python package {exc.name!r} "
-                         f"(pip install {exc.name})") from None
-    except Exception as exc:
-        raise InputError(f"{path}: could not read the file ({type(exc).__name__}: {exc})") from None
-    chosen = _pick_signal(list(signals), signal, path)
-    data = np.asarray(chosen["data"])
-    axes = sorted(chosen.get("axes", []), key=lambda a: a.get("index_in_array", 0))
-    if data.ndim == 3 and frame is not None:
-        if not -data.shape[0] <= frame < data.shape[0]:
-            raise InputError(f"{path}: frame {frame} out of range (stack of {data.shape[0]})")
-        data = data[frame]
-        axes = axes[1:]
-    meta = {
-        "title": chosen.get("metadata", {}).get("General", {}).get("title"),
-        "axes": [{k: a.get(k) for k in ("name", "scale", "offset", "units", "size")} for a in axes],
-    }
-    sig_meta = chosen.get("metadata", {})
-    if "Acquisition_instrument" in sig_meta:
-        meta["acquisition_instrument"] = _jsonable(sig_meta["Acquisition_instrument"])
-    pixel, origin = None, (0.0, 0.0)
-    if data.ndim == 2 and len(axes) == 2:
-        steps = [_to_angstrom(a.get("scale"), a.get("units")) for a in axes]
-        if all(s is not None for s in steps):
-            if abs(steps[0] - steps[1]) > 1e-3 * max(steps):
-                raise InputError(f"{path}: non-square pixels ({steps[0]:.6g} × {steps[1]:.6g} Å) are not supported")
-            pixel = float(np.mean(steps))
-            offsets = [_to_angstrom(1.0, a.get("units")) * float(a.get("offset") or 0.0) for a in axes]
-            origin = (offsets[0], offsets[1])
-            meta["units"] = axes[0].get("units")
-        elif any(a.get("units") not in (None, "", "<undefined>") for a in axes):
-            meta["unrecognized_units"] = [a.get("units") for a in axes]
-    return data, pixel, origin, meta
-
-
-def _jsonable(obj, depth: int = 0):
-    if depth > 6:
-        return str(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, depth + 1) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def _read_tiff_fallback(path: Path) -> tuple[np.ndarray, float | None, dict]:
-    import tifffile
-
-    with tifffile.TiffFile(str(path)) as tif:
-        data = tif.asarray()
-        meta = {}
-        ij = tif.imagej_metadata or {}
-        page = tif.pages[0]
-        unit = ij.get("unit")
-        pixel = None
-        xres = page.tags.get("XResolution")
-        if unit is not None and xres is not None:
-            num, den = xres.value
-            if num:
-                pixel = _to_angstrom(den / num, unit.replace("\\u00B5", "µ"))
-        meta["units"] = unit
-    return data, pixel, meta
-
-
-def _read_raw(path: Path, signal, frame):
-    """(data, pixel size Å or None, origin, metadata) from a file.
-
-    Any failure of a reader on a corrupt, empty or truncated file becomes one
-    :class:`InputError` naming the file (readers raise anything from EOFError
-    to IndexError on such files).
+    Raises
+    ------
+    InputError
+        Missing file or calibration, unreadable format, NaN/constant/empty/non-2-D
+        image, a mask of the wrong shape, a forbidden resampling.
     """
-    try:
-        return _read_raw_unchecked(path, signal, frame)
-    except InputError:
-        raise
-    except MemoryError:
-        raise InputError(f"{path}: too large to read into memory") from None
-    except Exception as exc:  # noqa: BLE001 - a corrupt file may make a reader raise anything
-        what = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
-        raise InputError(f"{path}: cannot read it as a {path.suffix.lstrip('.') or 'data'} image "
-                         f"(corrupt, empty or truncated file? {type(exc).__name__}: {what})") from None
+    raw, file_pixel, file_origin, meta, path, name = _read_source(source, signal, frame)
+    data = validate_image_array(raw, name=name)
+    meta = dict(meta)
+    meta["file_shape"] = list(data.shape)
+    step = _calibration(pixel_size, file_pixel, rtol, name, meta)
+    x0, y0 = (float(v) for v in (origin if origin is not None else file_origin))
+
+    valid = _load_mask(mask, data.shape, data)
+    if crop is not None:
+        data, valid, (x0, y0) = _crop(data, valid, crop, (x0, y0), step, name, meta)
+    if offset is not None:
+        data = _subtract_offset(data, valid, offset, meta)
+    if target_pixel_size is not None:
+        data, valid, step = _resample_to(data, valid, step, target_pixel_size, resample_images, rtol, order, name,
+                                         meta)
+    data = np.ascontiguousarray(data, dtype=np.float64)
+    if np.ptp(data[valid]) == 0:
+        raise InputError(f"{name}: the valid (unmasked) pixels are constant; nothing to fit")
+    return ExperimentalImage(data=data, pixel_size=float(step), mask=np.ascontiguousarray(valid),
+                             origin=(x0, y0), source=str(path) if path else "<array>", metadata=meta)
 
 
-def _read_raw_unchecked(path: Path, signal, frame):
-    suffix = path.suffix.lower()
-    from surrogate.training import read_image_metadata
-
-    record = read_image_metadata(path)
-    if record is not None and "grid" in record:
-        # An image this project wrote (simulate, predict, refine outputs): its probe grid is exact.
-        grid = record["grid"]
-        if suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        else:
-            import tifffile
-
-            data = tifffile.imread(path)
-        return data, float(grid["pixel_size"]), tuple(grid["origin"]), {"format": suffix.lstrip("."), **record}
-    if suffix == ".npy":
-        try:
-            data = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from None
-        return data, None, (0.0, 0.0), {"format": "npy"}
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if not keys:
-                raise InputError(f"{path}: the .npz file holds no array")
-            key = signal if isinstance(signal, str) else ("image" if "image" in keys else keys[0])
-            if key not in keys:
-                raise InputError(f"{path}: no array {key!r}; the file holds {keys}")
-            data = z[key]
-            pixel = None
-            if "pixel_size" in keys:
-                value = np.asarray(z["pixel_size"])
-                if value.size != 1 or value.dtype.kind not in "iuf":
-                    raise InputError(f"{path}: 'pixel_size' must be one number (Å), got an array of shape "
-                                     f"{value.shape} and type {value.dtype}")
-                pixel = float(value.reshape(()))
-        return data, pixel, (0.0, 0.0), {"format": "npz", "array": key}
-    if suffix in _TEXT_SUFFIXES:
-        return _read_text(path), None, (0.0, 0.0), {"format": "text"}
-    reader = _rsciio_reader(path)
-    if reader is not None:
-        try:
-            data, pixel, origin, meta = _read_rsciio(path, reader, signal, frame)
-        except InputError:
-            if suffix not in _TIFF_SUFFIXES:
-                raise
-            data, pixel, meta = _read_tiff_fallback(path)
-            origin = (0.0, 0.0)
-        meta["format"] = suffix.lstrip(".")
-        return data, pixel, origin, meta
-    if suffix in _TIFF_SUFFIXES:  # pragma: no cover - rosettasciio handles TIFF
-        data, pixel, meta = _read_tiff_fallback(path)
-        return data, pixel, (0.0, 0.0), meta
-    raise InputError(f"{path}: unknown image format {suffix!r}; use TIFF, .npy, a text array, "
-                     "or a microscope format rosettasciio reads (DM3/DM4, EMD, SER, MRC, HSPY, ...)")
+def _read_source(source, signal, frame):
+    """(raw array, file pixel size Å or None, file origin Å, metadata, path or None, name for messages)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise InputError(f"image file {path} does not exist")
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not an image file")
+        f = read_file(path, signal, frame)
+        return f.data, f.pixel_size, f.origin, f.metadata, path, str(path)
+    raw = np.asarray(source)
+    if raw.ndim == 3 and frame is not None:
+        raw = raw[frame]
+    return raw, None, (0.0, 0.0), {"format": "array"}, None, "image"
 
 
-# --------------------------------------------------------------------------- mask, crop, resample
+def _calibration(pixel_size, file_pixel, rtol, name, meta) -> float:
+    """The pixel size in Å: the argument's, else the file's (recorded in ``meta``)."""
+    if pixel_size is not None:
+        step = _validate_pixel_size(pixel_size, "pixel_size")
+        if file_pixel is not None and abs(file_pixel - step) > rtol * step:
+            log.info("%s: using the given pixel size %.6g Å instead of the file's %.6g Å", name, step, file_pixel)
+        meta["calibration"] = "argument"
+    elif file_pixel is not None:
+        step = file_pixel
+        meta["calibration"] = "file"
+    else:
+        units = meta.get("unrecognized_units")
+        why = f" (its axis units {units} are not lengths)" if units else ""
+        raise InputError(f"{name} has no pixel-size calibration{why}; give the pixel size in Å "
+                         "(pixel_size=..., or --pixel-size on the command line)")
+    meta["file_pixel_size"] = file_pixel
+    return step
 
-def _load_mask(mask, shape, source_path: Path | None, data_raw: np.ndarray) -> np.ndarray:
+
+def _crop(data, valid, crop, origin, step, name, meta):
+    """``data`` and ``valid`` cropped to ``crop`` (file pixels), and the new origin (Å)."""
+    x0, y0 = origin
+    i0, i1, j0, j1 = _validate_crop(crop, data.shape)
+    data = data[i0:i1, j0:j1].copy()
+    valid = valid[i0:i1, j0:j1].copy()
+    x0, y0 = x0 + i0 * step, y0 + j0 * step
+    meta["crop"] = [i0, i1, j0, j1]
+    if not valid.any():
+        raise InputError(f"crop {crop!r} keeps no valid (unmasked) pixel")
+    validate_image_array(np.where(valid, data, data[valid][0]), name=f"{name} (cropped)")
+    return data, valid, (x0, y0)
+
+
+def _subtract_offset(data, valid, offset, meta):
+    """``data`` minus a number, or the min or median of the valid pixels (recorded in ``meta``)."""
+    if isinstance(offset, str):
+        if offset.lower() not in ("min", "median"):
+            raise InputError(f"offset must be a number, 'min' or 'median', got {offset!r}")
+        value = float(np.min(data[valid]) if offset.lower() == "min" else np.median(data[valid]))
+    else:
+        value = float(offset)
+        if not np.isfinite(value):
+            raise InputError(f"offset must be finite, got {offset!r}")
+    meta["offset_subtracted"] = value
+    return data - value
+
+
+def _resample_to(data, valid, step, target_pixel_size, resample_images, rtol, order, name, meta):
+    """Image, mask and pixel size (Å) at ``target_pixel_size`` when the step differs by more than ``rtol``."""
+    target = _validate_pixel_size(target_pixel_size, "target_pixel_size")
+    if abs(step - target) <= rtol * target:
+        return data, valid, step
+    if not resample_images:
+        raise InputError(f"{name}: pixel size {step:.6g} Å differs from the model's {target:.6g} Å "
+                         "and resampling is turned off")
+    ratio = target / step
+    old_shape = data.shape
+    data, valid = resample(data, ratio, mask=valid, order=order)
+    log.info("%s: resampled %s px at %.6g Å to %s px at %.6g Å (cubic spline%s)", name, old_shape,
+             step, data.shape, target, ", anti-aliased" if ratio > 1 else "")
+    meta["resampled"] = {"from_pixel_size": step, "to_pixel_size": target, "from_shape": list(old_shape),
+                         "order": order, "anti_alias_sigma_px": (float(0.5 * np.sqrt(ratio * ratio - 1.0))
+                                                                 if ratio > 1 else 0.0)}
+    if not valid.any():
+        raise InputError(f"{name}: no valid pixel is left after resampling the mask")
+    return data, valid, target
+
+
+# --------------------------------------------------------------------------- mask, crop, resampling
+
+def _load_mask(mask, shape, data_raw: np.ndarray) -> np.ndarray:
+    """The boolean mask (True = pixel used) of ``mask``: None, "zeros" (of ``data_raw``), an array or a file."""
     if mask is None:
         return np.ones(shape, dtype=bool)
     if isinstance(mask, str) and mask.lower() == "zeros":
@@ -407,7 +347,7 @@ def _load_mask(mask, shape, source_path: Path | None, data_raw: np.ndarray) -> n
         p = Path(mask)
         if not p.exists():
             raise InputError(f"mask file {p} does not exist")
-        arr, _, _, _ = _read_raw(p, None, None)
+        arr = read_file(p).data
     else:
         arr = mask
     arr = np.asarray(arr)
@@ -486,137 +426,7 @@ def resample(data: np.ndarray, ratio: float, *, mask: np.ndarray | None = None, 
     return out, ~new_bad
 
 
-# --------------------------------------------------------------------------- public entry
-
-def read_image(source, *, pixel_size: float | None = None, target_pixel_size: float | None = None,
-               mask=None, crop=None, offset=None, resample_images: bool = True, rtol: float = 1e-3,
-               order: int = 3, signal=None, frame: int | None = None, origin=None) -> ExperimentalImage:
-    """Read, check, calibrate, mask, crop and resample an experimental image.
-
-    Parameters
-    ----------
-    source : str, os.PathLike or array_like
-        A file (``.tif``/``.tiff``, ``.npy``, ``.npz``, ``.txt``/``.csv``/``.dat``,
-        or any format rosettasciio reads: ``.dm3``, ``.dm4``, ``.emd``, ``.ser``,
-        ``.mrc``, ``.hspy``, ...) or a 2-D array.
-    pixel_size : float, optional
-        Δ of the *file* in Å; overrides the file's calibration. Required when the
-        source has none (arrays, text, ``.npy``, uncalibrated TIFF).
-    target_pixel_size : float, optional
-        The model's Δ (Å); the image is resampled to it (see ``resample_images``).
-    mask : array_like, str or os.PathLike, optional
-        True/non-zero = pixel used; ``"zeros"`` excludes pixels that are exactly 0
-        in the file; a path to an array file of the image's shape.
-    crop : (int, int, int, int), optional
-        ``(i0, i1, j0, j1)``: keep ``data[i0:i1, j0:j1]`` of the file.
-    offset : float, "min", "median" or None
-        Constant subtracted from the image (after cropping, over valid pixels).
-    resample_images : bool
-        False: raise :class:`InputError` when the calibrated Δ differs from
-        ``target_pixel_size`` instead of resampling.
-    rtol : float
-        Relative Δ mismatch tolerated without resampling.
-    order : int
-        Spline order for resampling (3 cubic, 1 linear).
-    signal : int or str, optional
-        Which signal of a multi-signal file (index or title, e.g. ``"HAADF"``).
-    frame : int, optional
-        Which frame of a 3-D stack.
-    origin : (float, float), optional
-        Probe position (Å) of file pixel (0, 0); default the file's axis offsets or (0, 0).
-
-    Returns
-    -------
-    ExperimentalImage
-
-    Raises
-    ------
-    InputError
-        Missing file or calibration, unreadable format, NaN/constant/empty/non-2-D
-        image, a mask of the wrong shape, a forbidden resampling.
-    """
-    path = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise InputError(f"image file {path} does not exist")
-        if path.is_dir():
-            raise InputError(f"{path} is a folder, not an image file")
-        raw, file_pixel, file_origin, meta = _read_raw(path, signal, frame)
-        name = str(path)
-    else:
-        raw, file_pixel, file_origin, meta = source, None, (0.0, 0.0), {"format": "array"}
-        raw = np.asarray(raw)
-        if raw.ndim == 3 and frame is not None:
-            raw = raw[frame]
-        name = "image"
-    data = validate_image(raw, name=name)
-    meta = dict(meta)
-    meta["file_shape"] = list(data.shape)
-
-    # calibration
-    if pixel_size is not None:
-        step = _validate_pixel_size(pixel_size, "pixel_size")
-        if file_pixel is not None and abs(file_pixel - step) > rtol * step:
-            log.info("%s: using the given pixel size %.6g Å instead of the file's %.6g Å", name, step, file_pixel)
-        meta["calibration"] = "argument"
-    elif file_pixel is not None:
-        step = file_pixel
-        meta["calibration"] = "file"
-    else:
-        units = meta.get("unrecognized_units")
-        why = f" (its axis units {units} are not lengths)" if units else ""
-        raise InputError(f"{name} has no pixel-size calibration{why}; give the pixel size in Å "
-                         "(pixel_size=..., or --pixel-size on the command line)")
-    meta["file_pixel_size"] = file_pixel
-    x0, y0 = (float(v) for v in (origin if origin is not None else file_origin))
-
-    valid = _load_mask(mask, data.shape, path, data)
-    if crop is not None:
-        i0, i1, j0, j1 = _validate_crop(crop, data.shape)
-        data = data[i0:i1, j0:j1].copy()
-        valid = valid[i0:i1, j0:j1].copy()
-        x0, y0 = x0 + i0 * step, y0 + j0 * step
-        meta["crop"] = [i0, i1, j0, j1]
-        if not valid.any():
-            raise InputError(f"crop {crop!r} keeps no valid (unmasked) pixel")
-        validate_image(np.where(valid, data, data[valid][0]), name=f"{name} (cropped)")
-
-    if offset is not None:
-        if isinstance(offset, str):
-            if offset.lower() not in ("min", "median"):
-                raise InputError(f"offset must be a number, 'min' or 'median', got {offset!r}")
-            value = float(np.min(data[valid]) if offset.lower() == "min" else np.median(data[valid]))
-        else:
-            value = float(offset)
-            if not np.isfinite(value):
-                raise InputError(f"offset must be finite, got {offset!r}")
-        data = data - value
-        meta["offset_subtracted"] = value
-
-    if target_pixel_size is not None:
-        target = _validate_pixel_size(target_pixel_size, "target_pixel_size")
-        if abs(step - target) > rtol * target:
-            if not resample_images:
-                raise InputError(f"{name}: pixel size {step:.6g} Å differs from the model's {target:.6g} Å "
-                                 "and resampling is turned off")
-            ratio = target / step
-            old_shape = data.shape
-            data, valid = resample(data, ratio, mask=valid, order=order)
-            log.info("%s: resampled %s px at %.6g Å to %s px at %.6g Å (cubic spline%s)", name, old_shape,
-                     step, data.shape, target, ", anti-aliased" if ratio > 1 else "")
-            meta["resampled"] = {"from_pixel_size": step, "to_pixel_size": target, "from_shape": list(old_shape),
-                                 "order": order, "anti_alias_sigma_px": (float(0.5 * np.sqrt(ratio * ratio - 1.0))
-                                                                         if ratio > 1 else 0.0)}
-            step = target
-            if not valid.any():
-                raise InputError(f"{name}: no valid pixel is left after resampling the mask")
-    data = np.ascontiguousarray(data, dtype=np.float64)
-    if np.ptp(data[valid]) == 0:
-        raise InputError(f"{name}: the valid (unmasked) pixels are constant; nothing to fit")
-    return ExperimentalImage(data=data, pixel_size=float(step), mask=np.ascontiguousarray(valid),
-                             origin=(x0, y0), source=str(path) if path else "<array>", metadata=meta)
-
+# --------------------------------------------------------------------------- σ maps, masks
 
 def read_sigma_map(source, image: ExperimentalImage) -> np.ndarray:
     """A per-pixel noise σ map for ``image``, read and resampled like the image.
@@ -645,7 +455,7 @@ def read_sigma_map(source, image: ExperimentalImage) -> np.ndarray:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"noise σ map file {path} does not exist")
-        raw, _, _, _ = _read_raw(path, None, None)
+        raw = read_file(path).data
         name = f"noise σ map {path}"
     else:
         raw, name = source, "noise σ map"
@@ -677,4 +487,4 @@ def read_sigma_map(source, image: ExperimentalImage) -> np.ndarray:
 
 def with_mask(image: ExperimentalImage, mask) -> ExperimentalImage:
     """A copy of ``image`` with another mask (same rules as :func:`read_image`)."""
-    return replace(image, mask=_load_mask(mask, image.shape, None, image.data))
+    return replace(image, mask=_load_mask(mask, image.shape, image.data))

@@ -4,7 +4,8 @@ import tifffile
 
 from surrogate.common.errors import InputError
 from surrogate.imaging.grid import ProbeGrid
-from surrogate.training.pairs import pair_folders, read_image, read_image_metadata, read_pairs, write_image
+from surrogate.common import read_image_array, read_image_metadata, write_image
+from surrogate.training.pairs import pair_folders, read_pairs
 
 
 def make_folders(tmp_path, conv_nums, ms_nums, shape=(12, 10)):
@@ -43,18 +44,36 @@ def test_empty_folder_and_mismatched_shapes(tmp_path):
         read_pairs(c, m)
 
 
-def test_read_image_errors(tmp_path):
+def test_read_image_array_errors(tmp_path):
     p = tmp_path / "nan.txt"
     np.savetxt(p, np.array([[1.0, np.nan], [2.0, 3.0]]))
     with pytest.raises(InputError, match="NaN"):
-        read_image(p)
+        read_image_array(p)
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"garbage")
     with pytest.raises(InputError, match="cannot read"):
-        read_image(bad)
+        read_image_array(bad)
     (tmp_path / "x.jpg").write_text("x")
     with pytest.raises(InputError, match="unsupported"):
-        read_image(tmp_path / "x.jpg")
+        read_image_array(tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("name", ["a.txt", "a.dat", "a.csv", "a.npy", "a.tif"])
+def test_training_and_experimental_images_come_from_one_reader(tmp_path, rng, name):
+    """A file read as a training image and as an experimental image gives the same array, the one written."""
+    from refine.io import read_image as read_experimental
+
+    img = rng.random((6, 5)) + 0.5
+    path = tmp_path / name
+    if name.endswith(".npy"):
+        np.save(path, img)
+    elif name.endswith(".tif"):
+        tifffile.imwrite(path, img)
+    else:
+        np.savetxt(path, img, delimiter="," if name.endswith(".csv") else " ")  # %.18e: exact
+    training = read_image_array(path)
+    np.testing.assert_array_equal(training, img)
+    np.testing.assert_array_equal(read_experimental(path, pixel_size=0.1).data, training)
 
 
 def test_write_image_round_trip_keeps_the_grid(tmp_path, rng):
@@ -64,7 +83,7 @@ def test_write_image_round_trip_keeps_the_grid(tmp_path, rng):
     grid = ProbeGrid(origin=(1.5, -2.0), shape=(7, 9), pixel_size=0.123)
     for name in ("a.npy", "a.tif"):
         write_image(tmp_path / name, img, grid, meta={"kind": "test"})
-        np.testing.assert_allclose(read_image(tmp_path / name), img)
+        np.testing.assert_allclose(read_image_array(tmp_path / name), img)
         record = read_image_metadata(tmp_path / name)
         assert record["grid"] == grid.to_dict() and record["kind"] == "test"
         # the refinement's reader takes the calibration from the record

@@ -1,4 +1,4 @@
-"""``stem-refine batch MANIFEST --out DIR``: many refinements as Dask tasks, resumable, with a results table.
+"""``stem-refine batch MANIFEST -o DIR``: many refinements as Dask tasks, resumable, with a results table.
 
 The manifest (TOML, or CSV with a header row) lists refinements: image,
 composition, model, seeds (one run per seed) and settings
@@ -27,13 +27,16 @@ cluster and pass its address::
 
     dask scheduler                          # on one machine; prints tcp://HOST:8786
     dask worker tcp://HOST:8786 --nworkers 8 --nthreads 1    # on each machine
-    stem-refine batch manifest.toml --out runs/ --scheduler tcp://HOST:8786
+    stem-refine batch manifest.toml -o runs/ --scheduler tcp://HOST:8786
 
 Every worker needs stem-refine installed and must see the images, models
 and output folder at the same paths (a shared file system). A worker may
 die up to ``distributed.scheduler.allowed-failures`` times (default 3) per
 run before the run is marked failed; raise it with
 ``DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=10 dask scheduler``.
+
+``--json`` prints the results table (results.json) on stdout;
+``--no-progress`` hides the progress bar.
 
 Exit status: 0 when every run finished, 1 when some failed, 2 for a bad
 manifest or options.
@@ -43,6 +46,8 @@ from __future__ import annotations
 
 import math
 import os
+
+from surrogate.cli.options import add_json, add_no_progress, add_out, add_workers
 
 help = "many refinements (manifest of images x seeds) as Dask tasks, resumable, with a results table"
 description = __doc__
@@ -56,19 +61,16 @@ def _default_workers() -> int:
 
 
 def add_arguments(parser):
-    import argparse
-
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' layout
     parser.add_argument("manifest", metavar="MANIFEST", help="TOML or CSV list of refinements")
-    parser.add_argument("--out", required=True, metavar="DIR", help="batch output folder (one sub-folder per run)")
+    add_out(parser, folder=True, help="one sub-folder per run, and the results table (results.csv, results.json)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="address of a running Dask scheduler (tcp://host:8786) instead of a local cluster")
-    where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="worker processes of the local cluster, one thread each (default: CPU cores)")
+    add_workers(where, "of the local Dask cluster, one thread each; default: CPU cores")
     parser.add_argument("--retries", type=int, default=2, metavar="N",
                         help="retries of a run that raised an unexpected error (default 2)")
-    parser.add_argument("--json", action="store_true", help="print the results table as JSON on stdout")
+    add_json(parser, "the results table")
+    add_no_progress(parser)
 
 
 def _fmt(v, spec):
@@ -77,11 +79,9 @@ def _fmt(v, spec):
 
 def run(args) -> int:
     import json
-    import sys
 
     from refine.workflows import read_manifest, run_batch
-
-    from surrogate.common import InputError
+    from surrogate.common import InputError, print_json
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
@@ -89,11 +89,10 @@ def run(args) -> int:
         raise InputError(f"--retries must be at least 0, got {args.retries}")
     specs = read_manifest(args.manifest)
     result = run_batch(specs, args.out, scheduler=args.scheduler, workers=args.workers or _default_workers(),
-                       retries=args.retries, progress=True, manifest=os.path.abspath(args.manifest))
+                       retries=args.retries, progress=args.progress, manifest=os.path.abspath(args.manifest))
     if args.json:
         doc = json.loads(result.json_path.read_text(encoding="utf-8"))
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(doc)
     else:
         width = max(len(r["name"]) for r in result.rows)
         print(f"{'run':<{width}}  {'status':<8} {'cost':>12} {'chi2':>12} {'E (eV)':>12} {'alpha':>10} "

@@ -2,8 +2,9 @@
 
 Two forms (both may be combined)::
 
-    stem-refine compare REFINED TRUTH [--json] [--figure PNG]
-    stem-refine compare REFINED --image IMAGE --multislice [--method prism --phonons N --device cpu]
+    stem-refine compare REFINED TRUTH [--json] [--figure PNG] [--aligned XYZ]
+    stem-refine compare REFINED --image IMAGE [--pixel-size Å] [-m MODEL]
+                        [--with-multislice --method prism --phonons N --seed S --device cpu] [--json]
 
 The first aligns REFINED onto TRUTH (rotation, mirror z → −z allowed by
 default, one-to-one assignment per element) and reports RMSD, maximum
@@ -11,13 +12,18 @@ displacement, the fractions of atoms within 0.3 / 0.5 / 1.0 Å, atom counts
 per projected column and coordination numbers. The second simulates REFINED
 with abTEM on the image's grid and reports 1 − R² and fractional RMS against
 the image, plus the surrogate's own error on this structure (surrogate image
-vs multislice image of the same atoms). Without ``--multislice`` only the
-surrogate image is compared with IMAGE.
+vs multislice image of the same atoms). Without ``--with-multislice`` only
+the surrogate image is compared with IMAGE.
+
+The results are printed (``--json``: as JSON on stdout); files are written
+only when asked for: ``--figure PNG`` and ``--aligned XYZ``.
 """
 
 from __future__ import annotations
 
 import sys
+
+from surrogate.cli.options import add_json, add_model, add_no_progress, add_pixel_size, add_seed
 
 help = "compare a refined structure with the truth, or simulate it by multislice and compare with the image"
 description = __doc__
@@ -26,7 +32,7 @@ description = __doc__
 def add_arguments(parser):
     parser.add_argument("refined", metavar="REFINED", help="refined structure (any ase.io format, e.g. best.xyz)")
     parser.add_argument("truth", metavar="TRUTH", nargs="?", help="true structure to compare with")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    add_json(parser, "the results")
     parser.add_argument("--figure", metavar="PNG", help="write a figure (structure overlay; with --image, images)")
     parser.add_argument("--aligned", metavar="XYZ",
                         help="write REFINED aligned onto TRUTH as extxyz, with per-atom displacement")
@@ -48,24 +54,25 @@ def add_arguments(parser):
     g.add_argument("--per-atom", action="store_true", help="include per-atom displacements in --json")
     g = parser.add_argument_group("image comparison")
     g.add_argument("--image", metavar="IMAGE", help="experimental image the structure was refined against")
-    g.add_argument("--multislice", action="store_true", help="simulate REFINED with abTEM (slow)")
-    g.add_argument("--model", metavar="FILE", help="surrogate model file (default: the shipped model)")
-    g.add_argument("--pixel-size", type=float, default=None, metavar="Å",
-                   help="pixel size of IMAGE when the file has no calibration")
+    g.add_argument("--with-multislice", dest="with_multislice", action="store_true",
+                   help="also simulate REFINED with abTEM (slow)")
+    add_model(g)
+    add_pixel_size(g, "IMAGE in Å (needed when the file has no calibration; overrides it)")
     g.add_argument("--method", choices=("prism", "multislice"), default=None, help="abTEM method (default prism)")
     g.add_argument("--phonons", type=int, default=None, metavar="N", help="frozen-phonon configurations (default 16)")
     g.add_argument("--interpolation", type=int, default=None, metavar="F", help="PRISM interpolation factor")
     g.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="abTEM device (default cpu)")
-    g.add_argument("--seed", type=int, default=0, help="frozen-phonon seed (default 0)")
+    add_seed(g, "the frozen-phonon displacements (default 0)")
+    add_no_progress(g)
 
 
 def _check(args):
     from surrogate.common import InputError
 
-    if args.multislice and args.image is None:
-        raise InputError("--multislice needs --image IMAGE")
+    if args.with_multislice and args.image is None:
+        raise InputError("--with-multislice needs --image IMAGE")
     if args.truth is None and args.image is None:
-        raise InputError("nothing to compare with: give TRUTH, or --image IMAGE [--multislice]")
+        raise InputError("nothing to compare with: give TRUTH, or --image IMAGE [--with-multislice]")
     if args.image is None and any(v is not None for v in (args.method, args.phonons, args.interpolation, args.model)):
         raise InputError("--model/--method/--phonons/--interpolation only apply with --image IMAGE")
     if args.phonons is not None and args.phonons < 1:
@@ -104,8 +111,7 @@ def _print_image(d, out):
 
 
 def run(args) -> int:
-    from surrogate.common import InputError
-    from refine.cli.structures import read_structure
+    from surrogate.common import InputError, print_json, read_structure
 
     _check(args)
     refined = read_structure(args.refined)
@@ -142,9 +148,9 @@ def run(args) -> int:
         image = read_image(args.image, pixel_size=args.pixel_size,
                            target_pixel_size=model.convolution_parameters.pixel_size)
         try:
-            img = compare_with_image(refined, image, model, multislice=args.multislice, method=args.method,
+            img = compare_with_image(refined, image, model, multislice=args.with_multislice, method=args.method,
                                      phonons=args.phonons, interpolation=args.interpolation, device=args.device,
-                                     seed=args.seed, progress=True)
+                                     seed=args.seed, progress=args.progress)
         except ImportError as exc:  # e.g. CuPy for --device gpu
             raise InputError(f"cannot simulate: {exc}") from None
         if args.figure:
@@ -159,9 +165,7 @@ def run(args) -> int:
         result["image"] = str(args.image)
         result.update(img)
     if args.json:
-        from surrogate.cli._common import emit_json
-
-        emit_json(result)
+        print_json(result)
     else:
         out = sys.stdout
         if args.truth is not None:

@@ -2,8 +2,9 @@
 
 ::
 
-    stem-refine demo [--out DIR] [--generations N] [--seed S] [--start shapes|mixed|random|image]
-                     [--time-limit SECONDS] [--search anneal|plain] [--workers N] [--model MODEL]
+    stem-refine demo [-o DIR] [--resume | --force] [--generations N --population N --seed S]
+                     [--start shapes|mixed|random|image] [--time-limit SECONDS] [--search anneal|plain]
+                     [--workers N] [-m MODEL] [--json] [--no-progress]
 
 The shipped image (``refine/data/demo_image.npy``, made by
 ``refine/data/make_demo_image.py``) is an abTEM PRISM HAADF image of an
@@ -20,23 +21,37 @@ two cores (measured: 87–92 % of the atoms within 0.5 Å of the truth in three 
 image forces and the annealing); it writes the usual results (best.xyz, images.png,
 fitness_history.png, summary.json, ...) to DIR; the true structure
 (``demo_truth.xyz``) is compared with the result at the end.
+
+Output folder: without ``-o``, each run gets a new folder in the current
+directory (``stem-refine-demo``, then ``stem-refine-demo-2``, ``-3``, ...), so
+the demo can be run again and again; ``--resume`` continues the latest of them
+(or ``-o DIR``). ``--force`` starts afresh in a folder that holds an earlier
+run (``-o DIR``, default ``stem-refine-demo``): its checkpoint is deleted, the
+results are rewritten and ``refine.log`` is appended to, as over resumes.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
+
+from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_seed, add_workers
 
 help = "run a short refinement of the shipped demo image and show where the results are"
 description = __doc__
 
+#: the default output folder; later runs get DEMO_FOLDER-2, DEMO_FOLDER-3, ...
+DEMO_FOLDER = "stem-refine-demo"
+
 
 def add_arguments(parser):
-    parser.add_argument("--out", "-o", default="stem-refine-demo", metavar="DIR",
-                        help="output folder (default ./stem-refine-demo)")
+    add_out(parser, folder=True, required=False,
+            help="the results (default: a new folder ./stem-refine-demo, ./stem-refine-demo-2, ... per run)")
     parser.add_argument("--generations", type=int, default=300, metavar="N",
                         help="generations (default 300; the time limit usually stops first)")
     parser.add_argument("--population", type=int, default=16, metavar="N", help="population size (default 16)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    add_seed(parser, "the refinement (default 0)")
     parser.add_argument("--start", default="shapes", choices=("shapes", "mixed", "random", "image"),
                         help="starting population (default shapes: ase.cluster shapes in random orientations)")
     parser.add_argument("--time-limit", type=float, default=90.0, metavar="SECONDS",
@@ -46,11 +61,16 @@ def add_arguments(parser):
     parser.add_argument("--search", choices=("anneal", "plain"), default="anneal",
                         help="anneal (default): image forces, depth moves and image-restrained annealing on "
                              "--workers processes; plain: the GA with EMT relaxation of offspring only")
-    parser.add_argument("--workers", type=int, default=2, metavar="N", help="processes for the annealings (default 2)")
-    parser.add_argument("--model", "-m", default=None, metavar="MODEL",
-                        help="surrogate model file (default: the shipped default model)")
-    parser.add_argument("--resume", action="store_true", help="continue an earlier demo run in --out")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_workers(parser, "for the annealings; default 2", default=2)
+    add_model(parser)
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue an earlier demo run (in -o DIR, default the latest ./stem-refine-demo*)")
+    again.add_argument("--force", action="store_true",
+                       help="start afresh in a folder that holds an earlier run (-o DIR, default "
+                            "./stem-refine-demo): its checkpoint is deleted")
+    add_json(parser, "summary.json plus the comparison with the true structure (truth_comparison)")
+    add_no_progress(parser)
 
 
 #: changes to the search of the self-consistency benchmark (refine.search.recipes "anneal") for a
@@ -80,31 +100,74 @@ def demo_files():
     return image, meta, truth
 
 
+def demo_folder(*, resume: bool, force: bool, where=".") -> Path:
+    """The default output folder in ``where``: a new one, or with ``resume`` the latest, with ``force`` the first.
+
+    Folders are ``stem-refine-demo`` (number 1), ``stem-refine-demo-2``, ...;
+    a new run takes the number after the highest one present.
+    """
+    where = Path(where)
+    first = where / DEMO_FOLDER
+    if force:
+        return first
+    pattern = re.compile(re.escape(DEMO_FOLDER) + r"(?:-([0-9]+))?")
+    numbers = {}
+    for p in where.glob(DEMO_FOLDER + "*"):
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir():
+            numbers[int(m.group(1) or 1)] = p
+    if not numbers:
+        return first
+    last = max(numbers)
+    return numbers[last] if resume else where / f"{DEMO_FOLDER}-{last + 1}"
+
+
+def _clear_earlier_run(out: Path) -> None:
+    """``--force``: delete the checkpoint (either format) that would make the new run refuse the folder."""
+    from refine.search import CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME
+
+    for name in (CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME):
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
 def run(args) -> int:
     from ase.io import read
 
+    from refine.cli.refine import print_summary
     from refine.io import read_image
     from refine.workflows import refine_image
-    from surrogate.common import InputError
-    from refine.cli.refine import print_summary
+    from surrogate.common import InputError, print_json
 
     if args.generations < 0 or args.population < 2:
         raise InputError("--generations must be ≥ 0 and --population ≥ 2")
     image_path, meta, truth_path = demo_files()
+    out = Path(args.out) if args.out is not None else demo_folder(resume=args.resume, force=args.force)
+    if args.force:
+        _clear_earlier_run(out)
     image = read_image(image_path, pixel_size=meta["pixel_size"], origin=tuple(meta.get("origin", (0.0, 0.0))))
     print(f"demo: {meta['composition']} ({meta.get('particle', '')}), {meta['simulation']['method']} image "
-          f"{tuple(image.shape)} px at {meta['pixel_size']} Å, Poisson noise at {meta['dose']:g} e/Å²", file=sys.stderr)
-    result = refine_image(image, meta["composition"], model=args.model, out_dir=args.out,
+          f"{tuple(image.shape)} px at {meta['pixel_size']} Å, Poisson noise at {meta['dose']:g} e/Å²; "
+          f"results in {out}", file=sys.stderr)
+    result = refine_image(image, meta["composition"], model=args.model, out_dir=out,
                           population=args.population, generations=args.generations, seed=args.seed,
                           time_limit=args.time_limit, dose=meta["dose"], start=args.start, resume=args.resume,
                           relax_steps=args.relax_steps, progress=args.progress, alpha_scale=DEMO_ALPHA_SCALE,
                           ga_options=DEMO_SEARCH if args.search == "anneal" else None, workers=args.workers,
                           search=args.search, log_file=True)
-    print_summary(result.summary, result.out_dir)
+    cmp = None
     if truth_path.is_file():
         from refine.analysis import compare_structures
 
         cmp = compare_structures(result.best, read(str(truth_path)))
+    if args.json:
+        doc = dict(result.summary)
+        if cmp is not None:
+            doc["truth_comparison"] = cmp.to_dict()
+        print_json(doc)
+        return 0
+    print_summary(result.summary, result.out_dir)
+    if cmp is not None:
         w = cmp.within
         print(f"against the true structure (demo_truth.xyz): {100 * w.get(0.5, float('nan')):.0f} % of atoms "
               f"within 0.5 Å, {100 * w.get(0.3, float('nan')):.0f} % within 0.3 Å, RMSD {cmp.rmsd:.2f} Å")

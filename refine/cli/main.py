@@ -1,10 +1,18 @@
 """``stem-refine``: one console command, one module per subcommand.
 
-Each subcommand module defines ``help`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``; heavy imports happen inside ``run`` so that
-``stem-refine --help`` stays fast. The surrogate's commands (fit, cv, sweep,
-predict, simulate, dataset) live in :mod:`surrogate.cli`, the refinement's in
-:mod:`refine.cli`.
+Each subcommand module defines ``help`` (one line), ``description``,
+``add_arguments(parser)`` and ``run(args) -> int``; heavy imports happen
+inside ``run`` so that ``stem-refine --help`` stays fast. The surrogate's
+commands (dataset, simulate, fit, cv, sweep, predict) live in
+:mod:`surrogate.cli`, the refinement's (demo, refine, batch, ensemble,
+compare) in :mod:`refine.cli`.
+
+One grammar: a flag means the same thing on every subcommand that has it
+(:mod:`surrogate.cli.options` defines the shared ones once: ``-o/--out``,
+``--json``, ``--no-progress``, ``--seed``, ``--workers``, ``--pixel-size``,
+``--sampling``, ``-m/--model``), and flags are never abbreviated
+(``allow_abbrev=False``), so that a shortened flag cannot silently mean a
+longer one.
 
 Errors: an :class:`~surrogate.common.errors.InputError` (bad file, bad value,
 bad flag) ends in a one-line ``error: ...`` on stderr and exit status 2.
@@ -48,9 +56,11 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``stem-refine`` parser: one sub-parser per entry of :data:`COMMANDS` (imports each module)."""
     parser = argparse.ArgumentParser(
         prog="stem-refine",
         description="Fast HAADF-STEM surrogate images and genetic-algorithm structure refinement.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -58,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modname in COMMANDS.items():
         mod = importlib.import_module(modname)
-        p = sub.add_parser(name, help=mod.help, description=getattr(mod, "description", mod.help))
+        # the module docstrings are the descriptions, with their usage blocks laid out by hand
+        p = sub.add_parser(name, help=mod.help, description=getattr(mod, "description", mod.help),
+                           formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

@@ -2,20 +2,22 @@
 
 ::
 
-    stem-refine refine IMAGE --composition Pt309 --out DIR [--model MODEL]
+    stem-refine refine IMAGE --composition Pt309 -o DIR [-m MODEL]
         [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
         [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --noise MODEL|FILE]
         [--pareto --resume --checkpoint-every N]
         [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
+        [--json] [--no-progress]
 
 The cost is E(s) + α·χ²[I_surrogate(s), IMAGE] (EMT energy in eV, surrogate
-image from MODEL, default the shipped model). Results go to DIR: best.xyz,
-images.png (experimental / simulated / difference), experimental.npy,
-simulated.npy, difference.npy, fitness_history.png, summary.json, plus
-logbook.csv, checkpoint.pkl and refine.log (the run's log, appended over
-resumes); ``--resume`` continues a run from its checkpoint (raise
---generations or --time-limit to run longer) and refuses other inputs that
-would change the cost (image, mask, model, noise, dose, calculator, α).
+image from MODEL, default the shipped model). Results go to the folder DIR
+(``-o``): best.xyz, images.png (experimental / simulated / difference),
+experimental.npy, simulated.npy, difference.npy, fitness_history.png,
+summary.json, plus logbook.csv, checkpoint.pkl and refine.log (the run's log,
+appended over resumes); ``--resume`` continues a run from its checkpoint
+(raise --generations or --time-limit to run longer) and refuses other inputs
+that would change the cost (image, mask, model, noise, dose, calculator, α).
+``--json`` prints summary.json on stdout instead of the table.
 
 The default search (``--search anneal``, :mod:`refine.search.recipes`) ends with a
 finishing stage: the last 15 % of the run selects at the thermal α
@@ -28,6 +30,7 @@ from __future__ import annotations
 import sys
 
 from refine.search import SEARCHES
+from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_pixel_size, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
@@ -55,19 +58,15 @@ def _noise(text):
         return text  # a σ map file: read (and checked) with the image
 
 
-
-
 def add_arguments(parser):
     parser.add_argument("image", metavar="IMAGE",
                         help="experimental image: TIFF, .npy, .npz, text, DM3/DM4, EMD, ... (rosettasciio)")
     parser.add_argument("--composition", "-c", required=True, metavar="FORMULA",
                         help="atoms of the particle, e.g. Pt309 or Pt557Mo29 (only the model's elements)")
-    parser.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--model", "-m", metavar="MODEL", default=None,
-                        help="surrogate model file (default: the shipped default model)")
+    add_out(parser, folder=True, help="the results (best.xyz, images, summary.json, checkpoint, ...)")
+    add_model(parser)
     g = parser.add_argument_group("image")
-    g.add_argument("--pixel-size", type=float, default=None, metavar="Å",
-                   help="pixel size of IMAGE in Å (needed when the file has no calibration; overrides it)")
+    add_pixel_size(g, "IMAGE in Å (needed when the file has no calibration; overrides it)")
     g.add_argument("--mask", metavar="FILE", default=None,
                    help="array file of IMAGE's shape, non-zero = pixel used; or 'zeros' to drop pixels equal to 0")
     g.add_argument("--no-resample", dest="resample", action="store_false",
@@ -82,7 +81,7 @@ def add_arguments(parser):
     g.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
     g.add_argument("--generations", type=int, default=100, metavar="N",
                    help="maximum generations, counted over resumed runs (default 100)")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    add_seed(g, "the refinement (default 0)")
     g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|thermal|X",
                    help="weight of χ² in E + α·χ² (eV); 'auto' balances the two over the starting population, "
                         "'thermal' = k_B·300 K/2 (the Bayesian weight: χ² = −2 ln likelihood, E/k_BT the prior)")
@@ -124,15 +123,14 @@ def add_arguments(parser):
     g.add_argument("--finish-alpha", type=_alpha, default=None, metavar="thermal|X",
                    help="α of the finishing stage's selection (default thermal = k_B·300 K/2); the offspring "
                         "relaxation keeps the search's α")
-    g.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="processes for the annealings (default 2)")
+    add_workers(g, "for the annealings; default 2", default=2)
     g.add_argument("--pareto", action="store_true",
                    help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
-    g.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    g.add_argument("--resume", action="store_true", help="continue the run in -o DIR from its checkpoint")
     g.add_argument("--checkpoint-every", type=int, default=1, metavar="N",
                    help="write the checkpoint every N generations (default 1; it is also written at the end)")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.add_argument("--json", action="store_true", help="print summary.json on stdout instead of the table")
+    add_no_progress(g)
+    add_json(parser, "summary.json")
 
 
 def print_summary(summary: dict, out_dir, file=None):
@@ -165,10 +163,8 @@ def print_summary(summary: dict, out_dir, file=None):
 
 
 def run(args) -> int:
-    import json
-
     from refine.workflows import refine_image
-    from surrogate.common import InputError
+    from surrogate.common import InputError, print_json
 
     for name in ("population", "generations"):
         v = getattr(args, name)
@@ -199,8 +195,7 @@ def run(args) -> int:
         search=args.search, log_file=True, checkpoint_every=args.checkpoint_every,
     )
     if args.json:
-        json.dump(result.summary, sys.stdout, indent=2, default=str)
-        sys.stdout.write("\n")
+        print_json(result.summary)
     else:
         print_summary(result.summary, result.out_dir)
     return 0

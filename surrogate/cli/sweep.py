@@ -1,12 +1,24 @@
-"""``stem-refine sweep``: CV error vs number of terms over hyper-parameters (paper Fig. 4)."""
+"""``stem-refine sweep``: CV error vs number of terms over hyper-parameters (paper Fig. 4).
+
+::
+
+    stem-refine sweep (--convolution-dir DIR --multislice-dir DIR | --dataset FILE)
+                      [--sizes 1,3,5 --degrees 1,2,3 --max-terms N] [cross-validation options] [-o DIR] [--json]
+
+Cross-validates every (s, degree, log term, interactions) model with at most
+``--max-terms`` terms and writes ``DIR/sweep.csv`` and ``DIR/sweep.png``
+(default DIR: ./sweep).
+"""
 
 from __future__ import annotations
 
-from surrogate.cli._common import add_training_data_args, emit_json, load_training_data
 from surrogate.cli.cv import add_cv_args, cv_kwargs
+from surrogate.cli.options import add_json, add_no_progress, add_out
+from surrogate.cli.training_options import add_training_data_args, load_training_data
 from surrogate.common import InputError
 
 help = "cross-validate many (s, degree, log, interactions) models: CSV + error-vs-terms figure"
+description = __doc__
 
 
 def _ints(text):
@@ -22,8 +34,10 @@ def add_arguments(parser):
     parser.add_argument("--sizes", default="1,3,5", help="input pixel grid sides (default 1,3,5)")
     parser.add_argument("--degrees", default="1,2,3", help="degrees (default 1,2,3)")
     parser.add_argument("--max-terms", type=int, default=1000, help="skip models with more terms (default 1000)")
-    parser.add_argument("--out", "-o", default="sweep", metavar="DIR", help="writes DIR/sweep.csv and DIR/sweep.png")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    add_out(parser, folder=True, required=False, default="sweep",
+            help="gets sweep.csv and sweep.png (default ./sweep)")
+    add_json(parser, "the rows")
+    add_no_progress(parser)
 
 
 def run(args) -> int:
@@ -31,15 +45,13 @@ def run(args) -> int:
     import io
     from pathlib import Path
 
-    from surrogate.common import atomic_write_text
-
+    from surrogate.common import atomic_write_text, print_json, sweep_plot
     from surrogate.imaging import PolynomialSurrogate
-    from surrogate.common import sweep_plot
     from surrogate.training import sweep
 
-    conv, ms, info = load_training_data(args)
+    conv, ms, info = load_training_data(args, progress=args.progress)
     rows = sweep(PolynomialSurrogate(convolution=info["convolution"]), conv, ms, sizes=_ints(args.sizes),
-                 degrees=_ints(args.degrees), max_terms=args.max_terms, progress=True, **cv_kwargs(args))
+                 degrees=_ints(args.degrees), max_terms=args.max_terms, progress=args.progress, **cv_kwargs(args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
@@ -49,7 +61,7 @@ def run(args) -> int:
     atomic_write_text(out / "sweep.csv", buf.getvalue())
     sweep_plot(rows, out / "sweep.png", title=f"{args.scheme} CV")
     if args.json:
-        emit_json(rows)
+        print_json(rows)
     else:
         for r in rows:
             print(f"s={r['size']} d={r['degree']} log={int(r['log_term'])} inter={int(r['interactions'])} "

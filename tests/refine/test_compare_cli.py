@@ -102,8 +102,8 @@ def test_usage_errors(files, tmp_path, capsys):
     refined, truth = files
     assert main(["compare", str(refined)]) == 2
     assert "give TRUTH, or --image" in _one_line_error(capsys)
-    assert main(["compare", str(refined), "--multislice"]) == 2
-    assert "--multislice needs --image" in _one_line_error(capsys)
+    assert main(["compare", str(refined), "--with-multislice"]) == 2
+    assert "--with-multislice needs --image" in _one_line_error(capsys)
     fewer = tmp_path / "fewer.xyz"
     write(fewer, read(truth)[:-1])
     assert main(["compare", str(fewer), str(truth)]) == 2
@@ -171,12 +171,13 @@ def experiment(particle, tmp_path):
 
 
 def test_image_comparison_with_stand_in_multislice(model, experiment, monkeypatch):
-    import surrogate.groundtruth.multislice
+    import surrogate.groundtruth
     from refine.analysis.image_comparison import compare_with_image
     from refine.io.images import read_image
     from surrogate.training.validation import pooled_metrics
 
-    monkeypatch.setattr(surrogate.groundtruth.multislice, "haadf_image", _fake_haadf)
+    # compare_with_image calls the package's haadf_image (cross-package imports go through the package)
+    monkeypatch.setattr(surrogate.groundtruth, "haadf_image", _fake_haadf)
     placed, path = experiment
     image = read_image(path, pixel_size=PIXEL, target_pixel_size=PIXEL)
     off = placed.copy()
@@ -197,17 +198,18 @@ def test_image_comparison_with_stand_in_multislice(model, experiment, monkeypatc
 
 
 def test_cli_image_form(model, experiment, monkeypatch, tmp_path, capsys):
-    import surrogate.groundtruth.multislice
+    import surrogate.groundtruth
     from surrogate.imaging.model import save_model
 
-    monkeypatch.setattr(surrogate.groundtruth.multislice, "haadf_image", _fake_haadf)
+    # compare_with_image calls the package's haadf_image (cross-package imports go through the package)
+    monkeypatch.setattr(surrogate.groundtruth, "haadf_image", _fake_haadf)
     placed, path = experiment
     model_path = save_model(model, tmp_path / "model.npz")
     refined = tmp_path / "best.xyz"
     write(refined, placed)
     png = tmp_path / "images.png"
     argv = ["compare", str(refined), "--image", str(path), "--pixel-size", "0.1", "--model", str(model_path),
-            "--multislice", "--method", "multislice", "--phonons", "2", "--json", "--figure", str(png)]
+            "--with-multislice", "--method", "multislice", "--phonons", "2", "--json", "--figure", str(png)]
     assert main(argv) == 0
     d = json.loads(capsys.readouterr().out)
     for key in ("multislice_vs_image", "surrogate_vs_image", "surrogate_vs_multislice"):
@@ -215,7 +217,7 @@ def test_cli_image_form(model, experiment, monkeypatch, tmp_path, capsys):
     assert d["multislice"]["method"] == "multislice" and d["multislice"]["phonons"] == 2
     assert d["multislice_vs_image"]["one_minus_r2"] < 1e-3
     assert png.read_bytes()[:4] == b"\x89PNG"
-    # without --multislice only the surrogate is compared
+    # without --with-multislice only the surrogate is compared
     assert main(argv[:8] + ["--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert "surrogate_vs_image" in d and "multislice_vs_image" not in d

@@ -107,7 +107,7 @@ def test_a_killed_default_search_resumes_to_the_uninterrupted_answer(image_file,
     import sys
     import time
 
-    from refine.search.ga import CHECKPOINT_NAME, load_checkpoint
+    from refine.search import CHECKPOINT_NAME, load_checkpoint
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -277,7 +277,7 @@ def test_resume_without_a_checkpoint_says_so_and_starts(image_file, model_file, 
     out = tmp_path / "out"
     assert main(_args(image_file, model_file, out, "--generations", "0", "--resume")) == 0
     assert "no checkpoint" in caplog.text
-    assert (out / "checkpoint.pkl").is_file()
+    assert (out / "checkpoint.npz").is_file()
 
 
 def test_a_sigma_map_file_is_the_noise_model(image_file, model_file, tmp_path, capsys):
@@ -374,6 +374,52 @@ def test_demo_runs_on_the_shipped_image(model_file, tmp_path, capsys):
     assert str(out) in printed and "within 0.5 Å" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["composition"] == meta["composition"] and summary["noise"]["dose"] == meta["dose"]
+
+
+def test_the_demo_runs_again_in_a_new_folder_resumes_the_latest_and_force_starts_afresh(model_file, tmp_path,
+                                                                                       capsys, monkeypatch):
+    from refine.cli.demo import demo_files
+    from refine.search import CHECKPOINT_NAME
+
+    try:
+        demo_files()
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    monkeypatch.chdir(tmp_path)
+    # the small test model: this test is about folders, and its runs take seconds
+    tiny = ["--generations", "1", "--population", "4", "--search", "plain", "--no-progress", "--json",
+            "--model", str(model_file)]
+
+    def demo(*extra):
+        rc = main(["demo", *tiny, *extra])
+        return rc, capsys.readouterr()
+
+    rc, first = demo()
+    assert rc == 0 and (tmp_path / "stem-refine-demo" / CHECKPOINT_NAME).is_file()
+    rc, second = demo()
+    assert rc == 0, second.err
+    assert (tmp_path / "stem-refine-demo-2" / "summary.json").is_file()
+    assert "stem-refine-demo-2" in second.err
+    assert not json.loads(first.out)["resumed"] and not json.loads(second.out)["resumed"]
+    assert "truth_comparison" in json.loads(second.out)
+    # --resume continues the latest folder
+    rc, resumed = demo("--resume")
+    doc = json.loads(resumed.out)
+    assert rc == 0 and doc["resumed"] and "stem-refine-demo-2" in resumed.err
+    assert doc.pop("truth_comparison")["n_matched"] == 130
+    assert doc == json.loads((tmp_path / "stem-refine-demo-2" / "summary.json").read_text())
+    assert not (tmp_path / "stem-refine-demo-3").exists()
+    # an explicit folder with a run in it needs --resume or --force
+    rc, refused = demo("-o", "stem-refine-demo")
+    assert rc == 2 and "--resume" in refused.err
+    rc, forced = demo("-o", "stem-refine-demo", "--force")
+    assert rc == 0 and not json.loads(forced.out)["resumed"]
+    assert json.loads((tmp_path / "stem-refine-demo" / "summary.json").read_text())["generations"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stem-refine-demo", "stem-refine-demo-2"]
+    # --resume and --force exclude each other
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", *tiny, "--resume", "--force"])
+    assert exc.value.code == 2
 
 
 @pytest.mark.parametrize("extra, fragment", [

@@ -152,7 +152,7 @@ def test_simulate_cli_records_the_grid(tmp_path):
     assert grid.pixel_size == 0.1 and image.shape == grid.shape
     np.testing.assert_allclose(image, convolution_image(Atoms("Pt2", positions=[(0, 0, 0), (2.5, 1.0, 0)]), grid))
     npy = tmp_path / "m.npy"
-    assert main(["simulate", "multislice", str(xyz), "--out", str(npy), "--pixel-size", "0.2", "--margin", "1.5",
+    assert main(["simulate", "multislice", str(xyz), "--out", str(npy), "--sampling", "0.2", "--margin", "1.5",
                  "--phonons", "1", "--interpolation", "4", "--threads", "1"]) == 0
     meta = json.loads((tmp_path / "m.npy.json").read_text())
     assert meta["grid"]["pixel_size"] == 0.2 and meta["parameters"]["phonons"] == 1

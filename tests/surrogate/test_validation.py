@@ -89,7 +89,7 @@ def test_paper_number_on_published_pt_mo5_data(combs_dir):
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["cv", "--convolution", str(combs_dir / "convolution"), "--multislice",
+        rc = main(["cv", "--convolution-dir", str(combs_dir / "convolution"), "--multislice-dir",
                    str(combs_dir / "multislice"), "--size", "5", "--degree", "2", "--log-term", "--interactions",
                    "--scheme", "image", "--folds", "2", "--repeats", "2", "--json"])
     assert rc == 0

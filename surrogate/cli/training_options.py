@@ -1,28 +1,34 @@
-"""Arguments and helpers shared by the surrogate subcommands (fit, cv, sweep, predict)."""
+"""The options of the commands that fit or cross-validate a surrogate (fit, cv, sweep), and what they build.
+
+Training data come from two paired folders (``--convolution-dir``,
+``--multislice-dir``, files paired by number) or from one dataset file
+(``--dataset``, made by ``stem-refine dataset build``);
+:func:`load_training_data` reads either. The polynomial's hyper-parameters
+(paper Eq. 5-8) become a :class:`~surrogate.imaging.PolynomialSurrogate`
+through :func:`model_from_args`.
+"""
 
 from __future__ import annotations
 
-import json
-import sys
-
+from surrogate.cli.options import add_pixel_size
 from surrogate.common import InputError
 
-__all__ = ["add_training_data_args", "add_model_args", "load_training_data", "model_from_args", "emit_json",
-           "git_free_command_line"]
+__all__ = ["add_training_data_args", "add_model_args", "load_training_data", "model_from_args"]
 
 
 def add_training_data_args(parser):
+    """``--convolution-dir DIR --multislice-dir DIR`` (with ``--pixel-size``, ``--elements``) or ``--dataset FILE``."""
     g = parser.add_argument_group("training data (paired folders, or a dataset file)")
-    g.add_argument("--convolution", metavar="DIR", help="folder of convolution images (.txt/.tif/.npy)")
-    g.add_argument("--multislice", metavar="DIR", help="folder of multislice images paired by file number")
+    g.add_argument("--convolution-dir", metavar="DIR", help="folder of convolution images (.txt/.tif/.npy)")
+    g.add_argument("--multislice-dir", metavar="DIR", help="folder of multislice images paired by file number")
     g.add_argument("--dataset", metavar="FILE", help="stem-refine dataset file (.npz) instead of folders")
-    g.add_argument("--pixel-size", type=float, default=None, metavar="Å",
-                   help="pixel size of folder images in Å (default 0.1, the paper's; datasets record their own)")
+    add_pixel_size(g, "the folders' image files in Å (default 0.1, the paper's; datasets record their own)")
     g.add_argument("--elements", default=None, metavar="LIST",
                    help="comma-separated elements of the training structures, e.g. Pt,Mo (datasets record their own)")
 
 
 def add_model_args(parser):
+    """The polynomial's hyper-parameters: ``--size``, ``--degree``, ``--[no-]log-term``, ... (paper Eq. 5-8)."""
     g = parser.add_argument_group("polynomial (paper Eq. 5-8)")
     g.add_argument("--size", "-s", type=int, default=5, help="input pixel grid side s, odd (default 5)")
     g.add_argument("--degree", "-d", type=int, default=2, help="polynomial degree (default 2)")
@@ -47,11 +53,21 @@ def _log_floor(value):
 
 
 def load_training_data(args, progress=True):
-    """Returns (convolution_images, multislice_images, info dict with source, elements, pixel_size, convolution)."""
+    """The training pairs the options name.
+
+    Returns
+    -------
+    convolution_images, multislice_images : list of numpy.ndarray
+        Paired images, each pair of one shape.
+    info : dict
+        ``source`` (what was read, for the model's provenance), ``elements``
+        (list of str) and ``convolution``
+        (:class:`~surrogate.imaging.ConvolutionParameters` or None).
+    """
     from surrogate.imaging import ConvolutionParameters
 
-    if args.dataset and (args.convolution or args.multislice):
-        raise InputError("give either --dataset or --convolution/--multislice, not both")
+    if args.dataset and (args.convolution_dir or args.multislice_dir):
+        raise InputError("give either --dataset or --convolution-dir/--multislice-dir, not both")
     if args.dataset:
         from surrogate.training import read_dataset
 
@@ -61,11 +77,11 @@ def load_training_data(args, progress=True):
         info = {"source": {"dataset": str(args.dataset), "n_pairs": len(ds)}, "elements": elements,
                 "convolution": conv_params}
         return list(ds.convolution_images), list(ds.multislice_images), info
-    if not (args.convolution and args.multislice):
-        raise InputError("training data needed: --convolution DIR --multislice DIR, or --dataset FILE")
+    if not (args.convolution_dir and args.multislice_dir):
+        raise InputError("training data needed: --convolution-dir DIR --multislice-dir DIR, or --dataset FILE")
     from surrogate.training import read_pairs
 
-    nums, conv, ms = read_pairs(args.convolution, args.multislice, progress=progress)
+    nums, conv, ms = read_pairs(args.convolution_dir, args.multislice_dir, progress=progress)
     elements = [e.strip() for e in args.elements.split(",")] if args.elements else []
     from ase.data import atomic_numbers
 
@@ -73,24 +89,16 @@ def load_training_data(args, progress=True):
         if e not in atomic_numbers:
             raise InputError(f"unknown element {e!r} in --elements")
     pixel = args.pixel_size if args.pixel_size is not None else 0.1
-    info = {"source": {"convolution": str(args.convolution), "multislice": str(args.multislice),
+    info = {"source": {"convolution": str(args.convolution_dir), "multislice": str(args.multislice_dir),
                        "numbers": nums}, "elements": elements,
             "convolution": ConvolutionParameters(pixel_size=pixel)}
     return conv, ms, info
 
 
 def model_from_args(args, convolution=None):
+    """An unfitted :class:`~surrogate.imaging.PolynomialSurrogate` with the options' hyper-parameters."""
     from surrogate.imaging import PolynomialSurrogate
 
     return PolynomialSurrogate(size=args.size, degree=args.degree, log_term=args.log_term,
                                interactions=args.interactions, log_floor=_log_floor(args.log_floor),
                                ridge=args.ridge, convolution=convolution)
-
-
-def emit_json(obj):
-    json.dump(obj, sys.stdout, indent=2, default=float)
-    sys.stdout.write("\n")
-
-
-def git_free_command_line(argv=None):
-    return "stem-refine " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -70,7 +70,8 @@ def run(args) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"{ens.n_runs} runs of {summary['formula']}; reference (medoid) run {ens.reference}: {paths[ens.reference]}")
+        print(f"{ens.n_runs} runs of {summary['formula']}; reference (medoid) run {ens.reference}: "
+              f"{paths[ens.reference]}")
         print(f"spread per atom    mean {summary['mean_spread']:.3f} Å, median {summary['median_spread']:.3f} Å, "
               f"max {summary['max_spread']:.3f} Å (in-plane {summary['mean_spread_xy']:.3f}, "
               f"along the beam {summary['mean_spread_z']:.3f})")

@@ -44,7 +44,8 @@ def add_arguments(parser):
     b.add_argument("--mo-fraction", type=float, default=0.0, metavar="F",
                    help="fraction of atoms replaced by Mo (default 0)")
     b.add_argument("--cooling-rate", type=float, metavar="K/ps", help="for amorphous particles (default 100)")
-    b.add_argument("--rattle", type=float, metavar="Å", help="rms displacement for disordered particles (default 0.25)")
+    b.add_argument("--rattle", type=float, metavar="Å",
+                   help="rms displacement for disordered particles (default 0.25)")
     add_seed(b, "the particles (particle k draws from default_rng([S, k]); default: the spec's, else 0)",
              default=None)
     add_sampling(b, "default: the spec's, else 0.1")

@@ -2,7 +2,8 @@
 
 ::
 
-    stem-refine simulate convolution|multislice STRUCTURE -o IMAGE [--sampling Å --margin Å | --origin X0 Y0 --shape NX NY]
+    stem-refine simulate convolution|multislice STRUCTURE -o IMAGE
+        [--sampling Å --margin Å | --sampling Å --origin X0 Y0 --shape NX NY]
         [--sigma Å] [--method prism|multislice --interpolation F --phonons N --seed S --device cpu|gpu --threads N]
         [--json] [--no-progress]
 

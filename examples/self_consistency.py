@@ -223,7 +223,7 @@ MARGIN = 3.0
 
 def get_model(path):
     """(model, description): the model file ``path``, else the shipped default model."""
-    from refine.workflows.refinement import load_model_or_default
+    from refine.workflows import load_model_or_default
 
     return load_model_or_default(path)
 
@@ -264,7 +264,7 @@ def icosahedron_with_adatoms(rng, n_moved=6):
     """EMT-relaxed 309-atom icosahedron; ``n_moved`` vertex atoms moved to hollow sites on the far side (low z)."""
     from scipy.spatial import cKDTree
 
-    from refine.search.operators import hollow_sites
+    from refine.search.geometry import hollow_sites
     from surrogate.groundtruth.particles import make_particle
 
     atoms = _relax(make_particle("icosahedron", 309, rng, orientation="random"))
@@ -367,8 +367,8 @@ def noisy_image(model, truth, dose, rng):
 def run_case(case, model, args, work: Path) -> dict:
     from ase.io import write
 
-    from refine.analysis.compare import compare_structures
-    from refine.workflows.refinement import refine_image
+    from refine.analysis import compare_structures
+    from refine.workflows import refine_image
 
     # (g) draws from (c)'s stream: the same particle and the same melt, only the quench differs
     rng = np.random.default_rng([args.seed, ord("c" if case == "g" else case)])

@@ -49,7 +49,7 @@ def _fitness(case_dir: Path, alpha: float, model_path=None):
 
     from refine.cost.fitness import Fitness
     from refine.io.images import ExperimentalImage
-    from refine.workflows.refinement import load_model_or_default
+    from refine.workflows import load_model_or_default
 
     run = case_dir / "refinement"
     inputs = json.loads((run / "inputs.json").read_text())
@@ -75,7 +75,7 @@ def _anneal(task):
 
 
 def _row(fitness, thermal, atoms, truth):
-    from refine.analysis.compare import compare_structures
+    from refine.analysis import compare_structures
 
     r = fitness.evaluate(atoms)
     cmp = compare_structures(atoms, truth, mirror=True)

@@ -1,37 +1,8 @@
-"""Batch refinement on Dask: a manifest of refinements, one Dask task each, a results table.
+"""Batch refinement on Dask: runs of a manifest, one Dask task each, and a results table.
 
-Manifest
---------
-A TOML file (read with :mod:`tomllib`) or a CSV file listing refinements.
-TOML::
-
-    [defaults]                  # optional, for every run below
-    model = "pt_model.npz"      # default: the shipped default model
-    population = 20
-    generations = 100
-    time_limit = 600            # s
-    alpha = "auto"              # or a number
-
-    [[runs]]
-    image = "images/particle_a.tif"
-    composition = "Pt309"
-    seeds = [1, 2, 3, 4]        # one run per seed (or `seed = 1`)
-    pixel_size = 0.1            # Å, when the file has no calibration
-    name = "a"                  # optional; default the image's file stem
-
-CSV: a header row naming the same keys (``name``, ``image``,
-``composition``, ``model``, ``seeds``/``seed``, and the settings), one
-refinement per row; an empty cell takes the default; seeds separated by
-spaces or semicolons (``1;2;3;4``); lines starting with ``#`` are comments.
-Relative paths are relative to the manifest's folder.
-
-Keys: ``image`` and ``composition`` are required; ``model``, ``seeds``
-(default ``[0]``) and ``name`` are optional; every other key is a setting
-passed to :func:`refine.workflows.refinement.refine_image` (``population``,
-``generations``, ``time_limit``, ``alpha``, ``pixel_size``, and the other
-keyword parameters it takes, see :func:`setting_names`). Unknown keys, a
-missing image or model file, a bad composition, bad values and duplicate
-run names raise :class:`~surrogate.common.errors.InputError` before anything runs.
+The runs come from :func:`refine.workflows.read_manifest`
+(:mod:`refine.workflows.manifest`: TOML or CSV, one :class:`RunSpec` per
+image and seed).
 
 Runs
 ----
@@ -87,23 +58,17 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from surrogate.common import atomic_write_text
-
-from surrogate.common import InputError, StemRefineError
+from refine.workflows.manifest import RunSpec
+from surrogate.common import InputError, StemRefineError, atomic_write_text, dumps, write_json
 
 __all__ = [
-    "RunSpec",
     "BatchResult",
-    "read_manifest",
-    "parse_manifest",
-    "setting_names",
     "run_batch",
     "execute_run",
     "result_row",
@@ -127,307 +92,6 @@ RESULT_COLUMNS = (
     "name", "image", "composition", "seed", "best_cost", "chi2", "energy", "alpha", "generations",
     "wall_time_s", "out_dir", "status", "error",
 )
-
-#: keys of a manifest entry that are not settings of refine_image
-_ENTRY_KEYS = ("name", "image", "composition", "model", "seeds", "seed")
-#: refine_image parameters a manifest cannot set (the batch sets them)
-_RESERVED = ("image", "composition", "model", "out_dir", "seed", "resume", "progress", "rng", "map_func",
-             "client")
-#: settings known from the refine_image contract, with checks; others are passed through
-_CORE_SETTINGS = ("population", "generations", "time_limit", "alpha", "pixel_size")
-
-#: named starting populations of refine_image (other ``start`` values are structure files)
-_START_NAMES = ("random", "shapes", "mixed", "image")
-
-_NAME_OK = re.compile(r"[^A-Za-z0-9._+-]+")
-
-
-# --- manifest ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One refinement run of a batch: one image, one seed.
-
-    Attributes
-    ----------
-    name : str
-        Unique run name, also the output sub-folder (``<name>-seed<seed>``).
-    image : str
-        Absolute path of the image file.
-    composition : str
-        E.g. ``"Pt309"``.
-    seed : int
-    model : str or None
-        Absolute path of the model file; None: the shipped default model.
-    settings : dict
-        Further keyword arguments of :func:`refine.workflows.refinement.refine_image`.
-    """
-
-    name: str
-    image: str
-    composition: str
-    seed: int
-    model: str | None = None
-    settings: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def setting_names() -> tuple[str, ...]:
-    """Settings a manifest may give: keyword parameters of :func:`refine.workflows.refinement.refine_image`.
-
-    Falls back to the documented core settings (population, generations,
-    time_limit, alpha, pixel_size) when :mod:`refine.workflows.refinement` cannot be imported.
-    """
-    names = list(_CORE_SETTINGS)
-    try:
-        from refine.workflows.refinement import refine_image
-    except ImportError:  # pragma: no cover - refine.workflows.refinement not importable
-        return tuple(names)
-    for p in inspect.signature(refine_image).parameters.values():
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _RESERVED and p.name not in names:
-            names.append(p.name)
-    return tuple(names)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_setting(key: str, value, where: str):
-    """Check the core settings' values; return the normalized value."""
-    def number(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InputError(f"{where}: {key} must be a number, got {v!r}")
-        return v
-
-    if key == "population":
-        if not _is_int(value) or value < 1:
-            raise InputError(f"{where}: population must be an integer ≥ 1, got {value!r}")
-    elif key == "generations":
-        if not _is_int(value) or value < 0:
-            raise InputError(f"{where}: generations must be an integer ≥ 0, got {value!r}")
-    elif key in ("time_limit", "pixel_size"):
-        if number(value) <= 0:
-            raise InputError(f"{where}: {key} must be positive, got {value!r}")
-    elif key == "alpha":
-        if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                or not math.isfinite(value) or value < 0):
-            raise InputError(f"{where}: alpha must be 'auto' or a number ≥ 0, got {value!r}")
-    return value
-
-
-def _seeds(value, where: str) -> list[int]:
-    if _is_int(value):
-        value = [value]
-    if isinstance(value, str):
-        parts = [p for p in re.split(r"[\s;,]+", value.strip()) if p]
-        try:
-            value = [int(p) for p in parts]
-        except ValueError:
-            raise InputError(f"{where}: seeds must be integers separated by spaces or ';', got {value!r}") from None
-    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(s) and s >= 0 for s in value):
-        raise InputError(f"{where}: seeds must be a non-empty list of integers ≥ 0, got {value!r}")
-    if len(set(value)) != len(value):
-        raise InputError(f"{where}: seeds {value!r} repeat a seed")
-    return list(value)
-
-
-def _resolve(path, base: Path, what: str, where: str) -> str:
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise InputError(f"{where}: {what} must be a file path, got {path!r}")
-    p = Path(os.path.expanduser(str(path)))
-    if not p.is_absolute():
-        p = base / p
-    if not p.exists():
-        raise InputError(f"{where}: {what} file {p} does not exist")
-    if p.is_dir():
-        raise InputError(f"{where}: {what} {p} is a folder, not a file")
-    return str(p.resolve())
-
-
-def _model_elements(path: str | None, cache: dict):
-    """Elements a model file was fitted on (empty when unknown or unreadable here)."""
-    if path not in cache:
-        elements = ()
-        try:
-            if path is None:
-                from surrogate import default_model
-
-                model = default_model()
-            else:
-                from surrogate.imaging import load_model
-
-                model = load_model(path)
-            elements = tuple(getattr(model, "elements_", ()) or ())
-        except Exception as exc:  # the run will report it
-            if path is not None:
-                raise InputError(f"cannot read model {path}: {exc}") from exc
-            log.debug("default model not readable here: %s", exc)
-        cache[path] = elements
-    return cache[path]
-
-
-def parse_manifest(data: Mapping, base_dir=".", *, source: str = "manifest", check_models: bool = True
-                   ) -> list[RunSpec]:
-    """Validate a manifest given as a mapping (the parsed TOML) and expand it into runs.
-
-    Parameters
-    ----------
-    data : mapping
-        ``{"defaults": {...}, "runs": [{...}, ...]}``.
-    base_dir : path
-        Folder that relative paths are relative to.
-    source : str
-        Name used in error messages.
-    check_models : bool
-        Read each model file once to check that it loads and that the
-        compositions use only its elements.
-
-    Returns
-    -------
-    list of RunSpec
-        One per (entry, seed), in manifest order.
-
-    Raises
-    ------
-    InputError
-        See the module docstring.
-    """
-    from refine.search import composition_string, validate_composition
-
-    base = Path(base_dir).resolve()
-    if not isinstance(data, Mapping):
-        raise InputError(f"{source}: expected a table with a [[runs]] list, got {type(data).__name__}")
-    unknown = set(data) - {"defaults", "runs"}
-    if unknown:
-        raise InputError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
-                         "expected [defaults] and [[runs]]")
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, Mapping):
-        raise InputError(f"{source}: [defaults] must be a table")
-    entries = data.get("runs")
-    if not isinstance(entries, list) or not entries:
-        raise InputError(f"{source}: no runs; list them as [[runs]] tables (TOML) or rows (CSV)")
-    allowed_settings = setting_names()
-    allowed = set(_ENTRY_KEYS) | set(allowed_settings)
-    for key in defaults:
-        if key not in allowed or key == "name":
-            raise InputError(f"{source}: unknown key {key!r} in [defaults]; known: "
-                             f"{', '.join(k for k in (*_ENTRY_KEYS, *allowed_settings) if k != 'name')}")
-    specs: list[RunSpec] = []
-    model_cache: dict = {}
-    for k, entry in enumerate(entries, 1):
-        where = f"{source}, run {k}"
-        if not isinstance(entry, Mapping):
-            raise InputError(f"{where}: expected a table of keys, got {entry!r}")
-        for key in entry:
-            if key not in allowed:
-                raise InputError(f"{where}: unknown key {key!r}; known: "
-                                 f"{', '.join((*_ENTRY_KEYS, *allowed_settings))}")
-        for table, what in ((defaults, f"{source}, [defaults]"), (entry, where)):
-            if "seed" in table and "seeds" in table:
-                raise InputError(f"{what}: give either seed or seeds, not both")
-        seed_table = entry if ("seed" in entry or "seeds" in entry) else defaults
-        merged = {key: v for key, v in {**defaults, **entry}.items() if key not in ("seed", "seeds")}
-        for req in ("image", "composition"):
-            if req not in merged or merged[req] in (None, ""):
-                raise InputError(f"{where}: missing {req!r}")
-        image = _resolve(merged["image"], base, "image", where)
-        model = merged.get("model")
-        model = None if model in (None, "", "default") else _resolve(model, base, "model", where)
-        try:
-            elements = _model_elements(model, model_cache) if check_models else ()
-            comp = composition_string(validate_composition(merged["composition"], elements))
-        except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
-        seeds = _seeds(seed_table.get("seeds", seed_table.get("seed", 0)), where)
-        settings = {}
-        for key, value in merged.items():
-            if key in _ENTRY_KEYS:
-                continue
-            settings[key] = _check_setting(key, value, where)
-        # file settings, relative to the manifest's folder
-        if isinstance(settings.get("mask"), str) and settings["mask"] != "zeros":
-            settings["mask"] = _resolve(settings["mask"], base, "mask", where)
-        if isinstance(settings.get("start"), str) and settings["start"] not in _START_NAMES:
-            settings["start"] = _resolve(settings["start"], base, "start structure", where)
-        name = merged.get("name") or Path(image).stem
-        if not isinstance(name, str):
-            raise InputError(f"{where}: name must be a string, got {name!r}")
-        name = _NAME_OK.sub("_", name).strip("._") or f"run{k}"
-        for s in seeds:
-            specs.append(RunSpec(name=f"{name}-seed{s}", image=image, composition=comp, seed=int(s), model=model,
-                                 settings=dict(settings)))
-    seen: dict[str, int] = {}
-    for spec in specs:
-        if spec.name in seen:
-            raise InputError(f"{source}: two runs are named {spec.name!r}; give the refinements distinct "
-                             "'name' keys (or distinct seeds)")
-        seen[spec.name] = 1
-    return specs
-
-
-def _csv_value(key: str, text: str):
-    """A CSV cell as the TOML value it stands for (numbers become numbers)."""
-    text = text.strip()
-    if key in ("image", "composition", "model", "name", "seeds"):
-        return text
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _read_csv(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"manifest {path} is not a text file") from None
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise InputError(f"manifest {path} is empty")
-    reader = csv.reader(lines)
-    header = [h.strip() for h in next(reader)]
-    if len(set(header)) != len(header) or any(not h for h in header):
-        raise InputError(f"manifest {path}: the header row needs distinct, non-empty column names, got {header}")
-    runs = []
-    for lineno, row in enumerate(reader, 2):
-        if len(row) > len(header):
-            raise InputError(f"manifest {path}, row {lineno}: {len(row)} cells for {len(header)} columns")
-        entry = {h: _csv_value(h, v) for h, v in zip(header, row) if v.strip()}
-        runs.append(entry)
-    return {"runs": runs}
-
-
-def read_manifest(path, *, check_models: bool = True) -> list[RunSpec]:
-    """Read a TOML (``.toml``) or CSV (any other suffix) manifest and expand it into runs.
-
-    See the module docstring for the format; relative paths are relative to
-    the manifest's folder. Raises :class:`InputError` for a missing or bad
-    manifest.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest {path} does not exist" if not path.exists() else f"manifest {path} is not a file")
-    if path.suffix.lower() == ".toml":
-        import tomllib
-
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"manifest {path} is not valid TOML: {exc}") from None
-        except UnicodeDecodeError:
-            raise InputError(f"manifest {path} is not a text file") from None
-    else:
-        data = _read_csv(path)
-    return parse_manifest(data, path.parent, source=f"manifest {path.name}", check_models=check_models)
 
 
 # --- one run (on a worker) ------------------------------------------------------------------
@@ -484,7 +148,7 @@ def is_finished(folder) -> bool:
 
 
 def _refine_image_run(spec: RunSpec, folder: Path):
-    """The default run function: :func:`refine.workflows.refinement.refine_image` with ``resume=True``."""
+    """The default run function: :func:`refine.workflows.refine_image` with ``resume=True``."""
     from refine.workflows.refinement import refine_image
 
     model = None
@@ -511,7 +175,7 @@ def _record_attempt(spec: RunSpec, folder: Path):
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     if len(attempts) > 1:
         log.warning("run %s: attempt %d (resuming from its checkpoint)", spec.name, len(attempts))
-    atomic_write_text(folder / SPEC_NAME, json.dumps({"spec": spec.to_dict(), "attempts": attempts}, indent=2))
+    write_json(folder / SPEC_NAME, {"spec": spec.to_dict(), "attempts": attempts})
 
 
 def attempts(folder) -> list[dict]:
@@ -536,7 +200,7 @@ def execute_run(spec: RunSpec, out_dir, run_func: Callable | None = None) -> dic
         The batch's output folder.
     run_func : callable, optional
         ``run_func(spec, folder)`` that must leave ``folder/summary.json``;
-        default :func:`refine.workflows.refinement.refine_image` with ``resume=True``.
+        default :func:`refine.workflows.refine_image` with ``resume=True``.
     """
     folder = Path(out_dir) / spec.name
     summary = _read_summary(folder)
@@ -580,7 +244,7 @@ def write_results(rows: Iterable[Mapping], out_dir, meta: Mapping | None = None)
     atomic_write_text(csv_path, buf.getvalue())
     doc = dict(meta or {})
     doc["runs"] = [{k: _json_safe(r.get(k)) for k in RESULT_COLUMNS} for r in rows]
-    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    write_json(json_path, doc)
     return csv_path, json_path
 
 
@@ -598,6 +262,22 @@ def read_results(out_dir) -> list[dict]:
             r["generations"] = int(r["generations"]) if r["generations"] != "" else None
             rows.append(r)
     return rows
+
+
+class _Table:
+    """The batch's rows by run name, written out (manifest order, with status counts) on every change."""
+
+    def __init__(self, specs: list[RunSpec], out: Path, meta: dict):
+        self.specs, self.out, self.meta = specs, out, meta
+        self.rows: dict[str, dict] = {}
+
+    def ordered(self) -> list[dict]:
+        return [self.rows[s.name] for s in self.specs]
+
+    def write(self) -> tuple[Path, Path]:
+        ordered = self.ordered()
+        counts = {st: sum(1 for r in ordered if r["status"] == st) for st in ("done", "skipped", "failed", "pending")}
+        return write_results(ordered, self.out, {**self.meta, **counts})
 
 
 # --- the batch --------------------------------------------------------------------------------
@@ -639,6 +319,11 @@ def _validate_specs(specs) -> list[RunSpec]:
     return specs
 
 
+def _check_count(name: str, value, minimum: int):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
 def _start_cluster(workers: int):
     from distributed import LocalCluster
 
@@ -664,6 +349,71 @@ class _QuietDistributed:
         return False
 
 
+def _connect(stack: contextlib.ExitStack, scheduler: str | None, client, workers: int):
+    """The client to use: ``client`` as is, one of the scheduler at ``scheduler``, or of a new local cluster.
+
+    A client (and cluster) made here is closed when ``stack`` closes.
+    """
+    from distributed import Client
+
+    if client is None:
+        if scheduler is not None:
+            try:
+                client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            cluster = stack.enter_context(_start_cluster(workers))
+            client = Client(cluster)
+        stack.enter_context(client)  # closed before the cluster
+    return client
+
+
+def _collected_row(fut, spec: RunSpec, out: Path) -> dict:
+    """The row of a finished task; a task that raised is ``"failed"`` unless its summary.json exists after all."""
+    try:
+        return fut.result()
+    except Exception as exc:  # retries used up, or the task's worker died too often
+        summary = _read_summary(out / spec.name)
+        if summary is not None:  # it finished after all
+            return result_row(spec, out / spec.name, summary, "done")
+        log.error("run %s failed: %s: %s", spec.name, type(exc).__name__, exc)
+        return result_row(spec, out / spec.name, None, "failed", f"{type(exc).__name__}: {exc}")
+
+
+def _run_tasks(client, todo: list[RunSpec], table: _Table, *, retries: int, run_func: Callable | None,
+               progress: bool, on_result: Callable | None) -> None:
+    """Submit ``todo`` as Dask tasks and record each row in ``table`` as it finishes (tqdm bar on stderr)."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    out, n_runs = table.out, len(table.specs)
+    futures = {}
+    for spec in todo:
+        fut = client.submit(execute_run, spec, str(out), run_func, key=f"stem-refine-run-{spec.name}-{os.getpid()}",
+                            retries=retries, pure=False)
+        futures[fut] = spec
+    bar = tqdm(total=n_runs, initial=n_runs - len(todo), desc="batch", unit="run", file=sys.stderr,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for fut in as_completed(list(futures)):
+            spec = futures.pop(fut)
+            row = _collected_row(fut, spec, out)
+            fut.release()
+            table.rows[spec.name] = row
+            table.write()
+            bar.update(1)
+            n_failed = sum(1 for r in table.rows.values() if r["status"] == "failed")
+            if n_failed:
+                bar.set_postfix_str(f"failed={n_failed}")
+            if on_result is not None:
+                on_result(row)
+    finally:
+        bar.close()
+        for fut in futures:
+            fut.cancel()
+
+
 def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, workers: int = 2, retries: int = 2,
               progress: bool = True, run_func: Callable | None = None, manifest: str | None = None,
               on_result: Callable | None = None) -> BatchResult:
@@ -672,7 +422,7 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
     Parameters
     ----------
     specs : sequence of RunSpec
-        From :func:`read_manifest`.
+        From :func:`refine.workflows.read_manifest`.
     out_dir : path
         Batch folder: runs go to ``out_dir/<run name>/``, the table to
         ``out_dir/results.csv`` and ``results.json``.
@@ -699,92 +449,39 @@ def run_batch(specs, out_dir, *, scheduler: str | None = None, client=None, work
     -------
     BatchResult
     """
-    from distributed import Client, as_completed
-
     specs = _validate_specs(specs)
     if scheduler is not None and client is not None:
         raise InputError("give either a scheduler address or a client, not both")
-    if not (_is_int(workers) and workers >= 1):
-        raise InputError(f"workers must be an integer ≥ 1, got {workers!r}")
-    if not (_is_int(retries) and retries >= 0):
-        raise InputError(f"retries must be an integer ≥ 0, got {retries!r}")
+    _check_count("workers", workers, 1)
+    _check_count("retries", retries, 0)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
-    rows: dict[str, dict] = {}
+    table = _Table(specs, out, {"manifest": manifest, "out_dir": str(out), "n_runs": len(specs)})
     todo: list[RunSpec] = []
     for spec in specs:
         folder = out / spec.name
         summary = _read_summary(folder)
         if summary is not None:
             _warn_if_changed(spec, folder)
-            rows[spec.name] = result_row(spec, folder, summary, "skipped")
+            table.rows[spec.name] = result_row(spec, folder, summary, "skipped")
         else:
-            rows[spec.name] = result_row(spec, folder, None, "pending")
+            table.rows[spec.name] = result_row(spec, folder, None, "pending")
             todo.append(spec)
-    meta = {"manifest": manifest, "out_dir": str(out), "n_runs": len(specs)}
-
-    def write():
-        ordered = [rows[s.name] for s in specs]
-        counts = {st: sum(1 for r in ordered if r["status"] == st) for st in ("done", "skipped", "failed", "pending")}
-        return write_results(ordered, out, {**meta, **counts})
-
-    csv_path, json_path = write()
+    csv_path, json_path = table.write()
     log.info("batch of %d runs in %s: %d finished earlier, %d to run", len(specs), out, len(specs) - len(todo),
              len(todo))
     if not todo:
-        return BatchResult([rows[s.name] for s in specs], csv_path, json_path, time.perf_counter() - t0)
-
-    from tqdm.auto import tqdm
+        return BatchResult(table.ordered(), csv_path, json_path, time.perf_counter() - t0)
 
     quiet = _QuietDistributed() if scheduler is None and client is None else contextlib.nullcontext()
     with quiet, contextlib.ExitStack() as stack:
-        if client is None:
-            if scheduler is not None:
-                try:
-                    client = Client(scheduler, timeout="20s")
-                except (OSError, TimeoutError) as exc:
-                    raise InputError(f"cannot connect to the Dask scheduler at {scheduler}: {exc}") from None
-            else:
-                cluster = stack.enter_context(_start_cluster(workers))
-                client = Client(cluster)
-            stack.enter_context(client)  # closed before the cluster
+        client = _connect(stack, scheduler, client, workers)
         log.info("Dask cluster: %s", client)
-        futures = {}
-        for spec in todo:
-            fut = client.submit(execute_run, spec, str(out), run_func, key=f"stem-refine-run-{spec.name}-{os.getpid()}",
-                                retries=retries, pure=False)
-            futures[fut] = spec
-        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="batch", unit="run", file=sys.stderr,
-                   disable=not progress, dynamic_ncols=True)
-        try:
-            for fut in as_completed(list(futures)):
-                spec = futures.pop(fut)
-                try:
-                    row = fut.result()
-                except Exception as exc:  # retries used up, or the task's worker died too often
-                    summary = _read_summary(out / spec.name)
-                    if summary is not None:  # it finished after all
-                        row = result_row(spec, out / spec.name, summary, "done")
-                    else:
-                        log.error("run %s failed: %s: %s", spec.name, type(exc).__name__, exc)
-                        row = result_row(spec, out / spec.name, None, "failed", f"{type(exc).__name__}: {exc}")
-                fut.release()
-                rows[spec.name] = row
-                write()
-                bar.update(1)
-                n_failed = sum(1 for r in rows.values() if r["status"] == "failed")
-                if n_failed:
-                    bar.set_postfix_str(f"failed={n_failed}")
-                if on_result is not None:
-                    on_result(row)
-        finally:
-            bar.close()
-            for fut in futures:
-                fut.cancel()
-    csv_path, json_path = write()
-    return BatchResult([rows[s.name] for s in specs], csv_path, json_path, time.perf_counter() - t0)
+        _run_tasks(client, todo, table, retries=retries, run_func=run_func, progress=progress, on_result=on_result)
+    csv_path, json_path = table.write()
+    return BatchResult(table.ordered(), csv_path, json_path, time.perf_counter() - t0)
 
 
 def _warn_if_changed(spec: RunSpec, folder: Path):
@@ -792,6 +489,6 @@ def _warn_if_changed(spec: RunSpec, folder: Path):
         old = json.loads((folder / SPEC_NAME).read_text(encoding="utf-8")).get("spec")
     except (OSError, ValueError, AttributeError):
         return
-    if old != json.loads(json.dumps(spec.to_dict())):
+    if old != json.loads(dumps(spec.to_dict())):
         log.warning("run %s finished earlier with other settings (%s); skipped anyway: delete its folder to redo "
                     "it", spec.name, folder / SPEC_NAME)

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refine.workflows.batch import RESULT_COLUMNS, attempts, parse_manifest, read_manifest, read_results
+from refine.search import CHECKPOINT_NAME
+from refine.workflows.batch import RESULT_COLUMNS, attempts, read_results
+from refine.workflows.manifest import parse_manifest, read_manifest
 from refine.cli.main import main
 from surrogate.common.errors import InputError
 
@@ -171,7 +173,6 @@ def test_parse_manifest_rejects_a_non_table_run(workdir):
 
 @pytest.fixture(scope="module")
 def cluster():
-    pytest.importorskip("refine.workflows.refinement")
     from distributed import Client, LocalCluster
 
     cl = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
@@ -227,7 +228,7 @@ def test_batch_survives_a_killed_worker_and_resumes_on_rerun(workdir, images, mo
             processing = client.processing()
             for spec in specs[2:]:
                 folder = out / spec.name
-                if not (folder / "checkpoint.npz").exists() or (folder / "summary.json").exists():
+                if not (folder / CHECKPOINT_NAME).exists() or (folder / "summary.json").exists():
                     continue
                 worker = next((w for w, keys in processing.items() if any(spec.name in str(k) for k in keys)), None)
                 if worker is None:

@@ -1,9 +1,9 @@
-"""refine.workflows.refinement.refine_image: outputs, their consistency, resume, resampling and bad inputs."""
+"""refine.workflows.refine_image: outputs, their consistency, resume, resampling and bad inputs."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import pickle
 
 import numpy as np
 import pytest
@@ -13,7 +13,9 @@ from ase.io import read
 from surrogate.common.errors import InputError
 from refine.cost.fitness import Fitness
 from refine.io.images import read_image
-from refine.workflows.refinement import OUTPUT_FILES, refine_image
+from refine.search import CHECKPOINT_NAME
+from refine.workflows import refine_image
+from refine.workflows.outputs import OUTPUT_FILES
 from surrogate.imaging.grid import ProbeGrid
 
 SIGMA = 5e-4
@@ -55,7 +57,7 @@ def _run(image_file, model_file, out, **kw):
 def test_outputs_exist_and_agree_with_a_fresh_evaluation(image_file, model_file, small_model, tmp_path):
     res = _run(image_file, model_file, tmp_path / "out")
     out = tmp_path / "out"
-    for name in OUTPUT_FILES + ("logbook.csv", "checkpoint.pkl", "hall_of_fame.xyz", "inputs.json"):
+    for name in OUTPUT_FILES + ("logbook.csv", CHECKPOINT_NAME, "hall_of_fame.xyz", "inputs.json"):
         assert (out / name).is_file(), name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     summary = json.loads((out / "summary.json").read_text())
@@ -124,6 +126,11 @@ def test_alpha_scale_multiplies_the_automatic_alpha(image_file, model_file, tmp_
     scaled = _run(image_file, model_file, tmp_path / "scaled", generations=0, alpha_scale=10.0)
     assert scaled.summary["alpha"] == pytest.approx(10.0 * plain.summary["alpha"], rel=1e-12)
     assert scaled.summary["alpha_scale"] == 10.0 and scaled.summary["alpha_rule"] == "auto"
+    # the scaled fitness pickles (the annealing workers get it that way) and keeps its scale and α
+    copy = pickle.loads(pickle.dumps(scaled.fitness))
+    assert type(copy) is type(scaled.fitness) and copy.alpha_scale == 10.0
+    assert copy.alpha == scaled.fitness.alpha
+    assert copy.evaluate(scaled.best).cost == scaled.fitness.evaluate(scaled.best).cost
     with pytest.raises(InputError, match="alpha_scale"):
         _run(image_file, model_file, tmp_path / "bad", alpha_scale=0.0)
     assert not (tmp_path / "bad").exists()

@@ -1,0 +1,482 @@
+"""Step 1 of a refinement: check every input before anything is written.
+
+:func:`refine.workflows.refinement.refine_image` calls these in order: the
+seed, the model (default: the shipped one), the composition (only elements
+in ``model.elements_`` when the model records them), the image (read,
+calibrated and resampled to the model's pixel size by
+:func:`refine.io.read_image`; NaN, constant, uncalibrated images are
+refused), the starting population, the noise model, the output folder (a
+checkpoint there needs ``resume=True``), the GA settings and the counts. The
+checked values travel on as one :class:`RefinementInputs`.
+
+Once the cost is built, :func:`input_record` gives what ``inputs.json``
+records (digests of the image and the model) and :func:`resuming_run`
+decides whether the run continues from the checkpoint, refusing one written
+with inputs that define another cost.
+
+Lengths in Å; every refusal is an :class:`~surrogate.common.errors.InputError`
+with a one-line message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from refine.io import ExperimentalImage
+from surrogate.common import InputError
+
+__all__ = [
+    "START_SOURCES",
+    "RefinementInputs",
+    "load_model_or_default",
+    "validate_seed",
+    "composition_for_model",
+    "validate_image",
+    "validate_start",
+    "validate_noise",
+    "validate_out_dir",
+    "ga_settings",
+    "validate_workers",
+    "validate_start_relax_steps",
+    "validate_alpha_scale",
+    "warn_if_image_too_small",
+    "input_record",
+    "resuming_run",
+    "calculator_description",
+]
+
+log = logging.getLogger(__name__)
+
+#: named starting populations (anything else is a structure file)
+START_SOURCES = ("random", "shapes", "mixed", "image")
+
+
+@dataclass(frozen=True)
+class RefinementInputs:
+    """The checked inputs of one refinement (what the later steps read).
+
+    Attributes
+    ----------
+    model : PolynomialSurrogate
+        The fitted surrogate.
+    model_source : str
+        Where it came from (a path or ``"<object>"``).
+    composition : dict
+        Element → count, e.g. ``{"Pt": 309}``.
+    image : ExperimentalImage
+        At the model's pixel size (Å), with its mask.
+    start : str
+        One of :data:`START_SOURCES` or a structure file.
+    noise : str, float or ndarray
+        Noise model of χ² (``"estimate"``, ``"poisson"``, a σ or a σ map of
+        the image's shape).
+    dose : float or None
+        Electron dose in e/Å² (Poisson noise).
+    out : pathlib.Path
+        Output folder (may not exist yet).
+    resume : bool
+        Whether the caller asked to continue from a checkpoint.
+    settings : refine.search.GASettings
+        Validated GA settings (α resolved: a float, None for "thermal", or "auto").
+    relax_steps : int
+        FIRE steps on each offspring (the default resolved).
+    seed : int
+    alpha : str or float
+        α as given (``"auto"``, ``"thermal"`` or a number): the fitness reads it.
+    alpha_scale : float
+        Factor on the automatic α (> 0).
+    calculator : str, ASE calculator or None
+        The energy term as given.
+    multi_objective : bool
+    workers : int
+        Processes for the annealings.
+    start_relax_steps : int
+        FIRE steps on each random starting cluster.
+    fitness_options : dict
+        Further :class:`refine.cost.Fitness` keywords.
+    """
+
+    model: object
+    model_source: str
+    composition: dict
+    image: ExperimentalImage
+    start: str
+    noise: object
+    dose: float | None
+    out: Path
+    resume: bool
+    settings: object
+    relax_steps: int
+    seed: int
+    alpha: object
+    alpha_scale: float
+    calculator: object
+    multi_objective: bool
+    workers: int
+    start_relax_steps: int
+    fitness_options: dict = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The GA's checkpoint file in the output folder."""
+        from refine.search import CHECKPOINT_NAME
+
+        return self.out / CHECKPOINT_NAME
+
+
+# --------------------------------------------------------------------------- model, composition, image
+
+def load_model_or_default(model=None):
+    """A fitted surrogate from ``model``: None (the shipped default), a path, or a model.
+
+    Returns
+    -------
+    (PolynomialSurrogate, str)
+        The model and a description of where it came from (path or ``"<object>"``).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable model file, or no shipped default model.
+    """
+    if model is None:
+        from surrogate import default_model, default_model_path
+
+        path = default_model_path()
+        if not path.is_file():
+            raise InputError(f"the shipped default model ({path}) is not in this installation yet; "
+                             "give a model file (--model FILE, e.g. one made by 'stem-refine fit')")
+        try:
+            return default_model(), str(path)
+        except ValueError as exc:
+            raise InputError(f"cannot load the default model: {exc}") from None
+    if isinstance(model, (str, os.PathLike)):
+        from surrogate.imaging import load_model
+
+        try:
+            return load_model(model), str(model)
+        except ValueError as exc:  # surrogate.InputError
+            raise InputError(str(exc)) from None
+    if not hasattr(model, "predict_into") or not hasattr(model, "coef_"):
+        raise InputError("model must be a fitted PolynomialSurrogate, a model file, or None for the default")
+    return model, "<object>"
+
+
+def validate_seed(seed) -> int:
+    """``seed`` as an ``int`` (a non-negative integer, not a bool)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def composition_for_model(composition, model) -> dict:
+    """``composition`` (``"Pt309"`` or a mapping) as element → count, only of the model's elements."""
+    from refine.search import parse_composition, validate_composition
+
+    allowed = tuple(getattr(model, "elements_", ()) or ())
+    if isinstance(composition, str):
+        return parse_composition(composition, allowed)
+    return validate_composition(composition, allowed)
+
+
+def validate_image(image, model, *, pixel_size, mask, resample: bool) -> ExperimentalImage:
+    """The experimental image at the model's pixel size (Å), masked.
+
+    ``image`` is a file, a 2-D array (``pixel_size`` in Å needed unless the
+    file is calibrated) or an :class:`ExperimentalImage`; it is resampled when
+    its pixel size differs from the model's by more than 0.1 %
+    (``resample=False``: an error instead).
+    """
+    from refine.io import read_image, with_mask
+    from refine.io import resample as resample_image
+
+    target = float(model.convolution_parameters.pixel_size)
+    if isinstance(image, ExperimentalImage):
+        if mask is not None:
+            image = with_mask(image, mask)
+        if pixel_size is not None:
+            raise InputError("pixel_size applies to a file or array; an ExperimentalImage carries its own")
+        if abs(image.pixel_size - target) > 1e-3 * target:
+            if not resample:
+                raise InputError(f"image pixel size {image.pixel_size:.6g} Å differs from the model's "
+                                 f"{target:.6g} Å and resampling is turned off")
+            data, valid = resample_image(image.data, target / image.pixel_size, mask=image.mask)
+            meta = dict(image.metadata, resampled={"from_pixel_size": image.pixel_size, "to_pixel_size": target,
+                                                   "from_shape": list(image.shape)})
+            image = ExperimentalImage(data=np.ascontiguousarray(data), pixel_size=target, mask=valid,
+                                      origin=image.origin, source=image.source, metadata=meta)
+            log.info("resampled the image to the model's pixel size %.6g Å: %s px", target, image.shape)
+        elif image.pixel_size != target:
+            image = replace(image, pixel_size=target)
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image, pixel_size=pixel_size, target_pixel_size=target, mask=mask,
+                          resample_images=resample)
+    if isinstance(image, np.ndarray) or isinstance(image, (list, tuple)):
+        return read_image(np.asarray(image), pixel_size=pixel_size, target_pixel_size=target, mask=mask,
+                          resample_images=resample)
+    raise InputError(f"image must be a file, a 2-D array or an ExperimentalImage, got {type(image).__name__}")
+
+
+def validate_start(start) -> str:
+    """One of :data:`START_SOURCES`, or the path of an existing structure file."""
+    if isinstance(start, (str, os.PathLike)) and str(start) in START_SOURCES:
+        return str(start)
+    p = Path(start)
+    if not p.is_file():
+        raise InputError(f"start must be one of {', '.join(START_SOURCES)} or an existing structure file, "
+                         f"got {str(start)!r}")
+    return str(p)
+
+
+# --------------------------------------------------------------------------- noise
+
+def _noise_spec(noise, dose):
+    if dose is not None:
+        try:
+            d = float(dose)
+        except (TypeError, ValueError):
+            raise InputError(f"dose must be a positive number of e/Å², got {dose!r}") from None
+        if not (math.isfinite(d) and d > 0):
+            raise InputError(f"dose must be a positive number of e/Å², got {dose!r}")
+        if noise not in (None, "poisson"):
+            raise InputError(f"a dose implies Poisson noise; it cannot be combined with noise={noise!r}")
+        return "poisson", d
+    return ("estimate" if noise is None else noise), None
+
+
+def _is_sigma_map(noise) -> bool:
+    if isinstance(noise, os.PathLike):
+        return True
+    if isinstance(noise, str):
+        return noise.lower() not in ("estimate", "poisson")
+    return noise is not None and np.ndim(noise) > 0
+
+
+def validate_noise(noise, dose, image: ExperimentalImage):
+    """The noise model of χ² and the dose: ``(noise, dose)``.
+
+    No ``dose``: ``noise`` (None → ``"estimate"``); a σ-map file is read and
+    resampled with the image (:func:`refine.io.read_sigma_map`). A ``dose``
+    (e/Å², > 0) means ``"poisson"`` and refuses any other noise model.
+    """
+    noise_model, dose = _noise_spec(noise, dose)
+    if _is_sigma_map(noise_model):
+        from refine.io import read_sigma_map
+
+        noise_model = read_sigma_map(noise_model, image)
+    return noise_model, dose
+
+
+# --------------------------------------------------------------------------- output folder and GA settings
+
+def validate_out_dir(out_dir, resume: bool) -> Path:
+    """The output folder: given, a folder if it exists, and holding no checkpoint unless ``resume``."""
+    from refine.search import CHECKPOINT_NAME
+
+    if out_dir is None:
+        raise InputError("an output folder is needed (out_dir / --out)")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output path {str(out)!r} exists and is not a folder")
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise InputError(f"{str(out)!r} already holds a refinement ({CHECKPOINT_NAME}); resume it with --resume "
+                         "or choose another output folder")
+    return out
+
+
+def ga_settings(*, search: str, ga_options, population, generations, alpha, time_limit, multi_objective: bool,
+                stagnation, relax_steps, checkpoint_every, progress):
+    """The GA settings of a run: the search recipe, then ``ga_options``, then the named arguments.
+
+    Returns
+    -------
+    (GASettings, int)
+        The validated settings (α: a float, None for ``"thermal"`` — the
+        fitness sets it —, or ``"auto"``) and ``relax_steps`` (None → 20 when
+        the recipe relaxes on the image cost, else 0).
+    """
+    from refine.search import GASettings, search_options
+
+    recipe = search_options(search)
+    if multi_objective:
+        # The finishing stage chooses one answer at one α; NSGA-II keeps the whole (χ², E)
+        # front instead, so a recipe's finishing stage does not apply (an explicit one is refused).
+        dropped = [k for k in ("finish_fraction", "finish_alpha", "finish_weights") if k in recipe]
+        for k in dropped:
+            del recipe[k]
+        if dropped:
+            log.info("multi-objective mode: the %r search's finishing stage is off", search)
+    opts = {**recipe, **dict(ga_options or {})}
+    if relax_steps is None:
+        relax_steps = 20 if opts.get("relax_image") else 0
+    try:
+        settings = GASettings(population_size=population, generations=generations, alpha=alpha,
+                              time_limit=time_limit, multi_objective=bool(multi_objective),
+                              stagnation=stagnation, relax_steps=relax_steps, checkpoint_every=checkpoint_every,
+                              progress=progress, **opts)
+    except TypeError as exc:
+        raise InputError(f"unknown GA option: {exc}") from None
+    if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
+        raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
+    if settings.alpha == "thermal":
+        settings.alpha = None  # the fitness sets it (k_B·T/2)
+    if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
+        settings.alpha = float(alpha)
+    settings.validate()
+    return settings, relax_steps
+
+
+def validate_workers(workers):
+    """``workers``: a positive integer (not a bool)."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    return workers
+
+
+def validate_start_relax_steps(start_relax_steps):
+    """``start_relax_steps``: a non-negative integer."""
+    if not isinstance(start_relax_steps, (int, np.integer)) or start_relax_steps < 0:
+        raise InputError(f"start_relax_steps must be a non-negative integer, got {start_relax_steps!r}")
+    return start_relax_steps
+
+
+def validate_alpha_scale(alpha_scale) -> float:
+    """``alpha_scale`` as a positive, finite ``float``."""
+    try:
+        alpha_scale = float(alpha_scale)
+    except (TypeError, ValueError):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}") from None
+    if not (math.isfinite(alpha_scale) and alpha_scale > 0):
+        raise InputError(f"alpha_scale must be a positive number, got {alpha_scale!r}")
+    return alpha_scale
+
+
+# --------------------------------------------------------------------------- checks against the image
+
+def _particle_radius(comp) -> float:
+    """Radius (Å) of a sphere of ``sum(comp)`` atoms packed as an fcc crystal of the composition's spacing."""
+    from refine.search import nearest_neighbour_distance
+
+    n = sum(comp.values())
+    d = nearest_neighbour_distance(comp)
+    return float((3.0 * n * d ** 3 / math.sqrt(2.0) / (4.0 * math.pi)) ** (1.0 / 3.0))
+
+
+def warn_if_image_too_small(inputs: RefinementInputs) -> None:
+    """Log a warning when the image is narrower than a compact particle of the composition."""
+    from refine.search import composition_string
+
+    img, comp = inputs.image, inputs.composition
+    radius = _particle_radius(comp)
+    extent = np.array(img.shape) * img.pixel_size
+    if np.any(extent < 2 * radius):
+        log.warning("the image (%.1f × %.1f Å) is smaller than a compact %s particle (≈ %.1f Å across)",
+                    extent[0], extent[1], composition_string(comp), 2 * radius)
+
+
+# --------------------------------------------------------------------------- inputs.json and resume
+
+def _noise_description(noise):
+    """What inputs.json records of the noise model (a σ map by its digest)."""
+    if noise is None or isinstance(noise, str):
+        return noise
+    if np.ndim(noise) == 0:
+        return float(noise)
+    return "sigma map sha256:" + hashlib.sha256(np.ascontiguousarray(noise, dtype=np.float64).tobytes()).hexdigest()
+
+
+def _model_digest(model) -> str:
+    """sha256 of what makes a surrogate's images: coefficients, features and convolution parameters."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(model.coef_, dtype=np.float64).tobytes())
+    h.update(np.asarray(getattr(model, "intercept_", 0.0), dtype=np.float64).tobytes())
+    h.update(repr((model.size, model.degree, getattr(model, "elements_", None),
+                   getattr(model, "input_range_", None), model.convolution_parameters)).encode())
+    return h.hexdigest()
+
+
+def _image_digest(image: ExperimentalImage) -> str:
+    """sha256 of the image as refined against: data, mask, pixel size and origin."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(image.data, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(image.mask).tobytes())
+    h.update(repr((float(image.pixel_size), tuple(float(v) for v in image.origin))).encode())
+    return h.hexdigest()
+
+
+def calculator_description(calculator):
+    """The energy calculator as recorded: its name, None, or its class name."""
+    return calculator if calculator is None or isinstance(calculator, str) else type(calculator).__name__
+
+
+def input_record(inputs: RefinementInputs) -> dict:
+    """What ``inputs.json`` records: what a resumed run must match (image and model digests, ...)."""
+    from refine.search import composition_string
+
+    img, alpha = inputs.image, inputs.alpha
+    return {"image_sha256": _image_digest(img), "image_source": img.source, "image_shape": list(img.shape),
+            "pixel_size": img.pixel_size, "composition": composition_string(inputs.composition),
+            "model": inputs.model_source, "model_sha256": _model_digest(inputs.model),
+            "noise": _noise_description(inputs.noise), "dose": inputs.dose,
+            "calculator": calculator_description(inputs.calculator),
+            "alpha": alpha if isinstance(alpha, str) else float(alpha), "alpha_scale": inputs.alpha_scale,
+            "multi_objective": bool(inputs.multi_objective)}
+
+
+def _check_resume_inputs(old: dict, new: dict, out: Path) -> None:
+    """Refuse to resume when an input that defines the cost differs from the checkpointed run's.
+
+    Costs in the checkpoint (population, hall of fame, α) were computed with the
+    old inputs; mixing them with new ones would compare numbers of two
+    different cost functions. Keys an older ``inputs.json`` lacks are not checked.
+    """
+    labels = {"image_sha256": "another image or mask", "model_sha256": "another model", "noise": "noise model",
+              "dose": "dose", "calculator": "energy calculator", "alpha": "alpha", "alpha_scale": "alpha scale"}
+    changed = []
+    for key, label in labels.items():
+        if key in old and old[key] != new.get(key):
+            if key.endswith("sha256"):
+                changed.append(label + (f" ({old.get('image_source')} before)" if key == "image_sha256" else ""))
+            else:
+                changed.append(f"{label} ({old[key]!r} before, {new.get(key)!r} now)")
+    if changed:
+        raise InputError(f"cannot resume {str(out)!r}: the cost would change — " + "; ".join(changed)
+                         + ". Resume with the same inputs, or start a new run in another folder")
+
+
+def resuming_run(inputs: RefinementInputs, record: dict) -> bool:
+    """Whether the run continues from the checkpoint in ``inputs.out``.
+
+    With ``resume`` and no checkpoint: a warning, and a new run. With a
+    checkpoint: it must be of the same composition and objective mode, and
+    ``record`` (see :func:`input_record`) must match ``inputs.json`` in every
+    input that defines the cost.
+    """
+    from refine.search import composition_string, load_checkpoint
+
+    out, ckpt, comp = inputs.out, inputs.checkpoint, inputs.composition
+    if inputs.resume and not ckpt.exists():
+        log.warning("--resume: no checkpoint in %s; starting a new run", out)
+    resuming = bool(inputs.resume and ckpt.exists())
+    if resuming:
+        state = load_checkpoint(ckpt)
+        if dict(state.get("composition", {})) != comp:
+            raise InputError(f"cannot resume: the checkpoint in {str(out)!r} is for "
+                             f"{composition_string(state.get('composition', {}))}, not {composition_string(comp)}")
+        if bool(state["settings"].get("multi_objective")) != bool(inputs.multi_objective):
+            raise InputError("cannot resume: the checkpoint was written in the other objective mode")
+        try:
+            old_inputs = json.loads((out / "inputs.json").read_text())
+        except (OSError, ValueError):
+            old_inputs = {}
+        _check_resume_inputs(old_inputs if isinstance(old_inputs, dict) else {}, record, out)
+    return resuming

@@ -131,7 +131,7 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
     pixel_size : float, optional
         Å per pixel of the image file when it has no (or a wrong) calibration.
     resume : bool
-        Continue from ``out_dir/checkpoint.npz`` (same image and composition required).
+        Continue from the checkpoint in ``out_dir`` (same image, composition and cost inputs required).
     mask : array_like, path or "zeros", optional
         Pixels used (True) — see :func:`refine.io.read_image`.
     start : {"random", "shapes", "mixed", "image"} or path

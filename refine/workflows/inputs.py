@@ -279,14 +279,21 @@ def validate_noise(noise, dose, image: ExperimentalImage):
 # --------------------------------------------------------------------------- output folder and GA settings
 
 def validate_out_dir(out_dir, resume: bool) -> Path:
-    """The output folder: given, a folder if it exists, and holding no checkpoint unless ``resume``."""
-    from refine.search import CHECKPOINT_NAME
+    """The output folder: given, a folder if it exists, and holding no checkpoint unless ``resume``.
+
+    A folder with an old pickle checkpoint (``checkpoint.pkl``) is refused either way: it is never opened
+    (unpickling can run code), so it can neither be resumed nor silently overwritten.
+    """
+    from refine.search import CHECKPOINT_NAME, LEGACY_CHECKPOINT_NAME
 
     if out_dir is None:
         raise InputError("an output folder is needed (out_dir / --out)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {str(out)!r} exists and is not a folder")
+    if (out / LEGACY_CHECKPOINT_NAME).exists():
+        raise InputError(f"{str(out)!r} holds an old {LEGACY_CHECKPOINT_NAME}, which this version no longer reads; "
+                         "start a new run in another folder")
     if (out / CHECKPOINT_NAME).exists() and not resume:
         raise InputError(f"{str(out)!r} already holds a refinement ({CHECKPOINT_NAME}); resume it with --resume "
                          "or choose another output folder")

@@ -226,3 +226,27 @@ def test_missing_default_model_is_a_clear_error(image_file, tmp_path, monkeypatc
         refine_image(image_file, "Pt13", out_dir=tmp_path / "out", pixel_size=PIXEL, progress=False)
     assert "--model" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that a pickle was opened."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_folder_with_an_old_pickle_checkpoint_is_refused_unopened(image_file, model_file, tmp_path, resume):
+    out = tmp_path / "old-run"
+    out.mkdir()
+    marker = tmp_path / "code-ran"
+    (out / "checkpoint.pkl").write_bytes(pickle.dumps(_Marker(marker)))
+    with pytest.raises(InputError, match="checkpoint.pkl") as info:
+        refine_image(image_file, "Pt13", model=model_file, out_dir=out, population=4, generations=1,
+                     pixel_size=PIXEL, progress=False, resume=resume)
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pkl"]

@@ -13,7 +13,7 @@ The cost is E(s) + α·χ²[I_surrogate(s), IMAGE] (EMT energy in eV, surrogate
 image from MODEL, default the shipped model). Results go to the folder DIR
 (``-o``): best.xyz, images.png (experimental / simulated / difference),
 experimental.npy, simulated.npy, difference.npy, fitness_history.png,
-summary.json, plus logbook.csv, checkpoint.pkl and refine.log (the run's log,
+summary.json, plus logbook.csv, checkpoint.npz (no pickle) and refine.log (the run's log,
 appended over resumes); ``--resume`` continues a run from its checkpoint
 (raise --generations or --time-limit to run longer) and refuses other inputs
 that would change the cost (image, mask, model, noise, dose, calculator, α).

@@ -5,7 +5,7 @@ Each subcommand module defines ``help`` (one line), ``description``,
 inside ``run`` so that ``stem-refine --help`` stays fast. The surrogate's
 commands (dataset, simulate, fit, cv, sweep, predict) live in
 :mod:`surrogate.cli`, the refinement's (demo, refine, batch, ensemble,
-compare) in :mod:`refine.cli`.
+compare, cost) in :mod:`refine.cli`.
 
 One grammar: a flag means the same thing on every subcommand that has it
 (:mod:`surrogate.cli.options` defines the shared ones once: ``-o/--out``,
@@ -43,6 +43,7 @@ COMMANDS = {
     "batch": "refine.cli.batch",
     "ensemble": "refine.cli.ensemble",
     "compare": "refine.cli.compare",
+    "cost": "refine.cli.cost",
 }
 
 

@@ -89,7 +89,9 @@ class FitnessResult:
     chi2 : float
         Weighted χ² over the valid pixels (dimensionless).
     chi2_per_pixel : float
-        χ² / number of valid pixels.
+        χ² / its expectation for a perfect structure (``n_effective``: the
+        number of valid pixels, less where the model's correlated error
+        dominates; see :mod:`refine.cost.noise`).
     energy : float
         eV (total, or per atom; see :class:`Fitness`).
     scale, offset : float
@@ -124,6 +126,13 @@ class Fitness:
     prior_temperature : float
         K; the temperature of the Boltzmann prior behind ``alpha="thermal"``
         and :meth:`thermal_alpha`.
+    model_error : bool
+        Add the surrogate's own error (``model.discrepancy_``, from its file)
+        to the noise (:mod:`refine.cost.noise`): the χ² that stays right when
+        the surrogate is wrong. An image not in beam units (no ``dose``) is
+        scaled by its integrated intensity, which needs ``symbols`` and ``n_atoms``.
+    n_atoms : int, optional
+        Atoms of the particle (with ``model_error`` and no dose).
     noise : "estimate", "poisson", float or ndarray
         Noise model (:mod:`refine.cost.noise`).
     dose : float, optional
@@ -176,7 +185,7 @@ class Fitness:
                  calculator="auto", symbols=None, align="auto", per_atom_energy: bool = False,
                  mode: str = "weighted", tol: float | None = None, coarse_threshold: float = 1.5,
                  max_iter: int | None = None, domain_tolerance: float = 0.02, shift_method: str = "interpolate",
-                 prior_temperature: float = 300.0):
+                 prior_temperature: float = 300.0, model_error: bool = False, n_atoms: int | None = None):
         params = _check_model_and_image(model, image)
         align = _align_mode(align)
         if shift_method not in ("interpolate", "render"):
@@ -198,8 +207,12 @@ class Fitness:
 
         self.grid = image.grid
         self.h = int(model.border)
-        self.weights, self.noise_info = noise_weights(image, noise, dose)
+        self.model_error = bool(model_error)
+        self.weights, self.noise_info = noise_weights(image, noise, dose,
+                                                      **self._model_error_terms(model, image, noise, dose, symbols,
+                                                                                n_atoms))
         self.n_valid = image.n_valid
+        self.n_effective = float(self.noise_info.get("n_effective", self.n_valid))
         self.renderer = BoxRenderer(model, self.grid)
         self.aligner = Aligner(image, self.weights, self.renderer.background, mode=align, tol=tol,
                                coarse_threshold=coarse_threshold, max_iter=max_iter, border=self.h)
@@ -245,6 +258,26 @@ class Fitness:
         return self.renderer.background
 
     # -- setup ----------------------------------------------------------------
+    def _model_error_terms(self, model, image, noise, dose, symbols, n_atoms) -> dict:
+        """``discrepancy`` and ``beam_scale`` for :func:`noise_weights`: none without ``model_error``."""
+        if not self.model_error:
+            return {}
+        discrepancy = getattr(model, "discrepancy_", None)
+        if discrepancy is None:
+            log.warning("the model file has no calibration of its own error; χ² weighs the noise alone "
+                        "(rebuild the model, or recalibrate it, to add it)")
+            return {}
+        if isinstance(noise, str) and noise.lower() == "poisson" and dose is not None:
+            return {"discrepancy": discrepancy, "beam_scale": (1.0, 0.0)}  # the image is in beam units
+        if symbols is None or n_atoms is None:
+            raise InputError("the model error of an image not in beam units needs the composition "
+                             "(symbols and n_atoms), or a dose")
+        from refine.cost.noise import integrated_beam_scale
+
+        elements = list(symbols)
+        atoms = [elements[k % len(elements)] for k in range(int(n_atoms))]
+        return {"discrepancy": discrepancy, "beam_scale": integrated_beam_scale(image, model, atoms)}
+
     def _set_alpha_rule(self, alpha) -> None:
         """α and its rule ("auto", "thermal" or "fixed") from the ``alpha`` argument."""
         self.alpha = None
@@ -387,7 +420,7 @@ class Fitness:
         if ood:
             self._count_out_of_domain()
         cost = energy + (alpha if alpha is not None else np.nan) * chi2
-        return FitnessResult(cost=float(cost), chi2=float(chi2), chi2_per_pixel=float(chi2) / self.n_valid,
+        return FitnessResult(cost=float(cost), chi2=float(chi2), chi2_per_pixel=float(chi2) / self.n_effective,
                              energy=float(energy), scale=float(a), offset=float(b), shift=shift,
                              out_of_domain=bool(ood))
 
@@ -486,7 +519,7 @@ class Fitness:
     def summary(self) -> dict:
         """What a run summary reports about the fitness."""
         return {"alpha": self.alpha, "alpha_rule": self.alpha_rule, "noise": self.noise_info,
-                "align": self.align, "n_valid_pixels": self.n_valid, "per_atom_energy": self.per_atom_energy,
+                "align": self.align, "n_valid_pixels": self.n_valid, "n_effective_pixels": self.n_effective, "per_atom_energy": self.per_atom_energy,
                 "out_of_domain": self.out_of_domain, "n_out_of_domain": self.n_out_of_domain,
                 "n_evaluations": self.n_evaluations, "model_input_range": list(self.input_range)}
 

@@ -9,12 +9,28 @@
   σ² = max(I_exp, 1/(dose·Δ²)) / (dose·Δ²) (Neyman's χ²: the variance from
   the data, which keeps the fit in closed form); without ``dose`` the image
   is taken as counts, σ² = max(I_exp, 1);
-- ``"estimate"`` (default): uniform σ estimated from the image by
-  Immerkær's Laplacian estimator (Comput. Vis. Image Underst. 64, 300,
-  1996, :func:`estimate_noise`) over the valid pixels, logged.
+- ``"estimate"`` (default): a variance that grows with intensity,
+  σ²(I) = g·max(I − b, g) + σ₀² (shot noise on a read-out floor; b the
+  vacuum level), with g and σ₀² fitted to the image's own pixel-to-pixel
+  noise (:func:`estimate_signal_dependent_noise`), logged;
+- ``"uniform"``: one σ estimated from the image by Immerkær's Laplacian
+  estimator (Comput. Vis. Image Underst. 64, 300, 1996,
+  :func:`estimate_noise`), wrong for Poisson data (bright columns are
+  noisier than vacuum).
 
-Excluded (masked) pixels get weight 0. Under a correct noise model
-χ² / (number of valid pixels) ≈ 1 for a perfect structure.
+**The model's own error.** With a ``discrepancy``
+(:class:`surrogate.imaging.ModelDiscrepancy`, from the model file) the
+variance of each pixel gains the surrogate's error, A·σ²_model(I), in image
+units through ``beam_scale`` (image units per fraction of the incident beam,
+and the vacuum level: (1, 0) for an image in beam units). The surrogate's
+residual is larger than the shot noise of a high-dose image; without this
+term χ² counts it as signal and the refinement bends the particle to fit
+it. ``info["n_effective"]`` = Σ (σ²_noise + s²σ²_model)/σ²_total over the
+valid pixels is χ²'s expectation for a perfect structure (the model error
+is correlated over A pixels, so counts A times less per pixel), and the
+fitness's χ²/px divides by it: ≈ 1 for the truth at any dose.
+
+Excluded (masked) pixels get weight 0.
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import numpy as np
 from refine.io import ExperimentalImage
 from surrogate.common import InputError
 
-__all__ = ["estimate_noise", "noise_weights"]
+__all__ = ["estimate_noise", "estimate_signal_dependent_noise", "noise_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +73,72 @@ def estimate_noise(data: np.ndarray, mask: np.ndarray | None = None) -> float:
     return float(np.sqrt(np.pi / 2) * np.mean(np.abs(lap)) / 6.0)
 
 
-def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None = None) -> tuple[np.ndarray, dict]:
+def _local_mean_and_noise(d: np.ndarray, mask: np.ndarray | None):
+    """Per pixel: the 3×3 mean and a noise sample (the Laplacian residual scaled to unit gain), valid pixels only."""
+    lap = (d[:-2, :-2] - 2 * d[:-2, 1:-1] + d[:-2, 2:]
+           - 2 * d[1:-1, :-2] + 4 * d[1:-1, 1:-1] - 2 * d[1:-1, 2:]
+           + d[2:, :-2] - 2 * d[2:, 1:-1] + d[2:, 2:])
+    mean = sum(d[i:i + d.shape[0] - 2, j:j + d.shape[1] - 2] for i in range(3) for j in range(3)) / 9.0
+    ok = np.ones(lap.shape, bool)
+    if mask is not None and not np.all(mask):
+        from scipy.ndimage import binary_erosion
+
+        ok = binary_erosion(mask, structure=np.ones((3, 3), bool))[1:-1, 1:-1]
+    # the kernel's weights square-sum to 36: lap/6 has the pixel noise's variance for white noise
+    return mean[ok], lap[ok] / 6.0
+
+
+def estimate_signal_dependent_noise(data: np.ndarray, mask: np.ndarray | None = None, *,
+                                    bins: int = 16) -> tuple[float, float, float]:
+    """Fit σ²(I) = g·max(I − b, 0) + σ₀² to an image's own noise: ``(g, σ₀², b)``, image units.
+
+    Each pixel's noise sample is its Laplacian residual (which removes
+    smooth structure; a HAADF image is smooth on the pixel scale where the
+    probe is several pixels wide); the samples' variance is taken in bins
+    of the local 3×3 mean, as 1.4826·median|·| squared (robust to the
+    structure the Laplacian leaves at sharp peaks), and a straight line is
+    fitted to variance against intensity. b is the 2nd percentile of the
+    image (the vacuum level where there is vacuum). g, σ₀² ≥ 0 (σ₀² at least
+    1e-6 of the largest binned variance).
+    """
+    d = np.asarray(data, dtype=float)
+    mean, sample = _local_mean_and_noise(d, mask)
+    if mean.size < 4 * bins:
+        raise InputError("too few valid pixels to estimate the noise; give --noise σ or --dose")
+    b = float(np.percentile(mean, 2.0))
+    edges = np.unique(np.quantile(mean, np.linspace(0.0, 1.0, bins + 1)))
+    idx = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, max(len(edges) - 2, 0))
+    xs, vs = [], []
+    for k in range(len(edges) - 1):
+        sel = idx == k
+        if sel.sum() >= 16:
+            xs.append(max(float(np.mean(mean[sel])) - b, 0.0))
+            vs.append((1.4826 * float(np.median(np.abs(sample[sel])))) ** 2)
+    xs, vs = np.array(xs), np.array(vs)
+    if xs.size < 2 or np.ptp(xs) <= 0:
+        v = float(np.mean(vs)) if vs.size else 0.0
+        return 0.0, max(v, 1e-30), b
+    g, v0 = np.polyfit(xs, vs, 1, w=1.0 / np.maximum(vs, 1e-30))
+    floor = 1e-6 * float(vs.max())
+    return max(float(g), 0.0), max(float(v0), floor, 1e-30), b
+
+
+def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None = None, *,
+                  discrepancy=None, beam_scale: tuple[float, float] | None = None) -> tuple[np.ndarray, dict]:
     """Per-pixel χ² weights of an image under a noise model.
 
     Parameters
     ----------
     image : ExperimentalImage
-    noise : "estimate", "poisson", float or ndarray of shape ``image.shape``
+    noise : "estimate", "uniform", "poisson", float or ndarray of shape ``image.shape``
         The noise model (see the module docstring); σ in image units.
     dose : float, optional
         e/Å², for ``noise="poisson"``.
+    discrepancy : surrogate.imaging.ModelDiscrepancy, optional
+        The model's own error, added to the variance.
+    beam_scale : (float, float), optional
+        (image units per fraction of the incident beam, vacuum level in image
+        units), needed with ``discrepancy``; (1, 0) for an image in beam units.
 
     Returns
     -------
@@ -80,6 +152,13 @@ def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None
     if isinstance(noise, str):
         key = noise.lower()
         if key == "estimate":
+            gain, var0, level = estimate_signal_dependent_noise(data, mask)
+            # at least one count's variance (g² where I = g·counts): Poisson vacuum holds exact zeros
+            var = gain * np.maximum(data - level, gain) + var0
+            log.info("noise: σ² = %.4g·(I − %.4g) + %.4g (estimated from the image)", gain, level, var0)
+            info = {"model": "signal-dependent", "gain": gain, "variance_floor": var0, "vacuum_level": level,
+                    "estimated": True}
+        elif key == "uniform":
             sigma = estimate_noise(data, mask)
             span = float(np.ptp(data[mask]))
             floor = 1e-9 * span
@@ -101,7 +180,7 @@ def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None
                 var = np.maximum(data, 1.0)
                 info = {"model": "poisson", "dose": None, "units": "counts"}
         else:
-            raise InputError(f"noise must be 'estimate', 'poisson', a σ or a σ map, got {noise!r}")
+            raise InputError(f"noise must be 'estimate', 'uniform', 'poisson', a σ or a σ map, got {noise!r}")
     elif np.ndim(noise) == 0:
         sigma = float(noise)
         if not (np.isfinite(sigma) and sigma > 0):
@@ -116,5 +195,56 @@ def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None
             raise InputError("σ map must be positive and finite on every valid pixel")
         var = np.where(mask, s, 1.0) ** 2
         info = {"model": "map"}
+    n_valid = int(np.count_nonzero(mask))
+    if discrepancy is not None:
+        if beam_scale is None:
+            raise InputError("the model error needs the image's scale (beam_scale)")
+        scale, level = (float(v) for v in beam_scale)
+        if not (np.isfinite(scale) and scale > 0 and np.isfinite(level)):
+            raise InputError(f"beam scale must be a positive number of image units per beam fraction, got {scale!r}")
+        model2 = scale * scale * discrepancy.sigma((data - level) / scale) ** 2
+        total = var + discrepancy.correlation_area * model2
+        n_effective = float(np.sum(((var + model2) / total)[mask]))
+        var = total
+        info["model_error"] = {"correlation_area": discrepancy.correlation_area, "beam_scale": scale,
+                               "vacuum_level": level, "source": discrepancy.source}
+    else:
+        n_effective = float(n_valid)
+    info["n_effective"] = n_effective
     w = np.where(mask, 1.0 / var, 0.0)
     return np.ascontiguousarray(w), info
+
+
+def integrated_beam_scale(image: ExperimentalImage, model, symbols) -> tuple[float, float]:
+    """(image units per fraction of the incident beam, vacuum level) of an image not in beam units.
+
+    The integrated intensity of a HAADF image grows with the number of atoms
+    (the scattering cross-sections that atom counting uses), so the image's
+    Σ(I − b) over its valid pixels against the model's for a compact fcc
+    cluster of the same atoms (``symbols``, one per atom) gives the scale; b
+    is the image's 2nd-percentile level (vacuum). Good to ≈ 10 % for a
+    particle of the expected size inside the valid pixels (channelling makes
+    the cross-section per atom depend a little on the shape).
+    """
+    from ase import Atoms
+
+    from surrogate.imaging import ProbeGrid
+
+    symbols = list(symbols)
+    data, mask = image.data, image.mask
+    level = float(np.percentile(data[mask], 2.0))
+    signal = float(np.sum(data[mask] - level))
+    nn = 2.77
+    r = np.arange(-12, 13)
+    lattice = np.array(np.meshgrid(r, r, r, indexing="ij")).reshape(3, -1).T
+    lattice = lattice[lattice.sum(axis=1) % 2 == 0] * (nn / np.sqrt(2))  # fcc: even coordinate sums
+    order = np.argsort(np.linalg.norm(lattice, axis=1), kind="stable")
+    cluster = Atoms(symbols, positions=lattice[order[:len(symbols)]])
+    sim = model.simulate(cluster, ProbeGrid.around(cluster, pixel_size=image.pixel_size, margin=6.0))
+    reference = float(np.sum(sim - sim.min()))
+    if not (signal > 0 and reference > 0):
+        raise InputError("the image has no intensity above its vacuum level to scale the model's error by")
+    scale = signal / reference
+    log.info("image scale from its integrated intensity: %.4g image units per beam fraction (vacuum %.4g)",
+             scale, level)
+    return scale, level

@@ -14,18 +14,20 @@ from surrogate.common.errors import InputError
 __all__ = ["read_structure"]
 
 
-def read_structure(path):
-    """Read one structure with ``ase.io`` (the last frame of a trajectory).
+def read_structure(path, index=None):
+    """Read one structure with ``ase.io`` (the last frame of a trajectory), or all frames.
 
     Parameters
     ----------
     path : str or pathlib.Path
         Structure file in any format ``ase.io.read`` knows (.xyz, .cif, .traj, ...).
+    index : str, optional
+        ``":"``: every frame, as a list.
 
     Returns
     -------
-    ase.Atoms
-        At least one atom; positions in Å.
+    ase.Atoms, or list of ase.Atoms with ``index=":"``
+        At least one atom each; positions in Å.
 
     Raises
     ------
@@ -38,14 +40,15 @@ def read_structure(path):
     if not path.is_file():
         raise InputError(f"structure file {path} does not exist")
     try:
-        atoms = read(path)
+        atoms = read(path) if index is None else read(path, index=index)
     except Exception as exc:  # ase raises many types (KeyError for unknown symbols, ...)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, KeyError):
             msg = f"unknown element {msg}"
         raise InputError(f"cannot read structure {path}: {msg}") from None
-    if isinstance(atoms, list):
-        atoms = atoms[-1]
-    if len(atoms) == 0:
+    frames = atoms if isinstance(atoms, list) else [atoms]
+    if not frames or any(len(a) == 0 for a in frames):
         raise InputError(f"structure {path} has no atoms")
-    return atoms
+    if index is None:
+        return frames[-1]
+    return frames

@@ -28,6 +28,7 @@ from sklearn.base import BaseEstimator
 
 from surrogate.common import InputError, NotFittedError, atomic_path
 from surrogate.imaging.convolution import ConvolutionParameters, convolution_image
+from surrogate.imaging.discrepancy import ModelDiscrepancy
 from surrogate.imaging.features import (
     as_image,
     border,
@@ -116,6 +117,11 @@ class PolynomialSurrogate(BaseEstimator):
     elements_ : tuple of str
         Elements of the training structures (empty when unknown).
     provenance_ : dict
+    discrepancy_ : ModelDiscrepancy or None
+        The model's own error against multislice (σ vs intensity, correlation
+        area), calibrated from cross-validation residuals by
+        :func:`surrogate.training.calibrate_discrepancy` after the fit; None
+        until then. The refinement adds it to the noise (:mod:`refine.cost.noise`).
     """
 
     def __init__(self, *, size=5, degree=2, log_term=True, interactions=True, log_floor="auto", ridge=0.0,
@@ -202,6 +208,7 @@ class PolynomialSurrogate(BaseEstimator):
         self.n_images_ = len(conv)
         self.elements_ = tuple(sorted(set(elements)))
         self.provenance_ = dict(provenance or {})
+        self.discrepancy_ = None  # a new fit invalidates an earlier calibration
         self._compile()
         return self
 
@@ -472,6 +479,8 @@ def save_model(model: PolynomialSurrogate, path) -> Path:
         "n_images": model.n_images_,
         "n_terms": int(len(model.coef_)),
         "provenance": model.provenance_,
+        "discrepancy": (model.discrepancy_.to_dict() if getattr(model, "discrepancy_", None) is not None
+                        else None),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     path = Path(path)
@@ -528,6 +537,9 @@ def load_model(path) -> PolynomialSurrogate:
         model.n_images_ = int(header["n_images"])
         model.elements_ = tuple(header.get("elements", ()))
         model.provenance_ = dict(header.get("provenance", {}))
+        # files from before the calibration existed have none
+        model.discrepancy_ = (ModelDiscrepancy.from_dict(header["discrepancy"]) if header.get("discrepancy")
+                              else None)
     except (KeyError, TypeError) as exc:
         raise InputError(f"{path}: model header is missing {exc}") from None
     model._compile()

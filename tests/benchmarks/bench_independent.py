@@ -17,8 +17,9 @@ For each case, dose and seed this runner
    projected (x, y) position is within 0.5 Å, and for case (c) how many of the
    6 moved atoms were found;
 4. puts the truth next to the answer under the run's own cost
-   (``stem-refine cost TRUTH IMAGE`` with the same options): E and χ²/px of
-   both, and whether the truth's cost is lower.
+   (``stem-refine cost TRUTH IMAGE`` with the same image and noise options
+   and the run's final α): E and χ²/px of both, and whether the truth's cost
+   is lower.
 
 Every run's folder and a ``results.json``/table go to ``--work``; a run whose
 folder holds a ``summary.json`` is not run again (the table is rebuilt from
@@ -131,10 +132,11 @@ def run_one(case: str, dose_name: str, seed: int, args) -> dict:
            "generations": summary["generations"], "ga_time_s": summary.get("ga_time_s")}
     wall = run / "wall_time_s.txt"
     row["wall_time_s"] = float(wall.read_text()) if wall.is_file() else None
-    proc = _stem_refine(["cost", str(data / "truth.xyz"), *common, "--json", "--like", str(run)],
+    # the truth under the run's own cost: the refine defaults (noise, model error) and the run's final α
+    proc = _stem_refine(["cost", str(data / "truth.xyz"), *common, "--alpha", repr(summary["alpha"]), "--json"],
                         folder / f"seed{seed}.log")
     if proc.returncode == 0:
-        t = json.loads(proc.stdout)
+        t = json.loads(proc.stdout)[0]
         row.update({"energy_truth": t["energy"], "chi2_per_pixel_truth": t["chi2_per_pixel"],
                     "cost_truth": t["cost"], "truth_cost_lower": t["cost"] < summary["best_cost"]})
     return row

@@ -450,10 +450,13 @@ SEARCHES = {
 
 
 def _ga_options(args):
-    """GASettings fields: the recipe's, the image-guided options, then ``--ga KEY=VALUE`` pairs (VALUE as JSON)."""
-    from refine.search.recipes import search_options
+    """Flat GASettings names: the recipe's changes, the image-guided options, then ``--ga KEY=VALUE`` pairs (JSON)."""
+    from refine.search import search_settings
 
-    recipe = search_options(SEARCHES[args.search]["ga"])
+    plain = search_settings("plain").to_flat()
+    # the recipe's changes to the plain GA; its relax steps are the example's own (--relax-steps)
+    recipe = {k: v for k, v in search_settings(SEARCHES[args.search]["ga"]).to_flat().items()
+              if v != plain[k] and k != "relax_steps"}
     opts = {**recipe, "image_guided_moves": args.image_guided_moves}
     opts["mutation_weights"] = {**recipe.get("mutation_weights", {}), "image_guided": args.image_guided_weight}
     for item in args.ga or ():

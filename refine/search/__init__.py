@@ -9,8 +9,10 @@ Modules, in data-flow order (starting structures → individuals → variation
   every operator ends with; ``sites`` — empty lattice sites, lines of
   sight, surface islands, columns and wedges along the beam.
 * ``individuals`` — the DEAP types (``Atoms`` with a fitness), created once.
-* ``settings`` — :class:`GASettings` (every setting) and :class:`GAResult`;
-  ``recipes`` — named sets of settings (``--search``).
+* ``settings`` — :class:`GASettings` (every setting, composed of the
+  parts in ``setting_parts``: stopping, selection, variation, relaxation,
+  annealing, polish, finishing; one flat name per setting) and
+  :class:`GAResult`; ``recipes`` — named settings (``--search``).
 * ``operators`` — crossover and mutations (injected generator, DEAP's
   contract); ``difference`` — the difference image that guides the
   image-guided moves; ``relaxation`` — the offspring's FIRE on E or E + α·χ².
@@ -33,12 +35,24 @@ from refine.search.ga import run_ga
 from refine.search.geometry import nearest_neighbour_distance
 from refine.search.logbook import LOGBOOK_NAME
 from refine.search.population import composition_string, make_population, parse_composition, validate_composition
-from refine.search.recipes import SEARCHES, search_options
+from refine.search.recipes import SEARCHES, search_settings
 from refine.search.relaxation import LocalRelaxation
-from refine.search.settings import GAResult, GASettings
+from refine.search.settings import (
+    FLAT_NAMES,
+    AnnealingSettings,
+    FinishingSettings,
+    GAResult,
+    GASettings,
+    PolishSettings,
+    RelaxationSettings,
+    SelectionSettings,
+    StoppingSettings,
+    VariationSettings,
+)
 from refine.search.toolbox import make_toolbox
 
-__all__ = ["CHECKPOINT_NAME", "FitnessDifference", "GAResult", "GASettings", "LEGACY_CHECKPOINT_NAME",
-           "LOGBOOK_NAME", "LocalRelaxation", "SEARCHES", "composition_string", "load_checkpoint", "make_population",
-           "make_toolbox", "nearest_neighbour_distance", "parse_composition", "run_ga", "search_options",
-           "validate_composition"]
+__all__ = ["CHECKPOINT_NAME", "FLAT_NAMES", "AnnealingSettings", "FinishingSettings", "FitnessDifference", "GAResult",
+           "GASettings", "LEGACY_CHECKPOINT_NAME", "LOGBOOK_NAME", "LocalRelaxation", "PolishSettings",
+           "RelaxationSettings", "SEARCHES", "SelectionSettings", "StoppingSettings", "VariationSettings",
+           "composition_string", "load_checkpoint", "make_population", "make_toolbox", "nearest_neighbour_distance",
+           "parse_composition", "run_ga", "search_settings", "validate_composition"]

@@ -2,12 +2,12 @@
 
 * :func:`make_anneal_task`: the toolbox's ``anneal``, an :class:`AnnealTask`
   around :class:`refine.search.anneal.Annealing` (schedule from the
-  settings) and, with ``polish_annealed``, a
+  settings) and, with ``settings.polish.annealed``, a
   :class:`refine.search.polish.AnnealPolish`.
 * :class:`AnnealTask`: ``task((atoms, seed)) -> annealed atoms``, repaired
   to the minimum distance and optionally polished, in whichever process
   runs it.
-* :func:`anneal_round`: selects ``anneal_count`` individuals, draws a seed
+* :func:`anneal_round`: selects ``settings.annealing.count`` individuals, draws a seed
   for each from the run's generator and maps the tasks.
 
 Temperatures in K, lengths in Å.
@@ -54,29 +54,30 @@ class AnnealTask:
 
 
 def make_anneal_task(fitness, calculator, composition, settings, difference, min_distance: float) -> AnnealTask:
-    """The annealing task of a run: ``settings.anneal_*`` schedule down to 300 K, polished if ``polish_annealed``.
+    """The annealing task of a run: ``settings.annealing`` schedule down to 300 K, polished if ``polish.annealed``.
 
     ``calculator`` is best a name (``"emt"``, ``"auto"``): the task then
     makes its calculator where it runs (asap3 calculators do not pickle).
     """
-    schedule = AnnealSchedule(start_temperature=float(settings.anneal_temperature),
-                              end_temperature=min(300.0, float(settings.anneal_temperature)),
-                              steps=int(settings.anneal_steps))
+    annealing = settings.annealing
+    schedule = AnnealSchedule(start_temperature=float(annealing.temperature),
+                              end_temperature=min(300.0, float(annealing.temperature)),
+                              steps=int(annealing.steps))
     polish = None
-    if settings.polish_annealed and settings.relax_steps > 0:
+    if settings.polish.annealed and settings.relaxation.steps > 0:
         polish = AnnealPolish(fitness, calculator, composition, settings, difference)
     return AnnealTask(Annealing(fitness, calculator, schedule), polish, min_distance=min_distance)
 
 
 def anneal_round(toolbox, population, settings, rng, anneal_map=None) -> tuple[list, int]:
-    """Anneal ``anneal_count`` selected individuals; returns (new individuals, evaluations of their polish).
+    """Anneal ``settings.annealing.count`` selected individuals; returns (new individuals, evaluations of their polish).
 
     Parents come from ``toolbox.select``; each task gets a seed drawn from
     ``rng`` (the run's generator), so the result does not depend on which
     worker runs which task. ``anneal_map`` (default ``toolbox.map``) maps
     ``toolbox.anneal`` over the tasks in order.
     """
-    picks = toolbox.select(population, settings.anneal_count)
+    picks = toolbox.select(population, settings.annealing.count)
     seeds = rng.integers(0, 2**63 - 1, size=len(picks))
     tasks = [(as_atoms(p), int(s)) for p, s in zip(picks, seeds)]
     done = list((anneal_map or toolbox.map)(toolbox.anneal, tasks))

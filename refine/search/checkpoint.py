@@ -12,7 +12,9 @@ File layout (``checkpoint.npz``, format ``stem-refine-ga-checkpoint``,
 version 2):
 
 * ``header``: the UTF-8 bytes of a JSON object (uint8 array) with the
-  scalars, the settings, the NumPy generator's ``bit_generator.state``
+  scalars, the settings (flat: :data:`refine.search.settings.FLAT_NAMES`,
+  so the header does not change with how the settings are grouped in the
+  code), the NumPy generator's ``bit_generator.state``
   (its 128-bit integers are exact JSON integers), the logbook records and
   each individual's ``info``. Python's ``json`` writes a float as its
   shortest round-trip ``repr``, NaN and ±∞ as ``NaN``/``Infinity``, so every
@@ -164,7 +166,7 @@ def load_checkpoint(path, *, similar=None) -> dict:
     default the settings' :class:`refine.search.selection.SimilarityCriterion`),
     ``logbook`` (a DEAP ``Logbook``), ``best_cost``, ``stale``,
     ``evaluations``, ``elapsed`` (s), ``alpha``, ``rng_state`` (for
-    ``rng.bit_generator.state``), ``settings`` (``GASettings`` fields),
+    ``rng.bit_generator.state``), ``settings`` (by their flat names, :meth:`GASettings.to_flat`),
     ``composition``, ``operators`` (the mutations' repr), ``finishing``,
     ``search_alpha``, ``anneal_seconds``, ``polish_seconds`` and
     ``n_out_of_domain``.

@@ -6,7 +6,7 @@ Usage
 
     rng = np.random.default_rng(seed)
     population = make_population("Pt309", 20, rng)
-    result = run_ga(fitness, population, GASettings(generations=200), "out/", rng=rng)
+    result = run_ga(fitness, population, GASettings(stopping=StoppingSettings(generations=200)), "out/", rng=rng)
     result.best            # ase.Atoms, info: cost, chi2, energy, alpha
     result.logbook         # deap.tools.Logbook, also out/logbook.csv
 
@@ -56,7 +56,7 @@ in between.
 
 All randomness comes from the one :class:`numpy.random.Generator` given to
 :func:`run_ga` (and shared with the toolbox's operators); the polish's
-sweeps repair from generators seeded with ``settings.polish_seed``.
+sweeps repair from generators seeded with ``settings.polish.seed``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -249,7 +249,7 @@ def _new_run(fitness, population, comp, toolbox, settings, similar, t_start) -> 
     if alpha is not None:
         log.info("alpha = %.6g", alpha)
     mo = settings.multi_objective
-    hof = tools.ParetoFront(similar=similar) if mo else tools.HallOfFame(settings.hall_of_fame_size,
+    hof = tools.ParetoFront(similar=similar) if mo else tools.HallOfFame(settings.selection.hall_of_fame_size,
                                                                          similar=similar)
     evaluations = evaluate_individuals(toolbox, pop, settings, alpha)
     if mo:
@@ -278,7 +278,7 @@ def _resumed_run(state, fitness, toolbox, settings, rng, similar, t_start) -> _R
     if state["operators"] != repr(getattr(toolbox, "mutate", None)):
         log.warning("resuming with other mutations than the checkpointed run (%s, now %s): the run will "
                     "not repeat an uninterrupted one", state["operators"], getattr(toolbox, "mutate", None))
-    old, new = state["settings"], asdict(settings)
+    old, new = state["settings"], settings.to_flat()
     if old != new:
         log.info("resuming with changed settings: %s", ", ".join(sorted(k for k in old if old[k] != new.get(k))))
     rng.bit_generator.state = state["rng_state"]
@@ -306,7 +306,7 @@ def _write_checkpoint(out: Path, run: _Run, settings, comp, toolbox, fitness, rn
         "generation": run.generation, "population": run.population, "hall_of_fame": run.hall_of_fame,
         "logbook": run.logbook, "best_cost": run.best_cost, "stale": run.stale, "evaluations": run.evaluations,
         "elapsed": run.elapsed(), "alpha": run.alpha, "rng_state": rng.bit_generator.state,
-        "settings": asdict(settings), "composition": comp, "operators": repr(getattr(toolbox, "mutate", None)),
+        "settings": settings.to_flat(), "composition": comp, "operators": repr(getattr(toolbox, "mutate", None)),
         "finishing": run.finishing, "search_alpha": run.search_alpha, "anneal_seconds": run.anneal_seconds,
         "polish_seconds": run.polish_seconds, "n_out_of_domain": int(getattr(fitness, "n_out_of_domain", 0)),
     })
@@ -317,11 +317,12 @@ def _write_checkpoint(out: Path, run: _Run, settings, comp, toolbox, fitness, rn
 
 def _stop_reason(run: _Run, settings: GASettings) -> str | None:
     """Why the run stops before the next generation (``"generations"``, ``"stagnation"``, ``"time_limit"``), or None."""
-    if run.generation >= settings.generations:
+    stop = settings.stopping
+    if run.generation >= stop.generations:
         return "generations"
-    if settings.stagnation is not None and run.stale >= settings.stagnation:
+    if stop.stagnation is not None and run.stale >= stop.stagnation:
         return "stagnation"
-    if settings.time_limit is not None and run.elapsed() >= settings.time_limit:
+    if stop.time_limit is not None and run.elapsed() >= stop.time_limit:
         return "time_limit"
     return None
 
@@ -329,15 +330,15 @@ def _stop_reason(run: _Run, settings: GASettings) -> str | None:
 def _vary(toolbox, population, settings: GASettings, rng: np.random.Generator) -> list:
     """λ offspring by crossover and/or mutation (DEAP's ``varOr``), relaxed, plus ``immigrants`` fresh clusters."""
     offspring = []
-    lam = settings.lam
+    lam, variation = settings.lam, settings.variation
     while len(offspring) < lam:
-        if len(population) >= 2 and lam - len(offspring) >= 1 and rng.random() < settings.crossover_probability:
+        if len(population) >= 2 and lam - len(offspring) >= 1 and rng.random() < variation.crossover_probability:
             p1, p2 = toolbox.select(population, 2)
             c1, c2 = toolbox.clone(p1), toolbox.clone(p2)
             c1, c2 = toolbox.mate(c1, c2)
             children = [c1, c2][: lam - len(offspring)]
             for k, c in enumerate(children):
-                if rng.random() < settings.mutation_probability:
+                if rng.random() < variation.mutation_probability:
                     (children[k],) = toolbox.mutate(c)
         else:
             (p,) = toolbox.select(population, 1)
@@ -350,7 +351,7 @@ def _vary(toolbox, population, settings: GASettings, rng: np.random.Generator) -
             if hasattr(toolbox, "relax"):
                 toolbox.relax(c)
         offspring.extend(children)
-    for _ in range(settings.immigrants):
+    for _ in range(variation.immigrants):
         c = toolbox.immigrant()
         if hasattr(toolbox, "relax"):
             toolbox.relax(c)
@@ -364,10 +365,11 @@ def _annealed_if_due(run: _Run, toolbox, settings, rng, anneal_map, search_end) 
     A round of annealings takes minutes: one that would end past the time
     limit (or the search's end), judged by the last round's duration, is skipped.
     """
-    if not hasattr(toolbox, "anneal") or run.finishing or run.generation % settings.anneal_every != 0:
+    if not hasattr(toolbox, "anneal") or run.finishing or run.generation % settings.annealing.every != 0:
         return []
-    end = search_end if search_end is not None else settings.time_limit
-    if settings.time_limit is not None and run.elapsed() + run.anneal_seconds > end:
+    time_limit = settings.stopping.time_limit
+    end = search_end if search_end is not None else time_limit
+    if time_limit is not None and run.elapsed() + run.anneal_seconds > end:
         return []
     t_anneal = time.perf_counter()
     annealed, n_polish = anneal_round(toolbox, run.population, settings, rng, anneal_map)
@@ -382,10 +384,10 @@ def _polished_if_due(run: _Run, toolbox, settings) -> list:
     A polish with its column shifts takes a minute: one that would end past
     the time limit, judged by the last one's duration, is skipped.
     """
-    if not (settings.polish_every and hasattr(toolbox, "relax") and run.generation % settings.polish_every == 0
-            and not settings.multi_objective):
+    every, time_limit = settings.polish.every, settings.stopping.time_limit
+    if not (every and hasattr(toolbox, "relax") and run.generation % every == 0 and not settings.multi_objective):
         return []
-    if settings.time_limit is not None and run.elapsed() + run.polish_seconds > settings.time_limit:
+    if time_limit is not None and run.elapsed() + run.polish_seconds > time_limit:
         return []
     t_polish = time.perf_counter()
     polished, n_polish = polish_best(toolbox, run.population, settings, run.alpha)
@@ -403,7 +405,7 @@ def _survive(run: _Run, toolbox, offspring, settings) -> None:
     if settings.multi_objective:  # progress = the Pareto front gained a member
         improved = any(id(h) not in before for h in run.hall_of_fame)
     else:
-        improved = new_best < run.best_cost - settings.stagnation_tol * max(1.0, abs(run.best_cost))
+        improved = new_best < run.best_cost - settings.stopping.stagnation_tol * max(1.0, abs(run.best_cost))
     run.stale = 0 if improved else run.stale + 1
     run.best_cost = min(run.best_cost, new_best)
 
@@ -412,18 +414,18 @@ def _survive(run: _Run, toolbox, offspring, settings) -> None:
 
 def _search_end(settings: GASettings):
     """Where the search ends and the finishing stage begins: s, or a generation without a time limit; None without one."""
-    f = settings.finish_fraction
+    f, stop = settings.finishing.fraction, settings.stopping
     if f == 0:
         return None
-    if settings.time_limit is not None:
-        return settings.time_limit * (1.0 - f)
-    return math.floor(settings.generations * (1.0 - f))
+    if stop.time_limit is not None:
+        return stop.time_limit * (1.0 - f)
+    return math.floor(stop.generations * (1.0 - f))
 
 
 def _finishing_starts(run: _Run, settings: GASettings, search_end) -> bool:
     if search_end is None or run.finishing:
         return False
-    return (run.elapsed() if settings.time_limit is not None else run.generation) >= search_end
+    return (run.elapsed() if settings.stopping.time_limit is not None else run.generation) >= search_end
 
 
 def _start_finishing(run: _Run, fitness, toolbox, settings, similar) -> None:
@@ -434,7 +436,7 @@ def _start_finishing(run: _Run, fitness, toolbox, settings, similar) -> None:
     _enter_finish(toolbox, settings, run.search_alpha)
     hof_members = list(run.hall_of_fame)
     reweigh(run.population + hof_members, run.alpha)
-    run.hall_of_fame = tools.HallOfFame(settings.hall_of_fame_size, similar=similar)
+    run.hall_of_fame = tools.HallOfFame(settings.selection.hall_of_fame_size, similar=similar)
     run.hall_of_fame.update(hof_members + run.population)
     run.best_cost, run.stale = min(cost_of(i) for i in run.population), 0
     log.info("finishing stage from generation %d: selection α %.6g → %.6g (relaxation keeps %.6g)",
@@ -446,13 +448,13 @@ def _enter_finish(toolbox, settings, search_alpha) -> None:
     if hasattr(toolbox, "relax_alpha"):
         toolbox.relax_alpha.pinned = search_alpha
     selector = getattr(getattr(toolbox, "mutate", None), "func", None)
-    if settings.finish_weights and hasattr(selector, "reweighted"):
-        toolbox.register("mutate", selector.reweighted(settings.finish_weights))
+    if settings.finishing.weights and hasattr(selector, "reweighted"):
+        toolbox.register("mutate", selector.reweighted(settings.finishing.weights))
 
 
 def _finish_alpha(fitness, settings) -> float:
     """α of the finishing stage (eV per unit χ²): ``finish_alpha``, or the fitness's thermal α."""
-    a = settings.finish_alpha
+    a = settings.finishing.alpha
     if a == "thermal":
         if not hasattr(fitness, "thermal_alpha"):
             raise InputError(f"finish_alpha='thermal' needs a fitness with thermal_alpha(); {type(fitness).__name__} "
@@ -470,7 +472,8 @@ class _ProgressBar:
         from tqdm.auto import tqdm
 
         # In a log file (stderr not a terminal) every redraw is a new line: redraw rarely there.
-        self.bar = tqdm(total=settings.generations, initial=min(run.generation, settings.generations), desc="GA",
+        generations = settings.stopping.generations
+        self.bar = tqdm(total=generations, initial=min(run.generation, generations), desc="GA",
                         unit="gen", file=sys.stderr, disable=not settings.progress, dynamic_ncols=True,
                         mininterval=0.1 if sys.stderr.isatty() else 10.0)
         self._postfix(run)

@@ -3,14 +3,14 @@
 * :func:`polish_sweeps`: vacancy fills, image-guided moves, island
   transfers, depth moves and (optionally) column shifts, in that order.
 * :func:`polish_best`: that chain on the best individual of a generation,
-  evaluated like any offspring (every ``polish_every`` generations).
+  evaluated like any offspring (every ``polish.every`` generations).
 * :class:`AnnealPolish`: that chain on an annealed structure, in the pool
-  worker that annealed it (``polish_annealed``).
+  worker that annealed it (``polish.annealed``).
 * :func:`shift_finish`: the clean-up of each column-shift candidate.
 
 Randomness: the sweeps only draw to repair overlaps, each from a fresh
-``numpy.random.default_rng(settings.polish_seed)`` (see
-:attr:`refine.search.settings.GASettings.polish_seed`): restarting from the
+``numpy.random.default_rng(settings.polish.seed)`` (see
+:class:`refine.search.settings.PolishSettings` ``seed``): restarting from the
 same seed makes a sweep's repairs independent of whatever ran before it, so
 the polish is the same in a worker as in the main process and a resumed run
 repeats it with no extra generator state in the checkpoint.
@@ -64,38 +64,38 @@ def shift_finish(relax, evaluate, difference, nn_distance, min_distance, *, seed
     return finish
 
 
-def polish_sweeps(atoms, relax, evaluate, difference, nn_distance, min_distance, settings, *, shifts: int = 0,
+def polish_sweeps(atoms, relax, evaluate, difference, nn_distance, min_distance, polish, *, shifts: int = 0,
                   energy=None):
     """Vacancy, image-guided, patch, depth-move and wedge-shift sweeps of ``atoms``; returns (atoms, cost, evaluations).
 
     ``relax(atoms)`` relaxes in place, ``evaluate(atoms) -> cost`` scores
     (and may align) in place; ``difference`` enables the image-guided sweep
-    (with ``settings.polish_image_moves``); ``shifts`` > 0 adds
+    (with ``polish.image_moves``); ``shifts`` > 0 adds
     :func:`refine.search.sweeps.shift_sectors` with that many candidates
-    followed up, ranked by ``energy(atoms)`` (eV) when given. ``settings``
-    (a :class:`refine.search.settings.GASettings`) gives ``polish_*``.
-    Each sweep repairs from a fresh generator seeded with
-    ``settings.polish_seed`` (see the module docstring).
+    followed up, ranked by ``energy(atoms)`` (eV) when given. ``polish``
+    (a :class:`refine.search.settings.PolishSettings`) sets the sweeps.
+    Each sweep repairs from a fresh generator seeded with ``polish.seed``
+    (see the module docstring).
     """
-    seed = settings.polish_seed
+    seed = polish.seed
     # interior vacancies first (a surface atom into each, when the cost drops), then atoms moved from too-bright to
     # too-dark spots of the difference image, islands carried to the other side along the beam, and single-atom
     # depth moves
     atoms, cost, n_fill, n_filled = fill_vacancies(atoms, relax, evaluate, nn_distance)
     n_image = n_imaged = 0
-    if settings.polish_image_moves and difference is not None:
-        m = settings.polish_image_moves
+    if polish.image_moves and difference is not None:
+        m = polish.image_moves
         sizes = [2 ** k for k in range(m.bit_length()) if 2 ** k < m] + [m]
         atoms, cost, n_image, n_imaged = image_guided_sweep(atoms, relax, evaluate, difference, nn_distance,
                                                             min_distance=min_distance, sizes=sizes, cost=cost,
                                                             rng=np.random.default_rng(seed))
     n_patch = n_moved = 0
-    if settings.polish_patches:
+    if polish.patches:
         atoms, cost, n_patch, n_moved = transfer_patches(atoms, relax, evaluate, nn_distance,
-                                                         min_distance=min_distance, seeds=settings.polish_patches,
+                                                         min_distance=min_distance, seeds=polish.patches,
                                                          cost=cost, rng=np.random.default_rng(seed))
     mover = DepthMoveMutation(np.random.default_rng(seed), min_distance, nn_distance=nn_distance)
-    atoms, cost, n_trials, n_accepted = mover.polish(atoms, relax, evaluate, max_atoms=settings.polish_atoms,
+    atoms, cost, n_trials, n_accepted = mover.polish(atoms, relax, evaluate, max_atoms=polish.atoms,
                                                      cost=cost)
     n_shift = n_shifted = 0
     if shifts:
@@ -114,7 +114,7 @@ def polish_best(toolbox, population, settings, alpha):
 
     Trials are relaxed with ``toolbox.relax`` and evaluated as offspring are
     (:func:`refine.search.evaluation.evaluate_individuals`, at ``alpha``);
-    the column shifts (``settings.polish_shifts``) are ranked by energy.
+    the column shifts (``settings.polish.shifts``) are ranked by energy.
     """
     best = min(population, key=best_key)
     last = {}  # the energy of the last evaluation, eV
@@ -132,8 +132,8 @@ def polish_best(toolbox, population, settings, alpha):
         return math.inf if e is None or not math.isfinite(e) else float(e)
 
     atoms, _, n = polish_sweeps(as_atoms(best), toolbox.relax, evaluate, getattr(toolbox, "difference", None),
-                                toolbox.nn_distance, toolbox.min_distance, settings, shifts=settings.polish_shifts,
-                                energy=energy)
+                                toolbox.nn_distance, toolbox.min_distance, settings.polish,
+                                shifts=settings.polish.shifts, energy=energy)
     return toolbox.individual(atoms), n
 
 
@@ -171,9 +171,9 @@ class AnnealPolish:
             calc = make_calculator(calc, tuple(comp))
         elif isinstance(calc, type) or (callable(calc) and not hasattr(calc, "calculate")):
             calc = calc()
-        if s.relax_image:
+        if s.relaxation.image:
             calc = cost_calculator(self.fitness, calc)
-        d_min = s.min_distance or default_min_distance(comp)
+        d_min = s.variation.min_distance or default_min_distance(comp)
         return calc, CostEvaluator(self.fitness), d_min, nearest_neighbour_distance(comp)
 
     def __call__(self, atoms, seed):
@@ -181,7 +181,7 @@ class AnnealPolish:
             self._tools = self._make_tools()
         calc, evaluator, d_min, d_nn = self._tools
         s = self.settings
-        relax = LocalRelaxation(calc, steps=s.relax_steps, fmax=s.relax_fmax, min_distance=d_min,
+        relax = LocalRelaxation(calc, steps=s.relaxation.steps, fmax=s.relaxation.fmax, min_distance=d_min,
                                 rng=np.random.default_rng([int(seed) % 2**63, 1]))
 
         def evaluate(a):
@@ -190,5 +190,5 @@ class AnnealPolish:
                 a.positions = a.positions + np.array([dx, dy, 0.0])
             return cost if math.isfinite(cost) else math.inf
 
-        out, _, n = polish_sweeps(atoms, relax, evaluate, self.difference, d_nn, d_min, s)
+        out, _, n = polish_sweeps(atoms, relax, evaluate, self.difference, d_nn, d_min, s.polish)
         return out, n

@@ -178,8 +178,8 @@ class Survival:
             distinct, dups = unique(list(parents) + list(offspring), self.similar)
             pool = distinct if len(distinct) >= mu else distinct + dups[: mu - len(distinct)]
             return tools.selNSGA2(pool, mu)
-        if s.replacement == "generational":
-            elites = [copy.deepcopy(h) for h in list(hall_of_fame)[: s.elite]]
+        if s.selection.replacement == "generational":
+            elites = [copy.deepcopy(h) for h in list(hall_of_fame)[: s.selection.elite]]
             distinct, dups = unique(offspring, self.similar)
             rest = [ind for ind in distinct if not any(self.similar(ind, e) for e in elites)]
             pool = elites + rest + dups

@@ -64,9 +64,9 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     (next population), ``map`` (``map_func``; must preserve order),
     ``clone`` (deep copy), ``individual`` (Atoms → individual), ``similar``
     (duplicate test), ``immigrant`` (a fresh random cluster), with
-    ``calculator`` and ``settings.relax_steps`` ``relax``
+    ``calculator`` and ``settings.relaxation.steps`` ``relax``
     (:class:`~refine.search.relaxation.LocalRelaxation`) and with
-    ``calculator`` and ``settings.anneal_every`` ``anneal``
+    ``calculator`` and ``settings.annealing.every`` ``anneal``
     (:class:`~refine.search.anneal_tasks.AnnealTask`). Also sets
     ``min_distance`` and ``nn_distance`` (Å) and, with a ``difference``,
     ``difference`` (for the polish).
@@ -91,7 +91,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     """
     settings.validate()
     comp = dict(composition)
-    d_min = settings.min_distance or default_min_distance(comp)
+    d_min = settings.variation.min_distance or default_min_distance(comp)
     d_nn = nearest_neighbour_distance(comp)
     tb = base.Toolbox()
     tb.register("evaluate", CostEvaluator(fitness))
@@ -99,7 +99,7 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     tb.register("map", map_func)
     tb.register("clone", copy.deepcopy)
     tb.register("individual", to_individual, multi_objective=settings.multi_objective)
-    tb.register("mate", CutSpliceCrossover(rng, d_min, comp, beam_parallel=settings.beam_parallel_cuts,
+    tb.register("mate", CutSpliceCrossover(rng, d_min, comp, beam_parallel=settings.variation.beam_parallel_cuts,
                                            nn_distance=d_nn))
     tb.register("mutate", _mutations(comp, settings, rng, d_min, d_nn, difference))
     if difference is not None:
@@ -107,14 +107,14 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
     if settings.multi_objective:
         tb.register("select", ParetoTournament(rng))
     else:
-        tb.register("select", Tournament(rng, settings.tournament_size))
-    similar = SimilarityCriterion(settings.duplicate_cost_tol, settings.duplicate_fingerprint_tol)
+        tb.register("select", Tournament(rng, settings.selection.tournament_size))
+    similar = SimilarityCriterion(settings.selection.duplicate_cost_tol, settings.selection.duplicate_fingerprint_tol)
     tb.register("similar", similar)
     tb.register("survive", Survival(settings, similar))
     tb.register("immigrant", _Immigrant(comp, rng, d_min, settings.multi_objective))
-    if calculator is not None and settings.relax_steps > 0:
+    if calculator is not None and settings.relaxation.steps > 0:
         _register_relaxation(tb, fitness, calculator, comp, settings, rng)
-    if settings.anneal_every and calculator is not None:
+    if settings.annealing.every and calculator is not None:
         # the task gets the calculator as given: a name lets it make its calculator where it runs (asap3
         # calculators do not pickle)
         tb.register("anneal", make_anneal_task(fitness, calculator, comp, settings, difference, d_min))
@@ -122,21 +122,22 @@ def make_toolbox(fitness, composition: Mapping[str, int], settings: GASettings, 
 
 
 def _mutations(comp, settings, rng, d_min, d_nn, difference) -> MutationSelector:
-    """The weighted mutations (``DEFAULT_MUTATION_WEIGHTS`` updated by ``settings.mutation_weights``)."""
+    """The weighted mutations (``DEFAULT_MUTATION_WEIGHTS`` updated by ``settings.variation.mutation_weights``)."""
     kw = {"nn_distance": d_nn}
-    weights = {**DEFAULT_MUTATION_WEIGHTS, **settings.mutation_weights}
+    v = settings.variation
+    weights = {**DEFAULT_MUTATION_WEIGHTS, **v.mutation_weights}
     ops = [
-        (weights["rattle"], RattleMutation(rng, d_min, sigma=settings.rattle_sigma, **kw)),
+        (weights["rattle"], RattleMutation(rng, d_min, sigma=v.rattle_sigma, **kw)),
         (weights["surface_move"], SurfaceMoveMutation(rng, d_min, **kw)),
-        (weights["rotation"], RotationMutation(rng, d_min, max_angle=settings.rotation_max_angle, **kw)),
+        (weights["rotation"], RotationMutation(rng, d_min, max_angle=v.rotation_max_angle, **kw)),
         (weights["mirror"], MirrorMutation(rng, d_min, comp, **kw)),
         (weights["depth_flip"], DepthFlipMutation(rng, d_min, **kw)),
-        (weights["depth_move"], DepthMoveMutation(rng, d_min, n_moves=settings.image_guided_moves, **kw)),
+        (weights["depth_move"], DepthMoveMutation(rng, d_min, n_moves=v.image_guided_moves, **kw)),
     ]
     if len(comp) > 1:
         ops.append((weights["permutation"], PermutationMutation(rng, d_min, **kw)))
     if difference is not None:
-        guided = ImageGuidedMutation(rng, d_min, difference, n_moves=settings.image_guided_moves, **kw)
+        guided = ImageGuidedMutation(rng, d_min, difference, n_moves=v.image_guided_moves, **kw)
         ops.append((weights["image_guided"], guided))
     return MutationSelector(rng, ops)
 
@@ -147,8 +148,9 @@ def _register_relaxation(tb, fitness, calculator, comp, settings, rng) -> None:
         from refine.cost import make_calculator
 
         calculator = make_calculator(calculator, tuple(comp))
-    if settings.relax_image:
+    relaxation = settings.relaxation
+    if relaxation.image:
         tb.relax_alpha = FitnessAlpha(fitness)
         calculator = cost_calculator(fitness, calculator, tb.relax_alpha)
-    tb.register("relax", LocalRelaxation(calculator, steps=settings.relax_steps, fmax=settings.relax_fmax,
+    tb.register("relax", LocalRelaxation(calculator, steps=relaxation.steps, fmax=relaxation.fmax,
                                          min_distance=tb.min_distance, rng=rng))

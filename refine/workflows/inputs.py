@@ -304,34 +304,26 @@ def ga_settings(*, search: str, ga_options, population, generations, alpha, time
                 stagnation, relax_steps, checkpoint_every, progress):
     """The GA settings of a run: the search recipe, then ``ga_options``, then the named arguments.
 
+    See :func:`refine.search.recipes.search_settings` (``relax_steps`` None:
+    20 when the recipe relaxes on the image cost, else 0; multi-objective:
+    the recipe's finishing stage is off).
+
     Returns
     -------
     (GASettings, int)
         The validated settings (α: a float, None for ``"thermal"`` — the
-        fitness sets it —, or ``"auto"``) and ``relax_steps`` (None → 20 when
-        the recipe relaxes on the image cost, else 0).
+        fitness sets it —, or ``"auto"``) and the relax steps.
     """
-    from refine.search import GASettings, search_options
+    from refine.search import search_settings
 
-    recipe = search_options(search)
-    if multi_objective:
-        # The finishing stage chooses one answer at one α; NSGA-II keeps the whole (χ², E)
-        # front instead, so a recipe's finishing stage does not apply (an explicit one is refused).
-        dropped = [k for k in ("finish_fraction", "finish_alpha", "finish_weights") if k in recipe]
-        for k in dropped:
-            del recipe[k]
-        if dropped:
-            log.info("multi-objective mode: the %r search's finishing stage is off", search)
-    opts = {**recipe, **dict(ga_options or {})}
-    if relax_steps is None:
-        relax_steps = 20 if opts.get("relax_image") else 0
-    try:
-        settings = GASettings(population_size=population, generations=generations, alpha=alpha,
-                              time_limit=time_limit, multi_objective=bool(multi_objective),
-                              stagnation=stagnation, relax_steps=relax_steps, checkpoint_every=checkpoint_every,
-                              progress=progress, **opts)
-    except TypeError as exc:
-        raise InputError(f"unknown GA option: {exc}") from None
+    named = dict(population_size=population, generations=generations, alpha=alpha, time_limit=time_limit,
+                 multi_objective=bool(multi_objective), stagnation=stagnation, relax_steps=relax_steps,
+                 checkpoint_every=checkpoint_every, progress=progress)
+    opts = dict(ga_options or {})
+    clash = sorted(set(opts) & set(named))
+    if clash:
+        raise InputError(f"unknown GA option: {', '.join(clash)} in ga_options have arguments of their own")
+    settings = search_settings(search, **opts, **named)
     if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
         raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
     if settings.alpha == "thermal":
@@ -339,7 +331,7 @@ def ga_settings(*, search: str, ga_options, population, generations, alpha, time
     if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
         settings.alpha = float(alpha)
     settings.validate()
-    return settings, relax_steps
+    return settings, settings.relaxation.steps
 
 
 def validate_workers(workers):

@@ -29,7 +29,6 @@ Lengths in Å, energies in eV.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +204,7 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "multi_objective": bool(inputs.multi_objective),
         "pareto_front_size": len(ga.pareto_front),
         "calculator": calculator_description(inputs.calculator),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "progress"},
+        "settings": {k: v for k, v in settings.to_flat().items() if k != "progress"},
         "files": {k: Path(v).name for k, v in files.items()},
     }
     if ood:

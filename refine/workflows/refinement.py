@@ -304,10 +304,11 @@ def run_search(inputs: RefinementInputs, fitness, population, rng: np.random.Gen
     try:
         if not resuming:
             write_json(out / "inputs.json", record)
-        with _anneal_pool(inputs.workers if settings.anneal_every else 1) as anneal_map:
+        annealing = settings.annealing.every
+        with _anneal_pool(inputs.workers if annealing else 1) as anneal_map:
             return run_ga(fitness, population, settings, out, rng=rng, composition=inputs.composition,
                           difference=FitnessDifference(fitness),
-                          calculator=inputs.calculator if (inputs.relax_steps or settings.anneal_every) else None,
+                          calculator=inputs.calculator if (inputs.relax_steps or annealing) else None,
                           resume=resuming, anneal_map=anneal_map)
     except InputError:
         if created:

@@ -75,7 +75,7 @@ def test_schedule_and_alpha_are_checked(model, image):  # noqa: F811
 
 
 def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
-    from refine.search import GASettings, run_ga
+    from refine.search import AnnealingSettings, GASettings, RelaxationSettings, StoppingSettings, run_ga
     from refine.search.population import make_population
 
     calls = []
@@ -88,14 +88,15 @@ def test_ga_anneals_selected_individuals_every_n_generations(tmp_path, fitness):
 
     rng = np.random.default_rng(0)
     pop = make_population("Pt55", 4, rng)
-    settings = GASettings(population_size=4, generations=4, progress=False, anneal_every=2, anneal_count=2,
-                          anneal_steps=100, alpha=1e-3, relax_steps=2)
+    settings = GASettings(population_size=4, alpha=1e-3, progress=False, stopping=StoppingSettings(generations=4),
+                          relaxation=RelaxationSettings(steps=2),
+                          annealing=AnnealingSettings(every=2, count=2, steps=100))
     res = run_ga(fitness, pop, settings, tmp_path, rng=rng, calculator="emt", map_func=spy_map)
     assert calls == [2, 2]  # generations 2 and 4, two each
     # every annealed structure was evaluated with the offspring: μ + 4·λ + 2·2
     assert res.evaluations == 4 + 4 * 4 + 4
     with pytest.raises(InputError, match="anneal_count"):
-        GASettings(anneal_count=0).validate()
+        GASettings(annealing=AnnealingSettings(count=0)).validate()
 
 
 def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start):
@@ -103,7 +104,7 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
     # apart, the composition kept, and the same seed gives the same repair
     from scipy.spatial.distance import pdist
 
-    from refine.search import GASettings, make_toolbox
+    from refine.search import AnnealingSettings, GASettings, RelaxationSettings, make_toolbox
 
     class CollapsingAnnealing:  # an annealing that leaves two atoms on top of each other
         def __call__(self, atoms, seed):
@@ -111,8 +112,8 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
             out.positions[1] = out.positions[0] + 0.2
             return out
 
-    settings = GASettings(population_size=4, anneal_every=1, anneal_steps=10, alpha=1e-3, relax_steps=0,
-                          progress=False)
+    settings = GASettings(population_size=4, alpha=1e-3, progress=False, relaxation=RelaxationSettings(steps=0),
+                          annealing=AnnealingSettings(every=1, steps=10))
     tb = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(0), calculator="emt")
     task = tb.anneal.func if hasattr(tb.anneal, "func") else tb.anneal
     task.annealing = CollapsingAnnealing()
@@ -124,7 +125,7 @@ def test_annealed_structures_are_repaired_to_the_minimum_distance(fitness, start
 
 
 def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeypatch):  # noqa: F811
-    from refine.search import GASettings, make_toolbox, run_ga
+    from refine.search import GASettings, PolishSettings, RelaxationSettings, make_toolbox, run_ga
     from refine.search.individuals import to_individual
     from refine.search.polish import polish_best
     from refine.search.population import make_population
@@ -140,8 +141,8 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     for k in np.argsort(cn, kind="stable")[:3]:
         mover.move(pos, int(k))
     start.positions = pos
-    settings = GASettings(population_size=2, relax_steps=10, relax_image=True, alpha=1e-3, polish_atoms=20,
-                          progress=False)
+    settings = GASettings(population_size=2, alpha=1e-3, progress=False,
+                          relaxation=RelaxationSettings(steps=10, image=True), polish=PolishSettings(atoms=20))
     tb = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(1), calculator="emt")
     ind = to_individual(start)
     ind.fitness.values = (fitness.evaluate(start).cost,)
@@ -163,20 +164,20 @@ def test_polish_sweeps_depth_moves_of_the_best(tmp_path, fitness, truth, monkeyp
     real_fill = polish_module.fill_vacancies
     monkeypatch.setattr(polish_module, "fill_vacancies", spy)
     rng = np.random.default_rng(0)
-    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
-        population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, alpha=1e-3,
-        relax_steps=2), tmp_path, rng=rng, calculator="emt")
+    settings = GASettings.from_flat(dict(population_size=4, generations=2, progress=False, polish_every=2,
+                                         polish_atoms=10, alpha=1e-3, relax_steps=2))
+    res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path, rng=rng, calculator="emt")
     # μ + 2 λ + the polish of generation 2 (the start, vacancy trials, 10 depth moves) + its result
     assert len(fills) == 1 and res.evaluations == 4 + 2 * 4 + (1 + fills[0] + 10) + 1
     with pytest.raises(InputError, match="polish_atoms"):
-        GASettings(polish_atoms=0).validate()
+        GASettings(polish=PolishSettings(atoms=0)).validate()
 
 
 def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeypatch):
     # polish_patches > 0 adds the patch sweep between the vacancy fills and the depth moves; its trials are
     # evaluations of the GA like any other
     import refine.search.polish as polish_module
-    from refine.search import GASettings, run_ga
+    from refine.search import GASettings, PolishSettings, RelaxationSettings, StoppingSettings, run_ga
     from refine.search.population import make_population
 
     calls, fills = [], []
@@ -195,14 +196,14 @@ def test_polish_with_patches_counts_every_patch_trial(tmp_path, fitness, monkeyp
     monkeypatch.setattr(polish_module, "transfer_patches", spy_patches)
     monkeypatch.setattr(polish_module, "fill_vacancies", spy_fill)
     rng = np.random.default_rng(0)
-    res = run_ga(fitness, make_population("Pt55", 4, rng), GASettings(
-        population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10, polish_patches=2,
-        alpha=1e-3, relax_steps=2), tmp_path, rng=rng, calculator="emt")
+    settings = GASettings(population_size=4, alpha=1e-3, progress=False, stopping=StoppingSettings(generations=2),
+                          relaxation=RelaxationSettings(steps=2), polish=PolishSettings(every=2, atoms=10, patches=2))
+    res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path, rng=rng, calculator="emt")
     assert len(calls) == 1 and calls[0][0] == 2 and calls[0][1] >= 2  # two seeds: at least a patch each
     # μ + 2 λ + the polish (the start, vacancy trials, patch trials, 10 depth moves) + its result
     assert res.evaluations == 4 + 2 * 4 + (1 + fills[0] + calls[0][1] + 10) + 1
     with pytest.raises(InputError, match="polish_patches"):
-        GASettings(polish_patches=-1).validate()
+        GASettings(polish=PolishSettings(patches=-1)).validate()
 
 
 @pytest.fixture
@@ -225,8 +226,8 @@ def slow_polishes(monkeypatch):
 def _polish_settings(generations):
     from refine.search import GASettings
 
-    return GASettings(population_size=4, generations=generations, progress=False, polish_every=1, alpha=1e-3,
-                      relax_steps=1, time_limit=150.0)
+    return GASettings.from_flat(dict(population_size=4, generations=generations, progress=False, polish_every=1,
+                                     alpha=1e-3, relax_steps=1, time_limit=150.0))
 
 
 def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, slow_polishes):
@@ -260,7 +261,7 @@ def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_p
     # polish_image_moves > 0 adds the image-guided sweep after the vacancy fills: trials of 1, 2, 4, … atoms up to
     # the setting, each an evaluation of the GA; without a difference function there is no sweep
     import refine.search.polish as polish_module
-    from refine.search import FitnessDifference, GASettings, run_ga
+    from refine.search import FitnessDifference, GASettings, PolishSettings, run_ga
     from refine.search.population import make_population
 
     calls, fills = [], []
@@ -278,8 +279,8 @@ def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_p
 
     monkeypatch.setattr(polish_module, "image_guided_sweep", spy_sweep)
     monkeypatch.setattr(polish_module, "fill_vacancies", spy_fill)
-    settings = GASettings(population_size=4, generations=2, progress=False, polish_every=2, polish_atoms=10,
-                          polish_image_moves=6, alpha=1e-3, relax_steps=2)
+    settings = GASettings.from_flat(dict(population_size=4, generations=2, progress=False, polish_every=2,
+                                         polish_atoms=10, polish_image_moves=6, alpha=1e-3, relax_steps=2))
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path / "with", rng=rng, calculator="emt",
                  difference=FitnessDifference(fitness))
@@ -292,7 +293,7 @@ def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_p
     run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path / "without", rng=rng, calculator="emt")
     assert len(calls) == 1
     with pytest.raises(InputError, match="polish_image_moves"):
-        GASettings(polish_image_moves=-1).validate()
+        GASettings(polish=PolishSettings(image_moves=-1)).validate()
 
 
 def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_count(tmp_path, fitness, start,
@@ -300,18 +301,28 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
     import pickle
 
     import refine.search.polish as polish_module
-    from refine.search import GASettings, make_toolbox, run_ga
+    from refine.search import (
+        AnnealingSettings,
+        GASettings,
+        PolishSettings,
+        RelaxationSettings,
+        StoppingSettings,
+        make_toolbox,
+        run_ga,
+    )
     from refine.search.population import make_population
 
-    settings = GASettings(population_size=4, generations=4, progress=False, anneal_every=2, anneal_count=2,
-                          anneal_steps=100, alpha=1e-3, relax_steps=2, polish_atoms=5, polish_annealed=True)
+    settings = GASettings(population_size=4, alpha=1e-3, progress=False, stopping=StoppingSettings(generations=4),
+                          relaxation=RelaxationSettings(steps=2),
+                          annealing=AnnealingSettings(every=2, count=2, steps=100),
+                          polish=PolishSettings(atoms=5, annealed=True))
     # the task pickles (a process pool sends it to its workers) and gives the same polished structure there
     task = make_toolbox(fitness, {"Pt": 55}, settings, np.random.default_rng(0), calculator="emt").anneal
     here = task((start, 7))
     there = pickle.loads(pickle.dumps(task))((start, 7))
     np.testing.assert_allclose(there.positions, here.positions, atol=1e-9)
     assert here.info["polish_evaluations"] == there.info["polish_evaluations"] >= 1 + 5  # the start, 5 depth moves
-    plain = make_toolbox(fitness, {"Pt": 55}, GASettings(**{**settings.__dict__, "polish_annealed": False}),
+    plain = make_toolbox(fitness, {"Pt": 55}, settings.with_flat({"polish_annealed": False}),
                          np.random.default_rng(0), calculator="emt").anneal((start, 7))
     assert "polish_evaluations" not in plain.info
     # the sweeps keep only what lowers the cost: never worse than the annealed structure they start from
@@ -331,6 +342,6 @@ def test_annealed_structures_are_polished_where_annealed_and_the_evaluations_cou
     # generations 2 and 4 anneal two each, and each annealed structure is polished: μ + 4·λ + 2·2 + the sweeps
     assert len(spent) == 4 and res.evaluations == 4 + 4 * 4 + 4 + sum(spent)
     with pytest.raises(InputError, match="polish_annealed"):
-        GASettings(polish_annealed="yes").validate()
+        GASettings(polish=PolishSettings(annealed="yes")).validate()
     with pytest.raises(InputError, match="polish_shifts"):
-        GASettings(polish_shifts=-1).validate()
+        GASettings(polish=PolishSettings(shifts=-1)).validate()

@@ -36,19 +36,22 @@ def test_thermal_alpha_is_half_kT_of_the_prior_temperature(model, image):  # noq
 
 
 def test_finish_settings_are_checked():
-    from refine.search import GASettings
+    from refine.search import FinishingSettings, GASettings
+
+    def settings(**finishing):
+        return GASettings(finishing=FinishingSettings(**finishing))
 
     with pytest.raises(InputError, match="finish_fraction"):
-        GASettings(finish_fraction=1.0).validate()
+        settings(fraction=1.0).validate()
     with pytest.raises(InputError, match="finish_alpha"):
-        GASettings(finish_fraction=0.2).validate()
+        settings(fraction=0.2).validate()
     with pytest.raises(InputError, match="finish_alpha"):
-        GASettings(finish_fraction=0.2, finish_alpha=-1.0).validate()
+        settings(fraction=0.2, alpha=-1.0).validate()
     with pytest.raises(InputError, match="single-objective"):
-        GASettings(finish_fraction=0.2, finish_alpha="thermal", multi_objective=True).validate()
+        GASettings(multi_objective=True, finishing=FinishingSettings(fraction=0.2, alpha="thermal")).validate()
     with pytest.raises(InputError, match="unknown mutation"):
-        GASettings(finish_fraction=0.2, finish_alpha=0.01, finish_weights={"teleport": 1.0}).validate()
-    GASettings(finish_fraction=0.2, finish_alpha="thermal", finish_weights={"rattle": 0.0}).validate()
+        settings(fraction=0.2, alpha=0.01, weights={"teleport": 1.0}).validate()
+    settings(fraction=0.2, alpha="thermal", weights={"rattle": 0.0}).validate()
 
 
 def test_reweighted_selector_can_switch_operators_on_and_off():
@@ -69,13 +72,21 @@ def test_reweighted_selector_can_switch_operators_on_and_off():
 
 
 def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tmp_path, model, image):  # noqa: F811
-    from refine.search import GASettings, make_toolbox, run_ga
+    from refine.search import (
+        FinishingSettings,
+        GASettings,
+        RelaxationSettings,
+        StoppingSettings,
+        make_toolbox,
+        run_ga,
+    )
     from refine.search.population import make_population
 
     fitness = _fitness(model, image, alpha=1e-3)
-    settings = GASettings(population_size=4, generations=4, progress=False, relax_steps=2, relax_image=True,
-                          alpha=1e-3, finish_fraction=0.5, finish_alpha=0.05,
-                          finish_weights={"rattle": 0.0, "rotation": 0.0, "mirror": 0.0, "depth_move": 1.0})
+    settings = GASettings(population_size=4, alpha=1e-3, progress=False, stopping=StoppingSettings(generations=4),
+                          relaxation=RelaxationSettings(steps=2, image=True),
+                          finishing=FinishingSettings(fraction=0.5, alpha=0.05, weights={
+                              "rattle": 0.0, "rotation": 0.0, "mirror": 0.0, "depth_move": 1.0}))
     rng = np.random.default_rng(0)
     tb = make_toolbox(fitness, {"Pt": 55}, settings, rng, calculator="emt")
     res = run_ga(fitness, make_population("Pt55", 4, rng), settings, tmp_path, rng=rng, toolbox=tb)
@@ -91,7 +102,7 @@ def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tm
     assert "rattle" not in names and "rotation" not in names and "depth_move" in names
 
     # resumed in the finishing stage: it stays there (α, relaxation α, weights)
-    settings2 = GASettings(**{**settings.__dict__, "generations": 6})
+    settings2 = settings.with_flat({"generations": 6})
     rng2 = np.random.default_rng(99)
     f2 = _fitness(model, image, alpha=1e-3)
     tb2 = make_toolbox(f2, {"Pt": 55}, settings2, rng2, calculator="emt")
@@ -102,7 +113,7 @@ def test_finishing_stage_selects_at_its_alpha_and_relaxes_at_the_search_alpha(tm
 
 
 def test_finish_alpha_thermal_needs_a_fitness_that_knows_it(tmp_path):
-    from refine.search import GASettings, run_ga
+    from refine.search import FinishingSettings, GASettings, RelaxationSettings, StoppingSettings, run_ga
     from refine.search.population import make_population
 
     class Plain:
@@ -112,7 +123,8 @@ def test_finish_alpha_thermal_needs_a_fitness_that_knows_it(tmp_path):
             return {"cost": 1.0, "chi2": 1.0, "energy": 0.0}
 
     rng = np.random.default_rng(0)
-    settings = GASettings(population_size=2, generations=2, progress=False, relax_steps=0, alpha=None,
-                          finish_fraction=0.5, finish_alpha="thermal")
+    settings = GASettings(population_size=2, alpha=None, progress=False, stopping=StoppingSettings(generations=2),
+                          relaxation=RelaxationSettings(steps=0),
+                          finishing=FinishingSettings(fraction=0.5, alpha="thermal"))
     with pytest.raises(InputError, match="thermal_alpha"):
         run_ga(Plain(), make_population("Pt13", 2, rng), settings, tmp_path, rng=rng)

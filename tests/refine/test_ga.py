@@ -37,9 +37,10 @@ def _target():
 
 
 def _settings(**kw):
+    """Settings by flat names (what the CLI and manifests set), small defaults for these tests."""
     base = dict(population_size=6, generations=4, progress=False, hall_of_fame_size=3)
     base.update(kw)
-    return GASettings(**base)
+    return GASettings.from_flat(base)
 
 
 def _run(tmp_path, seed=11, fitness=None, **kw):
@@ -300,7 +301,7 @@ def test_checkpoint_round_trip_keeps_every_float_and_type(tmp_path):
     logbook = tools.Logbook()
     logbook.header = list(LOGBOOK_COLUMNS)
     logbook.record(gen=0, nevals=3, best_cost=math.nan, elapsed_s=0.125, alpha=1 / 7)
-    settings = {**_settings(multi_objective=True).__dict__}
+    settings = _settings(multi_objective=True).to_flat()
     state = {"generation": 7, "population": inds, "hall_of_fame": front, "logbook": logbook, "best_cost": math.inf,
              "stale": 2, "evaluations": 40, "elapsed": 12.345678901234567, "alpha": None,
              "rng_state": rng.bit_generator.state, "settings": settings, "composition": {"Pt": 13},
@@ -387,7 +388,7 @@ _SCRIPT = textwrap.dedent("""
     import numpy as np
     from ase.cluster import Icosahedron
     from ga_toy import ToyFitness
-    from refine.search import GASettings, run_ga
+    from refine.search import GASettings, StoppingSettings, run_ga
     from refine.search.population import make_population
 
     out, resume = sys.argv[1], sys.argv[2] == "resume"
@@ -396,7 +397,8 @@ _SCRIPT = textwrap.dedent("""
     fit = ToyFitness(target, delay=float(sys.argv[3]))
     rng = np.random.default_rng(2024)
     pop = make_population("Pt13", 6, rng)
-    settings = GASettings(population_size=6, generations=12, checkpoint_every=1, progress=False, alpha="auto")
+    settings = GASettings(population_size=6, alpha="auto", checkpoint_every=1, progress=False,
+                          stopping=StoppingSettings(generations=12))
     res = run_ga(fit, pop, settings, out, rng=rng, resume=resume, difference=fit.difference)
     np.save(out + "/best.npy", np.column_stack([res.best.numbers, res.best.positions]))
 """)

@@ -91,8 +91,7 @@ def test_every_operator_keeps_composition_and_min_distance(seed):
 def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distance(seed):
     # the polish's sweeps (vacancy fills, image-guided moves, island transfers, depth moves, column shifts) make
     # their own candidates; with a relaxation that does nothing, each must already be a valid offspring
-    from types import SimpleNamespace
-
+    from refine.search import PolishSettings
     from refine.search.polish import polish_sweeps
 
     tried = []
@@ -102,7 +101,7 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
         return _TOY.chi2(atoms)  # (Mo has no asap3 EMT parameters)
 
     start = random_cluster(COMP, np.random.default_rng(seed))
-    sweeps = SimpleNamespace(polish_image_moves=4, polish_patches=2, polish_atoms=10, polish_seed=0)
+    sweeps = PolishSettings(image_moves=4, patches=2, atoms=10, seed=0)
     out, cost, n = polish_sweeps(start.copy(), lambda a: None, evaluate, _TOY.difference, D_NN, D_MIN, sweeps,
                                  shifts=1)
     assert n == len(tried) > 20  # every sweep made trials
@@ -112,12 +111,10 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
 
 
 def test_the_polish_draws_only_from_its_seed(monkeypatch):
-    # each sweep of the polish gets a fresh generator seeded with polish_seed (GASettings) for its overlap repairs:
-    # the same structure and seed give the same polish, whatever any other generator did in between
-    from types import SimpleNamespace
-
+    # each sweep of the polish gets a fresh generator seeded with polish_seed (PolishSettings.seed) for its overlap
+    # repairs: the same structure and seed give the same polish, whatever any other generator did in between
     import refine.search.polish as polish_module
-    from refine.search import GASettings
+    from refine.search import GASettings, PolishSettings
     from refine.search.polish import polish_sweeps
     from refine.search.sweeps import transfer_patches
 
@@ -142,7 +139,7 @@ def test_the_polish_draws_only_from_its_seed(monkeypatch):
 
     monkeypatch.setattr(polish_module, "DepthMoveMutation", Mover)
     start = random_cluster(COMP, np.random.default_rng(5))
-    sweeps = SimpleNamespace(polish_image_moves=2, polish_patches=1, polish_atoms=4, polish_seed=3)
+    sweeps = PolishSettings(image_moves=2, patches=1, atoms=4, seed=3)
 
     def polish():
         out, cost, n = polish_sweeps(start.copy(), lambda a: None, _TOY.chi2, _TOY.difference, D_NN, D_MIN, sweeps,
@@ -170,7 +167,7 @@ def test_the_polish_draws_only_from_its_seed(monkeypatch):
 
     assert patches(3) == patches(np.random.default_rng(3))
     with pytest.raises(InputError, match="polish_seed"):
-        GASettings(polish_seed=-1).validate()
+        GASettings(polish=PolishSettings(seed=-1)).validate()
 
 
 @settings(max_examples=20, deadline=None)

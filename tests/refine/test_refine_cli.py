@@ -453,18 +453,19 @@ def test_image_forces_and_annealing_through_the_cli(image_file, model_file, tmp_
 
 
 def test_the_default_search_is_the_anneal_recipe(image_file, model_file, tmp_path, capsys):
-    from refine.search.recipes import SEARCHES
-
     out = tmp_path / "out"
     args = [a for a in _args(image_file, model_file, out, "--generations", "1", "--json") if a not in ("--search",)]
     args.remove("plain")
     assert main(args) == 0
     settings = json.loads(capsys.readouterr().out)["settings"]
-    for key, value in SEARCHES["anneal"].items():
-        if key == "mutation_weights":
-            assert all(settings[key][k] == v for k, v in value.items())
-        else:
-            assert settings[key] == value, key
+    # the anneal recipe (refine.search.recipes), by the flat names summary.json keeps
+    anneal = {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
+              "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60, "polish_patches": 4,
+              "polish_image_moves": 16, "polish_annealed": True, "polish_shifts": 2,
+              "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0},
+              "finish_fraction": 0.15, "finish_alpha": "thermal", "finish_weights": {"image_guided": 4.0}}
+    for key, value in anneal.items():
+        assert settings[key] == value, key
     assert settings["relax_steps"] == 20
 
 

@@ -158,6 +158,8 @@ def write_manifest(work: Path, *, model_path: Path, cfg: dict, dose: float, imag
         f"time_limit = {cfg['time_limit']}\n"
         f"pixel_size = {PIXEL}\n"
         f'start = "{cfg["start"]}"\n'
+        # the plain GA, as measured in examples/README.md (the default anneal search takes minutes per run)
+        'search = "plain"\n'
         f"dose = {dose:g}              # Poisson noise model of chi2 (image in units of the beam)\n"
         "\n[[runs]]\n"
         f'name = "walkthrough"\n'

@@ -174,7 +174,7 @@ stays at μ) and the GA then creeps along one basin (see each run's
 
 Search variants tried on case (a) (``--time-limit 240`` unless stated, seed 0
 unless stated, 2 shared cores, one run each; ``--ga KEY=VALUE`` sets any
-:class:`refine.search.ga.GASettings` field)::
+:class:`refine.search.GASettings` setting by its flat name)::
 
     variant                                            ≤0.5Å   χ²/px  cost  gens
     defaults (5 FIRE steps per offspring)              12.3%   1.382   608  1137
@@ -368,7 +368,7 @@ def run_case(case, model, args, work: Path) -> dict:
     from ase.io import write
 
     from refine.analysis import compare_structures
-    from refine.workflows import refine_image
+    from refine.workflows import CostSettings, RunSettings, StartSettings, refine_image
 
     # (g) draws from (c)'s stream: the same particle and the same melt, only the quench differs
     rng = np.random.default_rng([args.seed, ord("c" if case == "g" else case)])
@@ -388,12 +388,11 @@ def run_case(case, model, args, work: Path) -> dict:
     t1 = time.perf_counter()
     c1 = time.process_time()
     k1 = os.times()  # annealing workers' CPU counts once the pool has been joined
-    result = refine_image(image, f"Pt{len(truth)}", model=model, out_dir=run_dir, population=args.population,
-                          generations=args.generations, seed=args.seed, time_limit=args.time_limit,
-                          dose=args.dose, start=args.start, relax_steps=args.relax_steps, alpha=_alpha(args),
-                          alpha_scale=args.alpha_factor,
-                          start_relax_steps=args.start_relax_steps, resume=args.resume,
-                          progress=not args.no_progress, ga_options=_ga_options(args), workers=args.workers)
+    result = refine_image(image, f"Pt{len(truth)}", model=model, out_dir=run_dir, search=_search(args),
+                          cost=CostSettings(alpha=_alpha(args), alpha_scale=args.alpha_factor, dose=args.dose),
+                          start=StartSettings(source=args.start, relax_steps=args.start_relax_steps),
+                          run=RunSettings(seed=args.seed, workers=args.workers, resume=args.resume,
+                                          progress=not args.no_progress))
     wall = time.perf_counter() - t1
     k2 = os.times()
     cpu = time.process_time() - c1 + (k2.children_user - k1.children_user) + (k2.children_system - k1.children_system)
@@ -439,26 +438,32 @@ def run_case(case, model, args, work: Path) -> dict:
     return row
 
 
-#: search recipes: example arguments and GASettings fields
+#: search recipes: example arguments and the recipe (refine.search.recipes)
 SEARCHES = {
     "anneal": {
         "args": {"relax_steps": 20, "alpha_factor": 2.0, "workers": 2},
-        "ga": "anneal",  # refine.search.recipes.SEARCHES["anneal"]
+        "ga": "anneal",
     },
     "ga": {"args": {"relax_steps": 5, "alpha_factor": 10.0, "workers": 1}, "ga": "plain"},
 }
 
 
-def _ga_options(args):
-    """Flat GASettings names: the recipe's changes, the image-guided options, then ``--ga KEY=VALUE`` pairs (JSON)."""
+def _search(args):
+    """The GASettings: the recipe, the run's size, the image-guided options, then ``--ga KEY=VALUE`` pairs."""
     from refine.search import search_settings
 
-    plain = search_settings("plain").to_flat()
-    # the recipe's changes to the plain GA; its relax steps are the example's own (--relax-steps)
-    recipe = {k: v for k, v in search_settings(SEARCHES[args.search]["ga"]).to_flat().items()
-              if v != plain[k] and k != "relax_steps"}
-    opts = {**recipe, "image_guided_moves": args.image_guided_moves}
-    opts["mutation_weights"] = {**recipe.get("mutation_weights", {}), "image_guided": args.image_guided_weight}
+    return search_settings(SEARCHES[args.search]["ga"], population_size=args.population,
+                           generations=args.generations, time_limit=args.time_limit, relax_steps=args.relax_steps,
+                           **_ga_options(args))
+
+
+def _ga_options(args):
+    """Flat GASettings names: the image-guided options, then ``--ga KEY=VALUE`` pairs (VALUE as JSON)."""
+    from refine.search import search_settings
+
+    recipe = search_settings(SEARCHES[args.search]["ga"])
+    opts = {"image_guided_moves": args.image_guided_moves,
+            "mutation_weights": {**recipe.variation.mutation_weights, "image_guided": args.image_guided_weight}}
     for item in args.ga or ():
         key, sep, value = item.partition("=")
         if not sep:
@@ -536,7 +541,8 @@ def main(argv=None):
     p.add_argument("--image-guided-moves", type=int, default=1,
                    help="atoms moved per image-guided mutation (default 1)")
     p.add_argument("--ga", action="append", metavar="KEY=VALUE",
-                   help="a further refine.search.ga.GASettings field, VALUE as JSON (repeatable), e.g. --ga immigrants=2 "
+                   help="a further refine.search.GASettings setting by its flat name, VALUE as JSON (repeatable), "
+                        "e.g. --ga immigrants=2 "
                         "--ga 'mutation_weights={\"image_guided\": 4}'")
     p.add_argument("--workers", type=int, default=None, help="processes for the annealings (default: 2 for anneal)")
     p.add_argument("--seed", type=int, default=0)
@@ -574,7 +580,7 @@ def main(argv=None):
               "load_average": os.getloadavg(), "command": "python examples/self_consistency.py " +
               " ".join(argv if argv is not None else sys.argv[1:]),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "cases": rows}
-    write_json(args.work / "results.json", report, default=str)
+    write_json(args.work / "results.json", report)  # write_json writes anything else JSON cannot hold as text
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

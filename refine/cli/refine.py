@@ -22,7 +22,10 @@ that would change the cost (image, mask, model, noise, dose, calculator, α).
 The default search (``--search anneal``, :mod:`refine.search.recipes`) ends with a
 finishing stage: the last 15 % of the run selects at the thermal α
 (k_B·300 K/2, the Bayesian weight of χ²), which decides between sites
-the image can tell apart and the energy alone cannot.
+the image can tell apart and the energy alone cannot. The defaults (search,
+α, noise model, population, generations) are those of
+:func:`refine.workflows.refine_image` and of batch manifests
+(:mod:`refine.workflows.defaults`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import sys
 
 from refine.search import SEARCHES
+from refine.workflows import defaults
 from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_pixel_size, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
@@ -74,29 +78,32 @@ def add_arguments(parser):
     g.add_argument("--dose", type=float, default=None, metavar="e/Å²",
                    help="electron dose: Poisson noise model, IMAGE in units of the incident beam")
     g.add_argument("--noise", type=_noise, default=None, metavar="MODEL|FILE",
-                   help="noise model: 'estimate' (default: uniform σ from the image), 'poisson' (IMAGE in "
+                   help=f"noise model: {defaults.NOISE!r} (the default; 'estimate' = estimated from the image), "
+                        "'poisson' (IMAGE in "
                         "counts), a σ in image units, or an array file of IMAGE's shape with σ per pixel "
                         "(resampled with IMAGE)")
     g = parser.add_argument_group("genetic algorithm")
-    g.add_argument("--population", type=int, default=20, metavar="N", help="population size (default 20)")
-    g.add_argument("--generations", type=int, default=100, metavar="N",
-                   help="maximum generations, counted over resumed runs (default 100)")
+    g.add_argument("--population", type=int, default=defaults.POPULATION, metavar="N",
+                   help=f"population size (default {defaults.POPULATION})")
+    g.add_argument("--generations", type=int, default=defaults.GENERATIONS, metavar="N",
+                   help=f"maximum generations, counted over resumed runs (default {defaults.GENERATIONS})")
     add_seed(g, "the refinement (default 0)")
-    g.add_argument("--alpha", type=_alpha, default="auto", metavar="auto|thermal|X",
+    g.add_argument("--alpha", type=_alpha, default=defaults.ALPHA, metavar="auto|thermal|X",
                    help="weight of χ² in E + α·χ² (eV); 'auto' balances the two over the starting population, "
                         "'thermal' = k_B·300 K/2 (the Bayesian weight: χ² = −2 ln likelihood, E/k_BT the prior)")
-    g.add_argument("--alpha-scale", type=float, default=1.0, metavar="F",
-                   help="with --alpha auto: multiply the automatic α by F (> 1 weighs the image more)")
+    g.add_argument("--alpha-scale", type=float, default=defaults.ALPHA_SCALE, metavar="F",
+                   help="with --alpha auto: multiply the automatic α by F (> 1 weighs the image more; "
+                        f"default {defaults.ALPHA_SCALE:g})")
     g.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="stop after this much GA wall time (summed over resumed runs)")
     g.add_argument("--stagnation", type=int, default=None, metavar="N",
                    help="stop after N generations without improvement")
-    g.add_argument("--start", default="random", metavar="random|shapes|mixed|image|FILE",
-                   help="starting population: random compact clusters (default), ase.cluster shapes, half of "
-                        "each, clusters following the image, or the frames of a structure file")
-    g.add_argument("--search", choices=sorted(SEARCHES), default="anneal",
-                   help="search recipe (default anneal): 'anneal' = offspring relaxed on E + α·χ² (image forces), "
-                        "depth moves, beam-parallel cuts, image-restrained simulated annealing of 2 individuals "
+    g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|FILE",
+                   help="starting population: random compact clusters, ase.cluster shapes, half of each, clusters "
+                        f"following the image, or the frames of a structure file (default {defaults.START})")
+    g.add_argument("--search", choices=sorted(SEARCHES), default=defaults.SEARCH,
+                   help=f"search recipe (default {defaults.SEARCH}): 'anneal' = offspring relaxed on E + α·χ² "
+                        "(image forces), depth moves, beam-parallel cuts, image-restrained simulated annealing of 2 individuals "
                         "every 3 generations and a depth-move sweep of the best every 5 (the --anneal-* options "
                         "override its values); 'plain' = the GA with only the options given")
     g.add_argument("--relax-steps", type=int, default=None, metavar="N",
@@ -162,18 +169,17 @@ def print_summary(summary: dict, out_dir, file=None):
     print(f"results in {out_dir}: " + ", ".join(sorted(s["files"])), file=file)
 
 
-def run(args) -> int:
-    from refine.workflows import refine_image
-    from surrogate.common import InputError, print_json
+def refinement_keywords(args) -> dict:
+    """The flat keywords (:data:`refine.workflows.settings.KEYWORDS`) of the parsed options."""
+    from surrogate.common import InputError
 
     for name in ("population", "generations"):
         v = getattr(args, name)
         if v < (1 if name == "population" else 0):
             raise InputError(f"--{name} must be a {'positive' if name == 'population' else 'non-negative'} "
-                           f"integer, got {v}")
+                             f"integer, got {v}")
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
-    mask = args.mask
     ga_options = {}
     for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
                        ("anneal_count", args.anneal_count), ("anneal_steps", args.anneal_steps),
@@ -185,15 +191,21 @@ def run(args) -> int:
         raise InputError("--finish-alpha must be 'thermal' or a number, got 'auto'")
     if args.finish_fraction is not None and args.finish_fraction > 0 and args.finish_alpha is None:
         ga_options["finish_alpha"] = "thermal"
-    result = refine_image(
-        args.image, args.composition, model=args.model, out_dir=args.out, population=args.population,
-        generations=args.generations, seed=args.seed, alpha=args.alpha, time_limit=args.time_limit,
-        pixel_size=args.pixel_size, resume=args.resume, mask=mask, start=args.start, noise=args.noise,
-        dose=args.dose, multi_objective=args.pareto, calculator=args.calculator, stagnation=args.stagnation,
-        relax_steps=args.relax_steps, start_relax_steps=args.start_relax_steps, resample=args.resample,
-        progress=args.progress, alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options,
-        search=args.search, log_file=True, checkpoint_every=args.checkpoint_every,
-    )
+    return dict(population=args.population, generations=args.generations, seed=args.seed, alpha=args.alpha,
+                time_limit=args.time_limit, pixel_size=args.pixel_size, resume=args.resume, mask=args.mask,
+                start=args.start, noise=args.noise, dose=args.dose, multi_objective=args.pareto,
+                calculator=args.calculator, stagnation=args.stagnation, relax_steps=args.relax_steps,
+                start_relax_steps=args.start_relax_steps, resample=args.resample, progress=args.progress,
+                alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options, search=args.search,
+                log_file=True, checkpoint_every=args.checkpoint_every)
+
+
+def run(args) -> int:
+    from refine.workflows import refine_image, refinement_settings
+    from surrogate.common import print_json
+
+    settings = refinement_settings(**refinement_keywords(args))
+    result = refine_image(args.image, args.composition, model=args.model, out_dir=args.out, **settings)
     if args.json:
         print_json(result.summary)
     else:

@@ -3,6 +3,12 @@
 One refinement (:func:`refine_image`, what ``stem-refine refine`` and
 ``demo`` call), module by module in the order of the data flow:
 
+- :mod:`~refine.workflows.settings` — what :func:`refine_image` is told:
+  the search (:class:`refine.search.GASettings`), :class:`CostSettings`,
+  :class:`ImageSettings`, :class:`StartSettings`, :class:`RunSettings`;
+  :func:`refinement_settings` makes them from the flat keywords of the CLI
+  and of manifests; :mod:`~refine.workflows.defaults` — the defaults every
+  entry point shares (search recipe, α rule, noise model, population).
 - :mod:`~refine.workflows.inputs` — check every input before anything is
   written (model, composition, image, start, noise, output folder, GA
   settings) into one :class:`~refine.workflows.inputs.RefinementInputs`;
@@ -29,6 +35,8 @@ from refine.workflows.batch import read_results, run_batch
 from refine.workflows.inputs import load_model_or_default
 from refine.workflows.manifest import RunSpec, read_manifest
 from refine.workflows.refinement import RefinementResult, refine_image
+from refine.workflows.settings import CostSettings, ImageSettings, RunSettings, StartSettings, refinement_settings
 
-__all__ = ["RefinementResult", "RunSpec", "load_model_or_default", "read_manifest", "read_results", "refine_image",
+__all__ = ["CostSettings", "ImageSettings", "RefinementResult", "RunSettings", "RunSpec", "StartSettings",
+           "load_model_or_default", "read_manifest", "read_results", "refine_image", "refinement_settings",
            "run_batch"]

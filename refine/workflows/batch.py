@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import inspect
 import io
 import json
 import logging
@@ -148,18 +147,18 @@ def is_finished(folder) -> bool:
 
 
 def _refine_image_run(spec: RunSpec, folder: Path):
-    """The default run function: :func:`refine.workflows.refine_image` with ``resume=True``."""
+    """The default run function: :func:`refine.workflows.refine_image` with the spec's settings, resuming."""
     from refine.workflows.refinement import refine_image
+    from refine.workflows.settings import refinement_settings
 
     model = None
     if spec.model is not None:
         from surrogate.imaging import load_model
 
         model = load_model(spec.model)
-    kwargs = dict(spec.settings)
-    if "progress" in inspect.signature(refine_image).parameters:
-        kwargs["progress"] = False  # many runs at once: the batch has its own bar
-    refine_image(spec.image, spec.composition, model=model, out_dir=folder, seed=spec.seed, resume=True, **kwargs)
+    # many runs at once: the batch has its own progress bar
+    settings = refinement_settings(**spec.settings, seed=spec.seed, resume=True, progress=False)
+    refine_image(spec.image, spec.composition, model=model, out_dir=folder, **settings)
 
 
 def _record_attempt(spec: RunSpec, folder: Path):

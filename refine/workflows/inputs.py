@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from refine.io import ExperimentalImage
+from refine.workflows import defaults
 from surrogate.common import InputError
 
 __all__ = [
@@ -86,8 +87,6 @@ class RefinementInputs:
         Whether the caller asked to continue from a checkpoint.
     settings : refine.search.GASettings
         Validated GA settings (α resolved: a float, None for "thermal", or "auto").
-    relax_steps : int
-        FIRE steps on each offspring (the default resolved).
     seed : int
     alpha : str or float
         α as given (``"auto"``, ``"thermal"`` or a number): the fitness reads it.
@@ -114,7 +113,6 @@ class RefinementInputs:
     out: Path
     resume: bool
     settings: object
-    relax_steps: int
     seed: int
     alpha: object
     alpha_scale: float
@@ -250,7 +248,7 @@ def _noise_spec(noise, dose):
         if noise not in (None, "poisson"):
             raise InputError(f"a dose implies Poisson noise; it cannot be combined with noise={noise!r}")
         return "poisson", d
-    return ("estimate" if noise is None else noise), None
+    return (defaults.NOISE if noise is None else noise), None
 
 
 def _is_sigma_map(noise) -> bool:
@@ -264,7 +262,7 @@ def _is_sigma_map(noise) -> bool:
 def validate_noise(noise, dose, image: ExperimentalImage):
     """The noise model of χ² and the dose: ``(noise, dose)``.
 
-    No ``dose``: ``noise`` (None → ``"estimate"``); a σ-map file is read and
+    No ``dose``: ``noise`` (None → :data:`refine.workflows.defaults.NOISE`); a σ-map file is read and
     resampled with the image (:func:`refine.io.read_sigma_map`). A ``dose``
     (e/Å², > 0) means ``"poisson"`` and refuses any other noise model.
     """
@@ -300,38 +298,34 @@ def validate_out_dir(out_dir, resume: bool) -> Path:
     return out
 
 
-def ga_settings(*, search: str, ga_options, population, generations, alpha, time_limit, multi_objective: bool,
-                stagnation, relax_steps, checkpoint_every, progress):
-    """The GA settings of a run: the search recipe, then ``ga_options``, then the named arguments.
+def ga_settings(search, cost, run):
+    """The GA settings of a run, validated: ``search`` with α from ``cost`` and checkpoints and progress from ``run``.
 
-    See :func:`refine.search.recipes.search_settings` (``relax_steps`` None:
-    20 when the recipe relaxes on the image cost, else 0; multi-objective:
-    the recipe's finishing stage is off).
+    ``search`` is a :class:`refine.search.GASettings`, a recipe name (with
+    the default population and generations,
+    :func:`refine.workflows.defaults.search_settings`) or None (the default
+    search). α: a float, None for ``"thermal"`` (the fitness sets it), or ``"auto"``.
 
     Returns
     -------
-    (GASettings, int)
-        The validated settings (α: a float, None for ``"thermal"`` — the
-        fitness sets it —, or ``"auto"``) and the relax steps.
+    GASettings
+        A copy; ``search`` is left as it is.
     """
-    from refine.search import search_settings
+    from refine.search import GASettings
 
-    named = dict(population_size=population, generations=generations, alpha=alpha, time_limit=time_limit,
-                 multi_objective=bool(multi_objective), stagnation=stagnation, relax_steps=relax_steps,
-                 checkpoint_every=checkpoint_every, progress=progress)
-    opts = dict(ga_options or {})
-    clash = sorted(set(opts) & set(named))
-    if clash:
-        raise InputError(f"unknown GA option: {', '.join(clash)} in ga_options have arguments of their own")
-    settings = search_settings(search, **opts, **named)
-    if isinstance(settings.alpha, str) and settings.alpha not in ("auto", "thermal"):
+    if search is None or isinstance(search, str):
+        search = defaults.search_settings(search)
+    if not isinstance(search, GASettings):
+        raise InputError(f"search must be a GASettings or the name of a search recipe, got {type(search).__name__}")
+    alpha = cost.alpha
+    if isinstance(alpha, str) and alpha not in ("auto", "thermal"):
         raise InputError(f"alpha must be 'auto', 'thermal' or a non-negative number, got {alpha!r}")
-    if settings.alpha == "thermal":
-        settings.alpha = None  # the fitness sets it (k_B·T/2)
-    if isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
-        settings.alpha = float(alpha)
-    settings.validate()
-    return settings, settings.relaxation.steps
+    if alpha == "thermal":
+        alpha = None  # the fitness sets it (k_B·T/2)
+    elif isinstance(alpha, (int, float, np.floating)) and not isinstance(alpha, bool):
+        alpha = float(alpha)
+    settings = search.with_flat({"alpha": alpha, "checkpoint_every": run.checkpoint_every, "progress": run.progress})
+    return settings.validate()
 
 
 def validate_workers(workers):

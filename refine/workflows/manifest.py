@@ -27,9 +27,12 @@ Relative paths are relative to the manifest's folder.
 
 Keys: ``image`` and ``composition`` are required; ``model``, ``seeds``
 (default ``[0]``) and ``name`` are optional; every other key is a setting
-passed to :func:`refine.workflows.refine_image` (``population``,
-``generations``, ``time_limit``, ``alpha``, ``pixel_size``, and the other
-keyword parameters it takes, see :func:`setting_names`). Unknown keys, a
+of :func:`refine.workflows.refine_image` by its flat keyword
+(``population``, ``generations``, ``time_limit``, ``alpha``, ``pixel_size``,
+``search``, ``ga_options``, ...: :data:`refine.workflows.settings.KEYWORDS`,
+see :func:`setting_names`). A setting not given takes the default that
+``stem-refine refine`` has too (:mod:`refine.workflows.defaults`: the
+anneal search, α auto, ...). Unknown keys, a
 missing image or model file, a bad composition, bad values and duplicate
 run names raise :class:`~surrogate.common.errors.InputError` before anything runs.
 
@@ -40,7 +43,6 @@ Each (refinement, seed) pair is one run named ``<name>-seed<seed>``
 from __future__ import annotations
 
 import csv
-import inspect
 import logging
 import math
 import os
@@ -50,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from refine.workflows.inputs import START_SOURCES
-from refine.workflows.refinement import refine_image
+from refine.workflows.settings import KEYWORDS
 from surrogate.common import InputError
 
 __all__ = ["RunSpec", "read_manifest", "parse_manifest", "setting_names"]
@@ -59,10 +61,9 @@ log = logging.getLogger(__name__)
 
 #: keys of a manifest entry that are not settings of refine_image
 _ENTRY_KEYS = ("name", "image", "composition", "model", "seeds", "seed")
-#: refine_image parameters a manifest cannot set (the batch sets them)
-_RESERVED = ("image", "composition", "model", "out_dir", "seed", "resume", "progress", "rng", "map_func",
-             "client")
-#: settings known from the refine_image contract, with checks; others are passed through
+#: settings a manifest cannot give (the batch sets them)
+_RESERVED = ("seed", "resume", "progress")
+#: settings checked here; the others are checked by refine_image
 _CORE_SETTINGS = ("population", "generations", "time_limit", "alpha", "pixel_size")
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -84,7 +85,8 @@ class RunSpec:
     model : str or None
         Absolute path of the model file; None: the shipped default model.
     settings : dict
-        Further keyword arguments of :func:`refine.workflows.refine_image`.
+        Further settings by their flat keywords (:func:`setting_names`), for
+        :func:`refine.workflows.settings.refinement_settings`.
     """
 
     name: str
@@ -99,17 +101,14 @@ class RunSpec:
 
 
 def setting_names() -> tuple[str, ...]:
-    """Settings a manifest may give: keyword parameters of :func:`refine.workflows.refine_image`.
+    """Settings a manifest may give: the flat keywords of :func:`refine.workflows.refine_image`'s settings.
 
     The core settings (population, generations, time_limit, alpha,
-    pixel_size) first, then the others in signature order, less those the
-    batch sets itself (image, composition, model, out_dir, seed, resume, progress).
+    pixel_size) first, then the others in the order of
+    :data:`refine.workflows.settings.KEYWORDS`, less those the batch sets
+    itself (seed, resume, progress).
     """
-    names = list(_CORE_SETTINGS)
-    for p in inspect.signature(refine_image).parameters.values():
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in _RESERVED and p.name not in names:
-            names.append(p.name)
-    return tuple(names)
+    return (*_CORE_SETTINGS, *(k for k in KEYWORDS if k not in _RESERVED and k not in _CORE_SETTINGS))
 
 
 # --------------------------------------------------------------------------- values of one entry

@@ -10,20 +10,24 @@ call. Its steps, in the order of the data flow:
    the checked values become one :class:`~refine.workflows.inputs.RefinementInputs`;
 2. build the **cost** (:mod:`refine.workflows.cost`): a
    :class:`refine.cost.Fitness` (image term, EMT energy, α, noise model);
-   then ``inputs.json`` is prepared and, with ``resume=True``, checked
+   then ``inputs.json`` is prepared and, with ``run.resume``, checked
    against the checkpoint's run;
 3. a seeded **starting population** (:func:`starting_population`: random
    compact clusters, :mod:`ase.cluster` shapes, or the frames of a structure
    file), placed on the image's intensity centroid;
 4. **run** :func:`refine.search.run_ga` with checkpoints in ``out_dir``
-   (:func:`run_search`; ``resume=True`` continues from the checkpoint there);
+   (:func:`run_search`; ``run.resume`` continues from the checkpoint there);
 5. write the **outputs** (:mod:`refine.workflows.outputs`: ``best.xyz``,
    the hall of fame or Pareto front, the images as ``.npy`` and
    ``images.png``, ``fitness_history.png``, then ``summary.json``).
 
 Besides those, ``out_dir`` holds ``inputs.json`` (written at the start: what
 a resumed run must match), the GA's checkpoint and ``logbook.csv``, and with
-``log_file=True`` the run log ``refine.log`` (:mod:`refine.workflows.runlog`).
+``run.log_file`` the run log ``refine.log`` (:mod:`refine.workflows.runlog`).
+
+What it is told comes in five settings objects (:mod:`refine.workflows.settings`:
+the search, the cost, the image's calibration, the start, the run), each
+defaulting to what ``stem-refine refine`` uses (:mod:`refine.workflows.defaults`).
 
 Lengths in Å, energies in eV.
 """
@@ -36,6 +40,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms
@@ -59,7 +64,11 @@ from refine.workflows.inputs import (
 )
 from refine.workflows.outputs import best_on_image, run_summary, write_outputs
 from refine.workflows.runlog import run_log
+from refine.workflows.settings import CostSettings, ImageSettings, RunSettings, StartSettings
 from surrogate.common import InputError, write_json
+
+if TYPE_CHECKING:
+    from refine.search import GASettings
 
 __all__ = ["refine_image", "RefinementResult", "starting_population", "run_search"]
 
@@ -94,76 +103,52 @@ class RefinementResult:
     fitness: object = None
 
 
-def refine_image(image, composition, *, model=None, out_dir, population: int = 20, generations: int = 100,
-                 seed: int = 0, alpha="auto", time_limit: float | None = None, pixel_size: float | None = None,
-                 resume: bool = False, mask=None, start="random", noise=None, dose: float | None = None,
-                 multi_objective: bool = False, calculator="auto", stagnation: int | None = None,
-                 relax_steps: int | None = None, start_relax_steps: int = 0, resample: bool = True,
-                 checkpoint_every: int = 1, progress: bool = True, alpha_scale: float = 1.0,
-                 ga_options: dict | None = None, fitness_options: dict | None = None,
-                 workers: int = 1, search: str = "plain", log_file: bool = False) -> RefinementResult:
+def refine_image(image, composition, *, out_dir, model=None, search: GASettings | str | None = None,
+                 cost: CostSettings | None = None, image_settings: ImageSettings | None = None,
+                 start: StartSettings | None = None, run: RunSettings | None = None) -> RefinementResult:
     """Refine the structure of a particle of ``composition`` against ``image``.
+
+    Every settings object left out takes the defaults that ``stem-refine
+    refine`` has too (:mod:`refine.workflows.defaults`). To give settings by
+    the flat names of the CLI and of batch manifests, use
+    ``refine_image(image, composition, out_dir=..., **refinement_settings(population=16, ...))``
+    (:func:`refine.workflows.settings.refinement_settings`).
 
     Parameters
     ----------
     image : str, os.PathLike, ndarray or ExperimentalImage
         The experimental image: a file (TIFF, ``.npy``, DM3/DM4, EMD, ... see
-        :func:`refine.io.read_image`), a 2-D array (needs ``pixel_size``),
+        :func:`refine.io.read_image`), a 2-D array (needs ``image_settings.pixel_size``),
         or an already read :class:`ExperimentalImage`. Resampled to the
-        model's pixel size when its calibration differs (``resample=False``:
-        an error instead).
+        model's pixel size when its calibration differs.
     composition : str or mapping
         E.g. ``"Pt309"``; only elements the model was fitted on.
+    out_dir : path
+        Output folder (created). A folder with a checkpoint needs ``run.resume``.
     model : PolynomialSurrogate, path or None
         The surrogate; None: the shipped default model.
-    out_dir : path
-        Output folder (created). A folder with a checkpoint needs ``resume=True``.
-    population, generations : int
-        μ and the maximum number of generations (counted over resumed runs).
-    seed : int
-        Seeds the one :class:`numpy.random.Generator` of the run.
-    alpha : "auto", "thermal" or float
-        Weight of χ² in the cost (see :mod:`refine.cost.fitness`).
-    alpha_scale : float
-        With ``alpha="auto"``: multiply the automatic α by this (> 1 favours the image).
-    time_limit : float, optional
-        Seconds of GA wall time (summed over resumed runs).
-    pixel_size : float, optional
-        Å per pixel of the image file when it has no (or a wrong) calibration.
-    resume : bool
-        Continue from the checkpoint in ``out_dir`` (same image, composition and cost inputs required).
-    mask : array_like, path or "zeros", optional
-        Pixels used (True) — see :func:`refine.io.read_image`.
-    start : {"random", "shapes", "mixed", "image"} or path
-        Starting population: random compact clusters, :mod:`ase.cluster`
-        shapes, half of each, clusters following the image, or a structure file.
-    noise : "estimate", "poisson", float or None
-        Noise model of χ² (default: estimated uniform σ; with ``dose``: Poisson).
-    dose : float, optional
-        Electron dose in e/Å² (the image in units of the incident beam), for Poisson noise.
-    multi_objective : bool
-        NSGA-II on (χ², E); ``pareto.xyz`` holds the front and ``best.xyz`` its lowest-cost member.
-    calculator : str or ASE calculator
-        Energy term (:func:`refine.cost.energy.make_calculator`); None drops it.
-    stagnation : int, optional
-        Stop after this many generations without improvement.
-    relax_steps, start_relax_steps : int
-        FIRE steps on each offspring / each random starting cluster (0: none).
-        ``relax_steps`` None: 20 with a search that relaxes on the image
-        cost (``"anneal"``), else 0.
-    ga_options, fitness_options : dict, optional
-        Further :class:`refine.search.ga.GASettings` fields and :class:`refine.cost.fitness.Fitness` keywords.
-    workers : int
-        Processes for the image-restrained annealings (``anneal_every`` in
-        ``ga_options``); results do not depend on it.
-    search : {"plain", "anneal"}
-        Search recipe (:mod:`refine.search.recipes`): GASettings fields applied
-        before ``ga_options`` (which override them). ``stem-refine refine``
-        uses ``"anneal"`` by default.
-    log_file : bool
-        Also log INFO and above (α and its rule, resampling, annealing and
-        polish results, the stop) to ``out_dir/refine.log``, appended over
-        resumed runs (:mod:`refine.workflows.runlog`); ``stem-refine refine`` does.
+    search : refine.search.GASettings or str, optional
+        The search: population, stopping (generations, time limit in s,
+        stagnation, counted over resumed runs), objective mode
+        (``multi_objective``: NSGA-II on (χ², E), ``pareto.xyz`` holds the
+        front and ``best.xyz`` its lowest-cost member), variation,
+        selection, offspring relaxation, annealing, polish, finishing stage;
+        or the name of a recipe (:mod:`refine.search.recipes`) with the
+        default population and generations. Default:
+        :func:`refine.workflows.defaults.search_settings`. Its ``alpha``,
+        ``checkpoint_every`` and ``progress`` are replaced by those of
+        ``cost`` and ``run``.
+    cost : CostSettings, optional
+        α rule, noise model (with a dose: Poisson), energy calculator.
+    image_settings : ImageSettings, optional
+        Pixel size (Å), mask, resampling of the image.
+    start : StartSettings, optional
+        Starting population and its FIRE steps.
+    run : RunSettings, optional
+        Seed, annealing processes, resume, checkpoint period, progress bar,
+        the log file ``out_dir/refine.log`` (INFO and above: α and its rule,
+        resampling, annealing and polish results, the stop; appended over
+        resumed runs, :mod:`refine.workflows.runlog`; ``stem-refine refine`` writes it).
 
     Returns
     -------
@@ -175,30 +160,31 @@ def refine_image(image, composition, *, model=None, out_dir, population: int = 2
         Any bad input; raised before anything is written to ``out_dir``.
     """
     t_start = time.perf_counter()
+    cost = cost if cost is not None else CostSettings()
+    image_settings = image_settings if image_settings is not None else ImageSettings()
+    start = start if start is not None else StartSettings()
+    run = run if run is not None else RunSettings()
     # records of a run that fails before its folder exists are dropped with it
-    folder_log = run_log(out_dir) if log_file and out_dir is not None else contextlib.nullcontext()
+    folder_log = run_log(out_dir) if run.log_file and out_dir is not None else contextlib.nullcontext()
     with folder_log as handler:
         # 1. validate everything before touching out_dir (in this order: the first bad input is reported)
-        seed = validate_seed(seed)
+        seed = validate_seed(run.seed)
         mdl, model_source = load_model_or_default(model)
         comp = composition_for_model(composition, mdl)
-        img = validate_image(image, mdl, pixel_size=pixel_size, mask=mask, resample=resample)
-        start = validate_start(start)
-        noise_model, dose = validate_noise(noise, dose, img)
-        out = validate_out_dir(out_dir, resume)
-        settings, relax_steps = ga_settings(
-            search=search, ga_options=ga_options, population=population, generations=generations, alpha=alpha,
-            time_limit=time_limit, multi_objective=multi_objective, stagnation=stagnation, relax_steps=relax_steps,
-            checkpoint_every=checkpoint_every, progress=progress)
-        workers = validate_workers(workers)
-        start_relax_steps = validate_start_relax_steps(start_relax_steps)
-        fitness_options = dict(fitness_options or {})
-        alpha_scale = validate_alpha_scale(alpha_scale)
+        img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
+                             resample=image_settings.resample)
+        source = validate_start(start.source)
+        noise_model, dose = validate_noise(cost.noise, cost.dose, img)
+        out = validate_out_dir(out_dir, run.resume)
+        settings = ga_settings(search, cost, run)
+        workers = validate_workers(run.workers)
+        start_relax_steps = validate_start_relax_steps(start.relax_steps)
+        alpha_scale = validate_alpha_scale(cost.alpha_scale)
         inputs = RefinementInputs(
-            model=mdl, model_source=model_source, composition=comp, image=img, start=start, noise=noise_model,
-            dose=dose, out=out, resume=resume, settings=settings, relax_steps=relax_steps, seed=seed, alpha=alpha,
-            alpha_scale=alpha_scale, calculator=calculator, multi_objective=bool(multi_objective), workers=workers,
-            start_relax_steps=start_relax_steps, fitness_options=fitness_options)
+            model=mdl, model_source=model_source, composition=comp, image=img, start=source, noise=noise_model,
+            dose=dose, out=out, resume=run.resume, settings=settings, seed=seed, alpha=cost.alpha,
+            alpha_scale=alpha_scale, calculator=cost.calculator, multi_objective=bool(settings.multi_objective),
+            workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}))
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
 
 
@@ -308,7 +294,7 @@ def run_search(inputs: RefinementInputs, fitness, population, rng: np.random.Gen
         with _anneal_pool(inputs.workers if annealing else 1) as anneal_map:
             return run_ga(fitness, population, settings, out, rng=rng, composition=inputs.composition,
                           difference=FitnessDifference(fitness),
-                          calculator=inputs.calculator if (inputs.relax_steps or annealing) else None,
+                          calculator=inputs.calculator if (settings.relaxation.steps or annealing) else None,
                           resume=resuming, anneal_map=anneal_map)
     except InputError:
         if created:

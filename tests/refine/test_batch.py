@@ -190,6 +190,7 @@ model = "{model_file.name}"
 population = 6
 generations = {generations}
 pixel_size = 0.1
+search = "plain"            # these tests are about the batch; the default (anneal) search takes minutes
 
 [[runs]]
 image = "{a.name}"

@@ -14,7 +14,7 @@ from surrogate.common.errors import InputError
 from refine.cost.fitness import Fitness
 from refine.io.images import read_image
 from refine.search import CHECKPOINT_NAME
-from refine.workflows import refine_image
+from refine.workflows import ImageSettings, RunSettings, refine_image, refinement_settings
 from refine.workflows.outputs import OUTPUT_FILES
 from surrogate.imaging.grid import ProbeGrid
 
@@ -48,10 +48,10 @@ def image_file(small_model, truth, tmp_path_factory):
 
 
 def _run(image_file, model_file, out, **kw):
-    opts = dict(model=model_file, out_dir=out, population=6, generations=2, seed=5, pixel_size=PIXEL, noise=SIGMA,
-                progress=False)
+    """A small, fast refinement (the plain search); settings by their flat keywords, as a manifest gives them."""
+    opts = dict(population=6, generations=2, seed=5, pixel_size=PIXEL, noise=SIGMA, progress=False, search="plain")
     opts.update(kw)
-    return refine_image(image_file, "Pt13", **opts)
+    return refine_image(image_file, "Pt13", model=model_file, out_dir=out, **refinement_settings(**opts))
 
 
 def test_outputs_exist_and_agree_with_a_fresh_evaluation(image_file, model_file, small_model, tmp_path):
@@ -210,10 +210,10 @@ def test_bad_inputs_raise_before_writing_anything(image_file, model_file, tmp_pa
     else:
         comp = case
     out = tmp_path / "out"
-    opts = dict(model=model_file, out_dir=out, population=4, generations=1, pixel_size=PIXEL, progress=False)
+    opts = dict(population=4, generations=1, pixel_size=PIXEL, progress=False)
     opts.update(kw)
     with pytest.raises(InputError, match=match) as info:
-        refine_image(image, comp, **opts)
+        refine_image(image, comp, model=model_file, out_dir=out, **refinement_settings(**opts))
     assert "\n" not in str(info.value)
     assert not out.exists()
 
@@ -223,7 +223,8 @@ def test_missing_default_model_is_a_clear_error(image_file, tmp_path, monkeypatc
 
     monkeypatch.setattr(surrogate, "default_model_path", lambda: tmp_path / "absent" / "default_model.npz")
     with pytest.raises(InputError, match="default model") as info:
-        refine_image(image_file, "Pt13", out_dir=tmp_path / "out", pixel_size=PIXEL, progress=False)
+        refine_image(image_file, "Pt13", out_dir=tmp_path / "out", image_settings=ImageSettings(pixel_size=PIXEL),
+                     run=RunSettings(progress=False))
     assert "--model" in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -245,8 +246,8 @@ def test_folder_with_an_old_pickle_checkpoint_is_refused_unopened(image_file, mo
     marker = tmp_path / "code-ran"
     (out / "checkpoint.pkl").write_bytes(pickle.dumps(_Marker(marker)))
     with pytest.raises(InputError, match="checkpoint.pkl") as info:
-        refine_image(image_file, "Pt13", model=model_file, out_dir=out, population=4, generations=1,
-                     pixel_size=PIXEL, progress=False, resume=resume)
+        refine_image(image_file, "Pt13", model=model_file, out_dir=out, search="plain",
+                     image_settings=ImageSettings(pixel_size=PIXEL), run=RunSettings(progress=False, resume=resume))
     assert "\n" not in str(info.value)
     assert not marker.exists()
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pkl"]

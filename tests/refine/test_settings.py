@@ -105,3 +105,22 @@ def test_the_recipes_and_their_rules():
     with pytest.raises(InputError, match="unknown search"):
         search_settings("fast")
     assert search_settings("anneal") is not search_settings("anneal")  # a fresh object each time
+
+
+def test_refine_image_settings_from_flat_keywords():
+    from refine.workflows import CostSettings, ImageSettings, RunSettings, StartSettings, refinement_settings
+
+    s = refinement_settings(population=8, generations=5, alpha=0.5, pixel_size=0.2, start="shapes",
+                            start_relax_steps=3, dose=1e4, multi_objective=True, workers=2, seed=4, search="plain",
+                            ga_options={"polish_atoms": 5, "relax_image": True}, log_file=True)
+    assert s["cost"] == CostSettings(alpha=0.5, dose=1e4)
+    assert s["image_settings"] == ImageSettings(pixel_size=0.2)
+    assert s["start"] == StartSettings(source="shapes", relax_steps=3)
+    assert s["run"] == RunSettings(seed=4, workers=2, log_file=True)
+    g = s["search"]
+    assert (g.population_size, g.stopping.generations, g.multi_objective) == (8, 5, True)
+    assert (g.polish.atoms, g.relaxation.image, g.relaxation.steps) == (5, True, 20)
+    with pytest.raises(InputError, match="population"):
+        refinement_settings(ga_options={"population_size": 8})  # it has a keyword of its own
+    with pytest.raises(InputError, match="unknown setting.*'populaton'"):
+        refinement_settings(populaton=8)

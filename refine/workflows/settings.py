@@ -1,0 +1,210 @@
+"""What :func:`refine.workflows.refine_image` is told, besides the image and the composition.
+
+Five settings objects, each with its defaults from
+:mod:`refine.workflows.defaults`:
+
+* ``search`` — a :class:`refine.search.GASettings` (a recipe and its
+  changes, :func:`refine.workflows.defaults.search_settings`);
+* ``cost`` — :class:`CostSettings`: α rule, noise model, energy;
+* ``image_settings`` — :class:`ImageSettings`: calibration, mask, resampling;
+* ``start`` — :class:`StartSettings`: the starting population;
+* ``run`` — :class:`RunSettings`: seed, processes, resume, checkpoints, progress, log file.
+
+The CLI and batch manifests name each setting by one flat keyword
+(:data:`KEYWORDS`: ``population``, ``alpha``, ``start_relax_steps``, ...,
+plus ``search`` for the recipe and ``ga_options`` for any other
+:class:`~refine.search.GASettings` setting by its flat name);
+:func:`refinement_settings` turns those keywords into the five objects.
+
+Lengths in Å, doses in e/Å², times in s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from refine.workflows import defaults
+from surrogate.common import InputError
+
+__all__ = ["CostSettings", "ImageSettings", "StartSettings", "RunSettings", "KEYWORDS", "refinement_settings"]
+
+
+@dataclass
+class CostSettings:
+    """The cost E + α·χ²: α, the noise model of χ², the energy term.
+
+    Parameters
+    ----------
+    alpha : "auto", "thermal" or float
+        Weight of χ² in eV per unit χ² (see :mod:`refine.cost.fitness`):
+        ``"auto"`` balances E and χ² over the starting population,
+        ``"thermal"`` is k_B·300 K/2. The GA's own ``alpha`` follows it.
+    alpha_scale : float
+        With ``alpha="auto"``: multiply the automatic α by this (> 1 favours the image).
+    noise : "estimate", "poisson", float, array, path or None
+        Noise model of χ²; None: :data:`refine.workflows.defaults.NOISE`,
+        or Poisson noise with a ``dose``. A float is a uniform σ in image
+        units; an array or file a σ per pixel (resampled with the image).
+    dose : float, optional
+        Electron dose in e/Å² (the image in units of the incident beam), for Poisson noise.
+    calculator : str, ASE calculator or None
+        Energy term (:func:`refine.cost.energy.make_calculator`); None drops it.
+    fitness_options : dict
+        Further :class:`refine.cost.fitness.Fitness` keywords.
+    """
+
+    alpha: object = defaults.ALPHA
+    alpha_scale: float = defaults.ALPHA_SCALE
+    noise: object = None
+    dose: float | None = None
+    calculator: object = "auto"
+    fitness_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImageSettings:
+    """How the experimental image is read.
+
+    Parameters
+    ----------
+    pixel_size : float, optional
+        Å per pixel of an image file or array without (or with a wrong) calibration.
+    mask : array_like, path or "zeros", optional
+        Pixels used (True), see :func:`refine.io.read_image`.
+    resample : bool
+        Resample an image whose pixel size differs from the model's (False: an error instead).
+    """
+
+    pixel_size: float | None = None
+    mask: object = None
+    resample: bool = True
+
+
+@dataclass
+class StartSettings:
+    """The starting population of a new run.
+
+    Parameters
+    ----------
+    source : {"random", "shapes", "mixed", "image"} or path
+        Random compact clusters, :mod:`ase.cluster` shapes, half of each,
+        clusters following the image, or the frames of a structure file.
+    relax_steps : int
+        FIRE steps on each starting cluster (0: none).
+    """
+
+    source: str = defaults.START
+    relax_steps: int = 0
+
+
+@dataclass
+class RunSettings:
+    """How the run is carried out; none of these changes the cost.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the one :class:`numpy.random.Generator` of the run.
+    workers : int
+        Processes for the image-restrained annealings (results do not depend on it).
+    resume : bool
+        Continue from the checkpoint in the output folder (same image, composition and cost inputs required).
+    checkpoint_every : int
+        Checkpoint period in generations (the checkpoint is also written at the end).
+    progress : bool
+        Show a progress bar on stderr.
+    log_file : bool
+        Also log INFO and above to ``out_dir/refine.log``, appended over resumed runs
+        (:mod:`refine.workflows.runlog`).
+    """
+
+    seed: int = 0
+    workers: int = 1
+    resume: bool = False
+    checkpoint_every: int = 1
+    progress: bool = True
+    log_file: bool = False
+
+
+#: flat keyword (a manifest key, an option of ``stem-refine refine``) → (argument of refine_image, field); the
+#: fields of ``search`` are GASettings flat names (refine.search.settings.FLAT_NAMES). ``search`` names the recipe,
+#: ``ga_options`` holds further GASettings flat names. In the order refine_image took them as keywords.
+KEYWORDS = {
+    "population": ("search", "population_size"),
+    "generations": ("search", "generations"),
+    "seed": ("run", "seed"),
+    "alpha": ("cost", "alpha"),
+    "time_limit": ("search", "time_limit"),
+    "pixel_size": ("image_settings", "pixel_size"),
+    "resume": ("run", "resume"),
+    "mask": ("image_settings", "mask"),
+    "start": ("start", "source"),
+    "noise": ("cost", "noise"),
+    "dose": ("cost", "dose"),
+    "multi_objective": ("search", "multi_objective"),
+    "calculator": ("cost", "calculator"),
+    "stagnation": ("search", "stagnation"),
+    "relax_steps": ("search", "relax_steps"),
+    "start_relax_steps": ("start", "relax_steps"),
+    "resample": ("image_settings", "resample"),
+    "checkpoint_every": ("run", "checkpoint_every"),
+    "progress": ("run", "progress"),
+    "alpha_scale": ("cost", "alpha_scale"),
+    "ga_options": ("search", None),
+    "fitness_options": ("cost", "fitness_options"),
+    "workers": ("run", "workers"),
+    "search": ("search", None),
+    "log_file": ("run", "log_file"),
+}
+
+#: GASettings that refine_image sets from ``cost`` and ``run`` (alpha, checkpoint_every, progress) or that have
+#: a keyword of their own: not in ``ga_options``
+_OWN_KEYWORDS = {"alpha": "alpha", "checkpoint_every": "checkpoint_every", "progress": "progress",
+                 **{attr: key for key, (arg, attr) in KEYWORDS.items() if arg == "search" and attr}}
+
+
+def refinement_settings(**keywords) -> dict:
+    """The settings objects of :func:`refine.workflows.refine_image` from flat keywords (:data:`KEYWORDS`).
+
+    Keywords not given take the defaults (:mod:`refine.workflows.defaults`).
+    The search is the recipe ``search`` with the settings of ``ga_options``
+    and then the search keywords (``population``, ``generations``,
+    ``time_limit``, ``stagnation``, ``multi_objective``, ``relax_steps``)
+    applied (:func:`refine.search.recipes.search_settings`: ``relax_steps``
+    None means the recipe's rule).
+
+    Returns
+    -------
+    dict
+        ``search`` (GASettings), ``cost``, ``image_settings``, ``start``,
+        ``run``: the keyword arguments of ``refine_image`` besides the image,
+        composition, model and output folder.
+
+    Raises
+    ------
+    InputError
+        An unknown keyword, or a ``ga_options`` entry that has a keyword of
+        its own (e.g. ``population_size``: give ``population``).
+
+    Examples
+    --------
+    >>> s = refinement_settings(population=16, alpha="thermal", ga_options={"polish_atoms": 40})
+    >>> s["search"].population_size, s["search"].polish.atoms, s["cost"].alpha
+    (16, 40, 'thermal')
+    """
+    unknown = [key for key in keywords if key not in KEYWORDS]
+    if unknown:
+        raise InputError(f"unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(KEYWORDS)}")
+    recipe = keywords.pop("search", None)
+    ga_options = dict(keywords.pop("ga_options", None) or {})
+    clash = [name for name in ga_options if name in _OWN_KEYWORDS]
+    if clash:
+        raise InputError("ga_options: " + "; ".join(
+            f"{name} is set by {_OWN_KEYWORDS[name]!r}, not in ga_options" for name in clash))
+    objects = {"search": dict(ga_options), "cost": {}, "image_settings": {}, "start": {}, "run": {}}
+    for key, value in keywords.items():
+        arg, attr = KEYWORDS[key]
+        objects[arg][attr] = value
+    return {"search": defaults.search_settings(recipe, **objects["search"]),
+            "cost": CostSettings(**objects["cost"]), "image_settings": ImageSettings(**objects["image_settings"]),
+            "start": StartSettings(**objects["start"]), "run": RunSettings(**objects["run"])}

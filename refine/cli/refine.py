@@ -4,7 +4,7 @@
 
     stem-refine refine IMAGE --composition Pt309 -o DIR [-m MODEL]
         [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
-        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --noise MODEL|FILE]
+        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --noise MODEL|FILE --no-model-error]
         [--pareto --resume --checkpoint-every N]
         [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
         [--json] [--no-progress]
@@ -34,7 +34,8 @@ import sys
 
 from refine.search import SEARCHES
 from refine.workflows import defaults
-from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_pixel_size, add_seed, add_workers
+from refine.cli.image_options import add_image_arguments, add_noise_arguments
+from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
@@ -52,16 +53,6 @@ def _alpha(text):
     return v
 
 
-def _noise(text):
-    """'estimate', 'poisson', a σ (a number) or a σ-map file (anything else)."""
-    if text in ("estimate", "poisson"):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        return text  # a σ map file: read (and checked) with the image
-
-
 def add_arguments(parser):
     parser.add_argument("image", metavar="IMAGE",
                         help="experimental image: TIFF, .npy, .npz, text, DM3/DM4, EMD, ... (rosettasciio)")
@@ -69,19 +60,8 @@ def add_arguments(parser):
                         help="atoms of the particle, e.g. Pt309 or Pt557Mo29 (only the model's elements)")
     add_out(parser, folder=True, help="the results (best.xyz, images, summary.json, checkpoint, ...)")
     add_model(parser)
-    g = parser.add_argument_group("image")
-    add_pixel_size(g, "IMAGE in Å (needed when the file has no calibration; overrides it)")
-    g.add_argument("--mask", metavar="FILE", default=None,
-                   help="array file of IMAGE's shape, non-zero = pixel used; or 'zeros' to drop pixels equal to 0")
-    g.add_argument("--no-resample", dest="resample", action="store_false",
-                   help="refuse an image whose pixel size differs from the model's instead of resampling it")
-    g.add_argument("--dose", type=float, default=None, metavar="e/Å²",
-                   help="electron dose: Poisson noise model, IMAGE in units of the incident beam")
-    g.add_argument("--noise", type=_noise, default=None, metavar="MODEL|FILE",
-                   help=f"noise model: {defaults.NOISE!r} (the default; 'estimate' = estimated from the image), "
-                        "'poisson' (IMAGE in "
-                        "counts), a σ in image units, or an array file of IMAGE's shape with σ per pixel "
-                        "(resampled with IMAGE)")
+    add_image_arguments(parser)
+    add_noise_arguments(parser)
     g = parser.add_argument_group("genetic algorithm")
     g.add_argument("--population", type=int, default=defaults.POPULATION, metavar="N",
                    help=f"population size (default {defaults.POPULATION})")
@@ -193,7 +173,8 @@ def refinement_keywords(args) -> dict:
         ga_options["finish_alpha"] = "thermal"
     return dict(population=args.population, generations=args.generations, seed=args.seed, alpha=args.alpha,
                 time_limit=args.time_limit, pixel_size=args.pixel_size, resume=args.resume, mask=args.mask,
-                start=args.start, noise=args.noise, dose=args.dose, multi_objective=args.pareto,
+                start=args.start, noise=args.noise, dose=args.dose, model_error=args.model_error,
+                multi_objective=args.pareto,
                 calculator=args.calculator, stagnation=args.stagnation, relax_steps=args.relax_steps,
                 start_relax_steps=args.start_relax_steps, resample=args.resample, progress=args.progress,
                 alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options, search=args.search,

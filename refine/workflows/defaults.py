@@ -14,7 +14,7 @@ file (the CLI writes ``refine.log``).
 
 from __future__ import annotations
 
-__all__ = ["SEARCH", "POPULATION", "GENERATIONS", "ALPHA", "ALPHA_SCALE", "NOISE", "START", "search_settings"]
+__all__ = ["SEARCH", "POPULATION", "GENERATIONS", "ALPHA", "ALPHA_SCALE", "NOISE", "MODEL_ERROR", "START", "search_settings"]
 
 #: search recipe (:mod:`refine.search.recipes`)
 SEARCH = "anneal"
@@ -26,9 +26,11 @@ GENERATIONS = 100
 ALPHA = "auto"
 #: factor on the automatic α (> 1 weighs the image more)
 ALPHA_SCALE = 1.0
-#: noise model of χ² when none is given: "estimate" (estimated from the image, :mod:`refine.cost.noise`); a
-#: dose always means Poisson noise (:func:`refine.workflows.inputs.validate_noise`)
+#: noise model of χ² when none is given: "estimate" (a variance growing with intensity, fitted to the image,
+#: :mod:`refine.cost.noise`); a dose always means Poisson noise (:func:`refine.workflows.inputs.validate_noise`)
 NOISE = "estimate"
+#: add the surrogate's own error (calibrated in the model file) to the noise of χ² (:mod:`refine.cost.noise`)
+MODEL_ERROR = True
 #: starting population: random compact clusters
 START = "random"
 

@@ -101,6 +101,8 @@ class RefinementInputs:
         FIRE steps on each random starting cluster.
     fitness_options : dict
         Further :class:`refine.cost.Fitness` keywords.
+    model_error : bool
+        The surrogate's own error (its model file's calibration) in the noise of χ².
     """
 
     model: object
@@ -121,6 +123,7 @@ class RefinementInputs:
     workers: int
     start_relax_steps: int
     fitness_options: dict = field(default_factory=dict)
+    model_error: bool = True
 
     @property
     def checkpoint(self) -> Path:
@@ -411,6 +414,15 @@ def calculator_description(calculator):
     return calculator if calculator is None or isinstance(calculator, str) else type(calculator).__name__
 
 
+def _model_error_description(inputs: RefinementInputs):
+    """What inputs.json records of the model-error term: None (off, or no calibration) or the calibration."""
+    discrepancy = getattr(inputs.model, "discrepancy_", None)
+    if not inputs.model_error or discrepancy is None:
+        return None
+    return {"correlation_area": discrepancy.correlation_area, "sigmas_sha256": hashlib.sha256(
+        np.asarray(discrepancy.intensities + discrepancy.sigmas, dtype=np.float64).tobytes()).hexdigest()}
+
+
 def input_record(inputs: RefinementInputs) -> dict:
     """What ``inputs.json`` records: what a resumed run must match (image and model digests, ...)."""
     from refine.search import composition_string
@@ -422,7 +434,7 @@ def input_record(inputs: RefinementInputs) -> dict:
             "noise": _noise_description(inputs.noise), "dose": inputs.dose,
             "calculator": calculator_description(inputs.calculator),
             "alpha": alpha if isinstance(alpha, str) else float(alpha), "alpha_scale": inputs.alpha_scale,
-            "multi_objective": bool(inputs.multi_objective)}
+            "multi_objective": bool(inputs.multi_objective), "model_error": _model_error_description(inputs)}
 
 
 def _check_resume_inputs(old: dict, new: dict, out: Path) -> None:
@@ -433,7 +445,7 @@ def _check_resume_inputs(old: dict, new: dict, out: Path) -> None:
     different cost functions. Keys an older ``inputs.json`` lacks are not checked.
     """
     labels = {"image_sha256": "another image or mask", "model_sha256": "another model", "noise": "noise model",
-              "dose": "dose", "calculator": "energy calculator", "alpha": "alpha", "alpha_scale": "alpha scale"}
+              "dose": "dose", "model_error": "model error term", "calculator": "energy calculator", "alpha": "alpha", "alpha_scale": "alpha scale"}
     changed = []
     for key, label in labels.items():
         if key in old and old[key] != new.get(key):

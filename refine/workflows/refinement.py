@@ -183,7 +183,8 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         inputs = RefinementInputs(
             model=mdl, model_source=model_source, composition=comp, image=img, start=source, noise=noise_model,
             dose=dose, out=out, resume=run.resume, settings=settings, seed=seed, alpha=cost.alpha,
-            alpha_scale=alpha_scale, calculator=cost.calculator, multi_objective=bool(settings.multi_objective),
+            alpha_scale=alpha_scale, calculator=cost.calculator, model_error=bool(cost.model_error),
+            multi_objective=bool(settings.multi_objective),
             workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}))
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
 

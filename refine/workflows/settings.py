@@ -47,6 +47,10 @@ class CostSettings:
         units; an array or file a σ per pixel (resampled with the image).
     dose : float, optional
         Electron dose in e/Å² (the image in units of the incident beam), for Poisson noise.
+    model_error : bool
+        Add the surrogate's own error (its model file's calibration) to the
+        noise of χ² (:mod:`refine.cost.noise`): without it, at high dose the
+        refinement fits the surrogate's error.
     calculator : str, ASE calculator or None
         Energy term (:func:`refine.cost.energy.make_calculator`); None drops it.
     fitness_options : dict
@@ -57,6 +61,7 @@ class CostSettings:
     alpha_scale: float = defaults.ALPHA_SCALE
     noise: object = None
     dose: float | None = None
+    model_error: bool = defaults.MODEL_ERROR
     calculator: object = "auto"
     fitness_options: dict = field(default_factory=dict)
 
@@ -141,6 +146,7 @@ KEYWORDS = {
     "start": ("start", "source"),
     "noise": ("cost", "noise"),
     "dose": ("cost", "dose"),
+    "model_error": ("cost", "model_error"),
     "multi_objective": ("search", "multi_objective"),
     "calculator": ("cost", "calculator"),
     "stagnation": ("search", "stagnation"),

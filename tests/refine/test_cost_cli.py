@@ -69,3 +69,18 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, high_dose_image, arg
     assert main(["cost", *args, "--pixel-size", "0.1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_a_run_cannot_resume_with_the_model_error_switched(tmp_path, high_dose_image):
+    from refine.workflows import refine_image, refinement_settings
+    from surrogate.common import InputError
+
+    def run(**kw):
+        opts = {"population": 2, "generations": 0, "pixel_size": 0.1, "dose": 2e7, "progress": False,
+                "search": "plain", "relax_steps": 0, **kw}
+        return refine_image(high_dose_image, "Pt70", out_dir=tmp_path / "run", **refinement_settings(**opts))
+
+    first = run()
+    assert first.summary["noise"]["model_error"]["correlation_area"] > 1
+    with pytest.raises(InputError, match="model error"):
+        run(resume=True, generations=1, model_error=False)

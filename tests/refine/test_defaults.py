@@ -118,6 +118,7 @@ def test_the_entry_points_agree_on_search_alpha_noise_and_population(image_file,
         assert _search(inputs) == DEFAULT_SEARCH
         assert (inputs.alpha, inputs.alpha_scale) == ("auto", 1.0)
         assert (inputs.noise, inputs.dose) == ("estimate", None)
+        assert inputs.model_error is True  # the surrogate's own error in the noise of χ²
         assert inputs.start == "random" and inputs.start_relax_steps == 0 and inputs.calculator == "auto"
         assert inputs.settings.population_size == 20
     # the demo: the same search within its budget, the same α rule and population; its image has a dose, so
@@ -125,7 +126,7 @@ def test_the_entry_points_agree_on_search_alpha_noise_and_population(image_file,
     demo_search = _search(demo)
     assert {k: v for k, v in demo_search.items() if DEFAULT_SEARCH[k] != v} == DEMO_BUDGET
     assert (demo.alpha, demo.alpha_scale, demo.settings.population_size) == ("auto", 1.0, 20)
-    assert demo.noise == "poisson" and demo.dose > 0
+    assert demo.noise == "poisson" and demo.dose > 0 and demo.model_error is True
     _cli(image_file, model_file, tmp_path / "cli_dose", "--dose", str(demo.dose))
     assert (capture[-1].noise, capture[-1].dose) == ("poisson", demo.dose)
     # only how the runs are carried out differs: 2 annealing processes and a log file on the command line

@@ -92,7 +92,8 @@ def test_outputs_exist_and_agree_with_a_fresh_evaluation(image_file, model_file,
     assert isinstance(summary["domain_warning"], bool)
     assert summary["settings"]["population_size"] == 6
     assert summary["wall_time_s"] > 0
-    assert summary["noise"] == {"model": "uniform", "sigma": SIGMA}
+    # a model file without an error calibration: the noise alone, every pixel counting once
+    assert summary["noise"] == {"model": "uniform", "sigma": SIGMA, "n_effective": float(exp.size)}
 
 
 def test_same_seed_same_best_structure(image_file, model_file, tmp_path):

@@ -175,7 +175,7 @@ def _options(parser):
 def test_every_subcommand_is_walked():
     names = set(_subcommand_parsers())
     assert names == {"demo", "fit", "cv", "sweep", "predict", "simulate", "dataset build", "refine", "batch",
-                     "ensemble", "compare"}
+                     "ensemble", "compare", "cost"}
 
 
 def test_a_flag_means_one_thing_on_every_subcommand():

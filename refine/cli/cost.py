@@ -23,22 +23,11 @@ from __future__ import annotations
 
 import sys
 
-from refine.cli.image_options import add_image_arguments, add_noise_arguments
+from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg
 from surrogate.cli.options import add_json, add_model
 
 help = "the refinement's cost (E + α·χ², χ²/px, energy) of a given structure against an image"
 description = __doc__
-
-
-def _alpha(text):
-    import argparse
-
-    if text == "thermal":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'thermal' or a number (eV), got {text!r}") from None
 
 
 def add_arguments(parser):
@@ -49,7 +38,7 @@ def add_arguments(parser):
     add_image_arguments(parser)
     add_noise_arguments(parser)
     g = parser.add_argument_group("cost")
-    g.add_argument("--alpha", type=_alpha, default="thermal", metavar="thermal|X",
+    g.add_argument("--alpha", type=alpha_arg, default="thermal", metavar="thermal|X",
                    help="weight of χ² in eV (default thermal = k_B·300 K/2, the finishing stage's)")
     g.add_argument("--relax", type=int, default=0, metavar="N",
                    help="relax each structure by N FIRE steps on E + α·χ² first (default 0: as given)")
@@ -67,6 +56,8 @@ def evaluate_structures(args) -> list[dict]:
     from refine.workflows.inputs import composition_for_model, load_model_or_default, validate_image, validate_noise
     from surrogate.common import InputError, read_structure
 
+    if args.alpha == "auto":
+        raise InputError("--alpha auto needs a population to calibrate on; give 'thermal' or a number (eV)")
     if args.relax < 0:
         raise InputError(f"--relax must be a non-negative number of steps, got {args.relax}")
     frames = read_structure(args.structure, index=":")

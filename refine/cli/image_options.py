@@ -9,7 +9,19 @@ from __future__ import annotations
 
 from surrogate.cli.options import add_pixel_size
 
-__all__ = ["add_image_arguments", "add_noise_arguments", "noise_arg"]
+__all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "noise_arg"]
+
+
+def alpha_arg(text):
+    """'auto', 'thermal' or a number (eV per unit χ²): the --alpha of every command that has one."""
+    import argparse
+
+    if text in ("auto", "thermal"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'thermal' or a number, got {text!r}") from None
 
 
 def noise_arg(text):

@@ -34,23 +34,14 @@ import sys
 
 from refine.search import SEARCHES
 from refine.workflows import defaults
-from refine.cli.image_options import add_image_arguments, add_noise_arguments
+from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg
 from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
 description = __doc__
 
 
-def _alpha(text):
-    import argparse
-
-    if text in ("auto", "thermal"):
-        return text
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto', 'thermal' or a number, got {text!r}") from None
-    return v
+_alpha = alpha_arg  # one --alpha grammar (refine, cost)
 
 
 def add_arguments(parser):

@@ -63,3 +63,11 @@ def small_model():
 
     conv, ms = synthetic_pairs(np.random.default_rng(7), n=3)
     return PolynomialSurrogate(size=3, degree=2).fit(conv, ms, elements=["Pt"])
+
+
+@pytest.fixture(scope="session")
+def model_file(small_model, tmp_path_factory):
+    """``small_model`` saved as a model file (read-only; a test that writes beside it makes its own)."""
+    from surrogate.imaging.model import save_model
+
+    return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")

@@ -65,16 +65,17 @@ def evaluate_structures(args) -> list[dict]:
     image = validate_image(args.image, model, pixel_size=args.pixel_size, mask=args.mask, resample=args.resample)
     noise, dose = validate_noise(args.noise, args.dose, image)
     rows = []
-    fitness = None
+    fitnesses = {}  # one per composition: the weights without a dose depend on it (the image's scale)
     for k, atoms in enumerate(frames):
         symbols = atoms.get_chemical_symbols()
         composition = composition_for_model({s: symbols.count(s) for s in set(symbols)}, model)
         key = tuple(sorted(composition.items()))
-        if fitness is None or key != fitness_key:
+        if key not in fitnesses:
             fitness = Fitness(model, image, alpha=0.0, noise=noise, dose=dose, calculator="auto",
-                              symbols=sorted(composition), model_error=args.model_error, n_atoms=len(atoms))
+                              symbols=sorted(composition), model_error=args.model_error, composition=composition)
             fitness.alpha = fitness.thermal_alpha() if args.alpha == "thermal" else float(args.alpha)
-            fitness_key = key
+            fitnesses[key] = fitness
+        fitness = fitnesses[key]
         if args.relax:
             nn = nearest_neighbour_distance(composition)
             calc = cost_calculator(fitness, make_calculator("auto", tuple(sorted(composition))))

@@ -130,9 +130,9 @@ class Fitness:
         Add the surrogate's own error (``model.discrepancy_``, from its file)
         to the noise (:mod:`refine.cost.noise`): the χ² that stays right when
         the surrogate is wrong. An image not in beam units (no ``dose``) is
-        scaled by its integrated intensity, which needs ``symbols`` and ``n_atoms``.
-    n_atoms : int, optional
-        Atoms of the particle (with ``model_error`` and no dose).
+        scaled by its integrated intensity, which needs the ``composition``.
+    composition : mapping, optional
+        Element → number of atoms of the particle (with ``model_error`` and no dose).
     noise : "estimate", "poisson", float or ndarray
         Noise model (:mod:`refine.cost.noise`).
     dose : float, optional
@@ -185,7 +185,7 @@ class Fitness:
                  calculator="auto", symbols=None, align="auto", per_atom_energy: bool = False,
                  mode: str = "weighted", tol: float | None = None, coarse_threshold: float = 1.5,
                  max_iter: int | None = None, domain_tolerance: float = 0.02, shift_method: str = "interpolate",
-                 prior_temperature: float = 300.0, model_error: bool = False, n_atoms: int | None = None):
+                 prior_temperature: float = 300.0, model_error: bool = False, composition=None):
         params = _check_model_and_image(model, image)
         align = _align_mode(align)
         if shift_method not in ("interpolate", "render"):
@@ -209,8 +209,7 @@ class Fitness:
         self.h = int(model.border)
         self.model_error = bool(model_error)
         self.weights, self.noise_info = noise_weights(image, noise, dose,
-                                                      **self._model_error_terms(model, image, noise, dose, symbols,
-                                                                                n_atoms))
+                                                      **self._model_error_terms(model, image, noise, dose, composition))
         self.n_valid = image.n_valid
         self.n_effective = float(self.noise_info.get("n_effective", self.n_valid))
         self.renderer = BoxRenderer(model, self.grid)
@@ -258,7 +257,7 @@ class Fitness:
         return self.renderer.background
 
     # -- setup ----------------------------------------------------------------
-    def _model_error_terms(self, model, image, noise, dose, symbols, n_atoms) -> dict:
+    def _model_error_terms(self, model, image, noise, dose, composition) -> dict:
         """``discrepancy`` and ``beam_scale`` for :func:`noise_weights`: none without ``model_error``."""
         if not self.model_error:
             return {}
@@ -269,13 +268,11 @@ class Fitness:
             return {}
         if isinstance(noise, str) and noise.lower() == "poisson" and dose is not None:
             return {"discrepancy": discrepancy, "beam_scale": (1.0, 0.0)}  # the image is in beam units
-        if symbols is None or n_atoms is None:
-            raise InputError("the model error of an image not in beam units needs the composition "
-                             "(symbols and n_atoms), or a dose")
+        if not composition:
+            raise InputError("the model error of an image not in beam units needs the composition, or a dose")
         from refine.cost.noise import integrated_beam_scale
 
-        elements = list(symbols)
-        atoms = [elements[k % len(elements)] for k in range(int(n_atoms))]
+        atoms = [element for element, count in composition.items() for _ in range(int(count))]
         return {"discrepancy": discrepancy, "beam_scale": integrated_beam_scale(image, model, atoms)}
 
     def _set_alpha_rule(self, alpha) -> None:
@@ -519,7 +516,8 @@ class Fitness:
     def summary(self) -> dict:
         """What a run summary reports about the fitness."""
         return {"alpha": self.alpha, "alpha_rule": self.alpha_rule, "noise": self.noise_info,
-                "align": self.align, "n_valid_pixels": self.n_valid, "n_effective_pixels": self.n_effective, "per_atom_energy": self.per_atom_energy,
+                "align": self.align, "n_valid_pixels": self.n_valid, "n_effective_pixels": self.n_effective,
+                "per_atom_energy": self.per_atom_energy,
                 "out_of_domain": self.out_of_domain, "n_out_of_domain": self.n_out_of_domain,
                 "n_evaluations": self.n_evaluations, "model_input_range": list(self.input_range)}
 

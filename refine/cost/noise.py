@@ -59,31 +59,32 @@ def estimate_noise(data: np.ndarray, mask: np.ndarray | None = None) -> float:
     mask : ndarray of bool, shape (M, N), optional
         True where a pixel is used.
     """
-    d = np.asarray(data, dtype=float)
-    lap = (d[:-2, :-2] - 2 * d[:-2, 1:-1] + d[:-2, 2:]
-           - 2 * d[1:-1, :-2] + 4 * d[1:-1, 1:-1] - 2 * d[1:-1, 2:]
-           + d[2:, :-2] - 2 * d[2:, 1:-1] + d[2:, 2:])
-    if mask is not None and not np.all(mask):
-        from scipy.ndimage import binary_erosion
-
-        ok = binary_erosion(mask, structure=np.ones((3, 3), bool))[1:-1, 1:-1]
+    lap, ok = _laplacian(np.asarray(data, dtype=float), mask)
+    if ok is not None:
         lap = lap[ok]
     if lap.size == 0:
         raise InputError("too few valid pixels to estimate the noise; give noise=σ")
     return float(np.sqrt(np.pi / 2) * np.mean(np.abs(lap)) / 6.0)
 
 
-def _local_mean_and_noise(d: np.ndarray, mask: np.ndarray | None):
-    """Per pixel: the 3×3 mean and a noise sample (the Laplacian residual scaled to unit gain), valid pixels only."""
+def _laplacian(d: np.ndarray, mask: np.ndarray | None):
+    """L ⊛ d on the interior, shape (M−2, N−2), and where its 3×3 neighbourhood is all valid (None: everywhere)."""
     lap = (d[:-2, :-2] - 2 * d[:-2, 1:-1] + d[:-2, 2:]
            - 2 * d[1:-1, :-2] + 4 * d[1:-1, 1:-1] - 2 * d[1:-1, 2:]
            + d[2:, :-2] - 2 * d[2:, 1:-1] + d[2:, 2:])
-    mean = sum(d[i:i + d.shape[0] - 2, j:j + d.shape[1] - 2] for i in range(3) for j in range(3)) / 9.0
-    ok = np.ones(lap.shape, bool)
-    if mask is not None and not np.all(mask):
-        from scipy.ndimage import binary_erosion
+    if mask is None or np.all(mask):
+        return lap, None
+    from scipy.ndimage import binary_erosion
 
-        ok = binary_erosion(mask, structure=np.ones((3, 3), bool))[1:-1, 1:-1]
+    return lap, binary_erosion(mask, structure=np.ones((3, 3), bool))[1:-1, 1:-1]
+
+
+def _local_mean_and_noise(d: np.ndarray, mask: np.ndarray | None):
+    """Per pixel: the 3×3 mean and a noise sample (the Laplacian residual scaled to unit gain), valid pixels only."""
+    lap, ok = _laplacian(d, mask)
+    mean = sum(d[i:i + d.shape[0] - 2, j:j + d.shape[1] - 2] for i in range(3) for j in range(3)) / 9.0
+    if ok is None:
+        ok = np.ones(lap.shape, bool)
     # the kernel's weights square-sum to 36: lap/6 has the pixel noise's variance for white noise
     return mean[ok], lap[ok] / 6.0
 
@@ -195,7 +196,6 @@ def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None
             raise InputError("σ map must be positive and finite on every valid pixel")
         var = np.where(mask, s, 1.0) ** 2
         info = {"model": "map"}
-    n_valid = int(np.count_nonzero(mask))
     if discrepancy is not None:
         if beam_scale is None:
             raise InputError("the model error needs the image's scale (beam_scale)")
@@ -209,7 +209,7 @@ def noise_weights(image: ExperimentalImage, noise="estimate", dose: float | None
         info["model_error"] = {"correlation_area": discrepancy.correlation_area, "beam_scale": scale,
                                "vacuum_level": level, "source": discrepancy.source}
     else:
-        n_effective = float(n_valid)
+        n_effective = float(image.n_valid)
     info["n_effective"] = n_effective
     w = np.where(mask, 1.0 / var, 0.0)
     return np.ascontiguousarray(w), info

@@ -57,7 +57,7 @@ def make_fitness(inputs) -> Fitness:
         fit_kw["alpha_scale"] = inputs.alpha_scale
     calculator = inputs.calculator
     fit_kw.setdefault("model_error", inputs.model_error)
-    fit_kw.setdefault("n_atoms", sum(inputs.composition.values()))
+    fit_kw.setdefault("composition", dict(inputs.composition))
     return fitness_cls(inputs.model, inputs.image, alpha=inputs.alpha, noise=inputs.noise, dose=inputs.dose,
                        calculator=calculator, symbols=list(inputs.composition),
                        mode="pareto" if inputs.multi_objective else "weighted", **fit_kw)

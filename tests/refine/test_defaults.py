@@ -56,13 +56,6 @@ def capture(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def model_file(small_model, tmp_path_factory):
-    from surrogate.imaging.model import save_model
-
-    return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
-
-
-@pytest.fixture(scope="module")
 def image_file(small_model, tmp_path_factory):
     truth = Icosahedron("Pt", 2)
     truth.positions += 2.4 - truth.positions.mean(axis=0)

@@ -17,13 +17,6 @@ PIXEL = 0.1
 
 
 @pytest.fixture(scope="module")
-def model_file(small_model, tmp_path_factory):
-    from surrogate.imaging.model import save_model
-
-    return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
-
-
-@pytest.fixture(scope="module")
 def image_file(small_model, tmp_path_factory):
     truth = Icosahedron("Pt", 2)
     truth.positions += 4.5 - truth.positions.mean(axis=0)

@@ -31,13 +31,6 @@ def truth():
 
 
 @pytest.fixture(scope="module")
-def model_file(small_model, tmp_path_factory):
-    from surrogate.imaging.model import save_model
-
-    return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
-
-
-@pytest.fixture(scope="module")
 def image_file(small_model, truth, tmp_path_factory):
     grid = ProbeGrid(origin=(0.0, 0.0), shape=(90, 90), pixel_size=PIXEL)
     rng = np.random.default_rng(3)

@@ -41,6 +41,7 @@ from sklearn.base import clone
 
 from surrogate.common import InputError
 from surrogate.imaging import ModelDiscrepancy
+from surrogate.training.validation import _interior, _splits
 
 __all__ = ["calibrate_discrepancy", "residual_images"]
 
@@ -63,17 +64,15 @@ def residual_images(template, convolution_images, multislice_images, *, folds: i
     h = template.border
     rng = np.random.default_rng(seed)
     predictions, residuals = [], []
-    for _ in range(repeats):
-        order = rng.permutation(len(conv))
-        for f in range(folds):
-            test = sorted(int(i) for i in order[f::folds])
-            train = [i for i in range(len(conv)) if i not in test]
-            model = clone(template).fit([conv[i] for i in train], [ms[i] for i in train])
-            for i in test:
-                p = model.predict(conv[i])
-                t = np.asarray(ms[i], dtype=float)[h: -h or None, h: -h or None] if h else np.asarray(ms[i], float)
-                predictions.append(p)
-                residuals.append(t - p)
+    # the image scheme's folds of cross_validate, drawn the same way
+    for _, _, test in _splits(len(conv), None, h, "image", folds, repeats, None, None, rng):
+        test = [int(i) for i in test]
+        train = [i for i in range(len(conv)) if i not in test]
+        model = clone(template).fit([conv[i] for i in train], [ms[i] for i in train])
+        for i in test:
+            p = model.predict(conv[i])
+            predictions.append(p)
+            residuals.append(_interior(np.asarray(ms[i], dtype=float), h) - p)
     return predictions, residuals
 
 

@@ -45,6 +45,9 @@ improvement of the best cost beyond ``stagnation_tol``; in multi-objective
 mode, without a new member of the Pareto front) or ``time_limit`` seconds of
 wall time (summed over resumed segments).
 
+The best of every generation goes to ``progress.xyz`` in ``out_dir``
+(:mod:`refine.search.progress`: generation, elapsed time, cost, χ², E).
+
 Checkpoints (``checkpoint.npz`` in ``out_dir`` every ``checkpoint_every``
 generations and at the end; :mod:`refine.search.checkpoint`): population,
 hall of fame, logbook, generation, the stagnation state, α, the finishing
@@ -81,6 +84,7 @@ from refine.search.geometry import composition_of
 from refine.search.individuals import as_atoms
 from refine.search.logbook import LOGBOOK_NAME, generation_record, new_logbook, write_logbook_csv
 from refine.search.polish import polish_best
+from refine.search.progress import PROGRESS_NAME, record_best
 from refine.search.selection import SimilarityCriterion
 from refine.search.settings import GAResult, GASettings
 from refine.search.toolbox import make_toolbox
@@ -183,8 +187,14 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         if out is not None:
             _write_checkpoint(out, run, settings, comp, toolbox, fitness, rng)
 
+    def progress():
+        if out is not None:
+            record_best(out / PROGRESS_NAME, as_atoms(min(run.population, key=best_key)), run.generation,
+                        run.elapsed())
+
     if state is None:
         checkpoint()
+        progress()
     bar = _ProgressBar(settings, run)
     stop_reason = None
     search_end = _search_end(settings)
@@ -206,6 +216,7 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
                                                    run.elapsed(), similar))
             log.debug("generation %d: best cost %.6g", run.generation, run.best_cost)
             bar.update(run)
+            progress()
             if out is not None:
                 if run.generation % settings.checkpoint_every == 0:
                     checkpoint()

@@ -17,6 +17,10 @@ complete files or none:
     ``image[i, j]`` at ``(x0 + iΔ, y0 + jΔ)``.
 ``images.png``, ``fitness_history.png``
     :mod:`refine.workflows.figures`.
+``progress.xyz``
+    written by the GA as it goes (:mod:`refine.search.progress`): the best
+    of every generation in the search's frame (not moved onto the image),
+    with generation, elapsed time, cost, χ² and E in each frame's info.
 ``summary.json``
     best cost, χ², χ² per pixel, E, α, generations, wall time, seed,
     model, domain-warning flag, noise model, settings, file names

@@ -23,6 +23,7 @@ from refine.search.geometry import composition_of, default_min_distance, min_int
 from refine.search.individuals import StemIndividual, as_atoms, to_individual
 from refine.search.logbook import LOGBOOK_COLUMNS
 from refine.search.population import make_population
+from refine.search.progress import PROGRESS_NAME, read_progress
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -166,6 +167,11 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     assert np.array_equal(full.best.positions, resumed.best.positions)
     assert full.best.info["cost"] == resumed.best.info["cost"]
     assert [r["best_cost"] for r in full.logbook] == [r["best_cost"] for r in resumed.logbook]
+    frames = read_progress(tmp_path / "part" / PROGRESS_NAME)
+    assert [f.info["generation"] for f in frames] == list(range(len(full.logbook)))
+    # the best of each generation, as the logbook has it (plus replacement: never worse)
+    assert [f.info["cost"] for f in frames] == pytest.approx([r["best_cost"] for r in full.logbook], rel=1e-12)
+    assert np.allclose(frames[-1].positions, full.best.positions, atol=1e-6)
 
 
 def test_stagnation_stop(tmp_path):
@@ -439,6 +445,12 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _rows(full_dir / LOGBOOK_NAME)]
     assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in _rows(killed_dir / LOGBOOK_NAME)]
     assert math.isfinite(float(_rows(full_dir / LOGBOOK_NAME)[-1]["alpha"]))
+    # progress.xyz: one frame per generation, the generations the kill cut short written once
+    full_frames, killed_frames = read_progress(full_dir / PROGRESS_NAME), read_progress(killed_dir / PROGRESS_NAME)
+    assert [f.info["generation"] for f in full_frames] == list(range(len(strip)))
+    assert [f.info["generation"] for f in killed_frames] == list(range(len(strip)))
+    for a, b in zip(full_frames, killed_frames):
+        assert np.array_equal(a.positions, b.positions) and a.info["cost"] == b.info["cost"]
 
 
 @pytest.fixture(scope="module")
@@ -502,6 +514,11 @@ def test_resume_with_the_real_fitness_equals_uninterrupted(tmp_path, real_fitnes
     resumed = run(tmp_path / "part", 4, resume=True)
     assert np.array_equal(full.best.positions, resumed.best.positions)
     assert [r["best_cost"] for r in full.logbook] == [r["best_cost"] for r in resumed.logbook]
+    frames = read_progress(tmp_path / "part" / PROGRESS_NAME)
+    assert [f.info["generation"] for f in frames] == list(range(len(full.logbook)))
+    # the best of each generation, as the logbook has it (plus replacement: never worse)
+    assert [f.info["cost"] for f in frames] == pytest.approx([r["best_cost"] for r in full.logbook], rel=1e-12)
+    assert np.allclose(frames[-1].positions, full.best.positions, atol=1e-6)
 
 
 @pytest.mark.parametrize("moves", [1, 4])

@@ -95,6 +95,9 @@ def add_arguments(parser):
                    help="MD steps of 5 fs per annealing (default 20000 = 100 ps with --search anneal)")
     g.add_argument("--anneal-temperature", type=float, default=None, metavar="K",
                    help="start temperature of the annealing, cooled linearly to 300 K (default 1500)")
+    g.add_argument("--anneal-image-weight", type=float, default=None, metavar="W",
+                   help="fraction of α on χ² while the annealing cools, in (0, 1]; its final quench uses the "
+                        "full α (default 0.3: a full-strength image force pins the melt to its columns)")
     g.add_argument("--finish-fraction", type=float, default=None, metavar="F",
                    help="the last fraction F of --time-limit (or of --generations) is a finishing stage that "
                         "selects at --finish-alpha, without annealing (default 0.15 with --search anneal, else 0)")
@@ -155,6 +158,7 @@ def refinement_keywords(args) -> dict:
     for key, value in (("relax_image", args.image_forces), ("anneal_every", args.anneal_every),
                        ("anneal_count", args.anneal_count), ("anneal_steps", args.anneal_steps),
                        ("anneal_temperature", args.anneal_temperature),
+                       ("anneal_image_weight", args.anneal_image_weight),
                        ("finish_fraction", args.finish_fraction), ("finish_alpha", args.finish_alpha)):
         if value is not None:
             ga_options[key] = value

@@ -62,7 +62,7 @@ def make_anneal_task(fitness, calculator, composition, settings, difference, min
     annealing = settings.annealing
     schedule = AnnealSchedule(start_temperature=float(annealing.temperature),
                               end_temperature=min(300.0, float(annealing.temperature)),
-                              steps=int(annealing.steps))
+                              steps=int(annealing.steps), image_weight=float(annealing.image_weight))
     polish = None
     if settings.polish.annealed and settings.relaxation.steps > 0:
         polish = AnnealPolish(fitness, calculator, composition, settings, difference)

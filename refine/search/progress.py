@@ -35,7 +35,12 @@ def read_progress(path) -> list[Atoms]:
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return []
-    return list(read(str(path), index=":", format="extxyz"))
+    frames = list(read(str(path), index=":", format="extxyz"))
+    for f in frames:  # ase.io reads an "energy" entry as a calculator result: put it back in info
+        if f.calc is not None and "energy" in f.calc.results:
+            f.info["energy"] = float(f.calc.results["energy"])
+        f.calc = None
+    return frames
 
 
 def record_best(path, best: Atoms, generation: int, elapsed: float) -> Path:

@@ -259,6 +259,9 @@ class AnnealingSettings(Checks):
         MD steps of 5 fs per annealing.
     temperature : float
         Start temperature in K, cooled linearly to 300 K.
+    image_weight : float
+        Fraction of α on χ² during the MD ramp, in (0, 1]; the quench uses
+        the full α (:class:`refine.search.anneal.AnnealSchedule`).
     """
 
     part: ClassVar[str] = "annealing"
@@ -267,6 +270,7 @@ class AnnealingSettings(Checks):
     count: int = 1
     steps: int = 8000
     temperature: float = 1500.0
+    image_weight: float = 0.3
 
     def validate(self) -> "AnnealingSettings":
         """Check the values; raise :class:`InputError` with what was expected."""
@@ -274,6 +278,8 @@ class AnnealingSettings(Checks):
         self._int("count", 1)
         self._int("steps", 0)
         self._positive("temperature", "K")
+        self._positive("image_weight", "α")
+        self._fraction("image_weight")
         return self
 
 

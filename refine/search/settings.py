@@ -80,6 +80,7 @@ FLAT_NAMES = {
     "anneal_count": ("annealing", "count"),
     "anneal_steps": ("annealing", "steps"),
     "anneal_temperature": ("annealing", "temperature"),
+    "anneal_image_weight": ("annealing", "image_weight"),
     "polish_every": ("polish", "every"),
     "polish_atoms": ("polish", "atoms"),
     "polish_patches": ("polish", "patches"),

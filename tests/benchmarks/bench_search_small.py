@@ -60,6 +60,8 @@ def run_one(dose_name: str, seed: int, args, ga_options: dict) -> dict:
     pixel, dose = float(meta["pixel_size"]), DOSES[dose_name]
     image = noisy(np.load(SMALL / "clean.npy"), dose, pixel)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            tmp = Path(args.keep) / f"{dose_name}-seed{seed}"
         t0 = time.perf_counter()
         res = refine_image(image, meta["composition"], out_dir=tmp, **refinement_settings(
             pixel_size=pixel, dose=dose, seed=seed, generations=args.generations, population=args.population,
@@ -81,6 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--doses", default="high,realistic")
     p.add_argument("--generations", type=int, default=6)
     p.add_argument("--population", type=int, default=10)
+    p.add_argument("--keep", metavar="DIR", help="keep each run's folder under DIR (default: discarded)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     args = p.parse_args(argv)
     ga_options = {}

@@ -420,6 +420,7 @@ def test_the_demo_runs_again_in_a_new_folder_resumes_the_latest_and_force_starts
     (["--anneal-every", "-1"], "anneal_every"),
     (["--anneal-every", "1", "--anneal-steps", "-5"], "anneal_steps"),
     (["--anneal-every", "1", "--anneal-temperature", "0"], "anneal_temperature"),
+    (["--anneal-every", "1", "--anneal-image-weight", "2"], "anneal_image_weight"),
     (["--workers", "0"], "workers"),
     (["--relax-steps", "-5"], "relax_steps"),
     (["--checkpoint-every", "0"], "checkpoint_every"),

@@ -22,12 +22,13 @@ from refine.search import (
 from surrogate.common.errors import InputError
 
 #: the names summary.json and checkpoints have always used, in their order (the flat GASettings of before)
+#: every flat name, in order (names are never changed: manifests and checkpoints use them)
 OLD_NAMES = [
     "population_size", "offspring_size", "generations", "crossover_probability", "mutation_probability",
     "mutation_weights", "tournament_size", "hall_of_fame_size", "replacement", "elite", "stagnation",
     "stagnation_tol", "time_limit", "checkpoint_every", "multi_objective", "alpha", "min_distance", "rattle_sigma",
     "rotation_max_angle", "relax_steps", "relax_fmax", "relax_image", "beam_parallel_cuts", "anneal_every",
-    "anneal_count", "anneal_steps", "anneal_temperature", "polish_every", "polish_atoms", "polish_patches",
+    "anneal_count", "anneal_steps", "anneal_temperature", "anneal_image_weight", "polish_every", "polish_atoms", "polish_patches",
     "polish_image_moves", "polish_annealed", "polish_shifts", "polish_seed", "finish_fraction", "finish_alpha",
     "finish_weights", "duplicate_cost_tol", "duplicate_fingerprint_tol", "align_individuals", "immigrants",
     "image_guided_moves", "progress",
@@ -77,6 +78,8 @@ def test_flat_names_round_trip_and_copies():
     (GASettings(relaxation=RelaxationSettings(fmax=0.0)), "relax_fmax"),
     (GASettings(annealing=AnnealingSettings(steps=-1)), "anneal_steps"),
     (GASettings(annealing=AnnealingSettings(temperature=-5.0)), "anneal_temperature"),
+    (GASettings(annealing=AnnealingSettings(image_weight=0.0)), "anneal_image_weight"),
+    (GASettings(annealing=AnnealingSettings(image_weight=1.5)), "anneal_image_weight"),
     (GASettings(polish=PolishSettings(image_moves=-1)), "polish_image_moves"),
     (GASettings(finishing=FinishingSettings(fraction=-0.1)), "finish_fraction"),
 ])

@@ -83,7 +83,7 @@ def add_arguments(parser):
                         help=f"search recipe (default {defaults.SEARCH}): anneal = image forces, depth moves and "
                              "image-restrained annealing on --workers processes; plain = the GA with EMT "
                              "relaxation of offspring only")
-    add_workers(parser, "for the annealings; default 2", default=2)
+    add_workers(parser, f"for the annealings; default {defaults.WORKERS}", default=defaults.WORKERS)
     add_model(parser)
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",

@@ -104,7 +104,7 @@ def add_arguments(parser):
     g.add_argument("--finish-alpha", type=_alpha, default=None, metavar="thermal|X",
                    help="α of the finishing stage's selection (default thermal = k_B·300 K/2); the offspring "
                         "relaxation keeps the search's α")
-    add_workers(g, "for the annealings; default 2", default=2)
+    add_workers(g, f"for the annealings; default {defaults.WORKERS}", default=defaults.WORKERS)
     g.add_argument("--pareto", action="store_true",
                    help="multi-objective NSGA-II on (χ², E): pareto.xyz holds the front")
     g.add_argument("--resume", action="store_true", help="continue the run in -o DIR from its checkpoint")

@@ -156,8 +156,9 @@ def _refine_image_run(spec: RunSpec, folder: Path):
         from surrogate.imaging import load_model
 
         model = load_model(spec.model)
-    # many runs at once: the batch has its own progress bar
-    settings = refinement_settings(**spec.settings, seed=spec.seed, resume=True, progress=False)
+    # many runs at once, one per worker core: the batch has its own progress bar, and a run anneals in its own
+    # process unless its manifest entry asks for more
+    settings = refinement_settings(**{"workers": 1, **spec.settings}, seed=spec.seed, resume=True, progress=False)
     refine_image(spec.image, spec.composition, model=model, out_dir=folder, **settings)
 
 

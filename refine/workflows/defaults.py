@@ -7,14 +7,15 @@ here unless told otherwise; ``tests/refine/test_defaults.py`` checks that
 they agree. The demo keeps a budget of its own (a 90 s time limit and a
 search scaled to it, see :mod:`refine.cli.demo`).
 
-Not shared: the worker processes for the annealings (``stem-refine refine``
-starts 2, a library call 1: results do not depend on it) and the run log
-file (the CLI writes ``refine.log``).
+Also shared: the worker processes for the annealings (results do not depend
+on them, the time a run takes does). Not shared: the run log file (the CLI
+writes ``refine.log``).
 """
 
 from __future__ import annotations
 
-__all__ = ["SEARCH", "POPULATION", "GENERATIONS", "ALPHA", "ALPHA_SCALE", "NOISE", "MODEL_ERROR", "START", "search_settings"]
+__all__ = ["SEARCH", "POPULATION", "GENERATIONS", "ALPHA", "ALPHA_SCALE", "NOISE", "MODEL_ERROR", "START", "WORKERS",
+           "search_settings"]
 
 #: search recipe (:mod:`refine.search.recipes`)
 SEARCH = "anneal"
@@ -33,6 +34,9 @@ NOISE = "estimate"
 MODEL_ERROR = True
 #: starting population: random compact clusters
 START = "random"
+#: processes for the image-restrained annealings (2: the cores of a laptop-class machine; a run's result does
+#: not depend on it, its wall time does)
+WORKERS = 2
 
 
 def search_settings(name: str | None = None, **overrides):

@@ -124,7 +124,7 @@ class RunSettings:
     """
 
     seed: int = 0
-    workers: int = 1
+    workers: int = defaults.WORKERS
     resume: bool = False
     checkpoint_every: int = 1
     progress: bool = True

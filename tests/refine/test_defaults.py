@@ -122,8 +122,9 @@ def test_the_entry_points_agree_on_search_alpha_noise_and_population(image_file,
     assert demo.noise == "poisson" and demo.dose > 0 and demo.model_error is True
     _cli(image_file, model_file, tmp_path / "cli_dose", "--dose", str(demo.dose))
     assert (capture[-1].noise, capture[-1].dose) == ("poisson", demo.dose)
-    # only how the runs are carried out differs: 2 annealing processes and a log file on the command line
-    assert (cli.workers, library.workers, batch.workers) == (2, 1, 1)
+    # only how the runs are carried out differs: a log file on the command line, and a batch (one run per
+    # worker core) anneals in the run's own process
+    assert (cli.workers, library.workers, batch.workers) == (2, 2, 1)
     assert cli.settings.progress and library.settings.progress and not batch.settings.progress
 
 

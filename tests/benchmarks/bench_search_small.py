@@ -24,21 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
-SMALL = ROOT / "tests" / "data" / "small"
+sys.path.insert(0, str(ROOT / "tests" / "refine"))
+from small_case import HIGH_DOSE, REALISTIC_DOSE, SMALL, noisy_small_image  # noqa: E402
+
 #: dose name -> electrons per Å²
-DOSES = {"realistic": 5e5, "high": 2e7}
-
-
-def noisy(clean: np.ndarray, dose: float, pixel: float, seed: int = 7) -> np.ndarray:
-    """Poisson noise at ``dose`` e/Å² on ``clean`` (fraction of the beam); fixed stream per dose."""
-    per_pixel = dose * pixel * pixel
-    rng = np.random.default_rng([seed, int(dose)])
-    return rng.poisson(np.clip(clean.astype(np.float64), 0.0, None) * per_pixel) / per_pixel
+DOSES = {"realistic": REALISTIC_DOSE, "high": HIGH_DOSE}
 
 
 def _value(text: str):
@@ -58,7 +51,7 @@ def run_one(dose_name: str, seed: int, args, ga_options: dict) -> dict:
     meta = json.loads((SMALL / "image.json").read_text())
     truth = read(str(SMALL / "truth.xyz"))
     pixel, dose = float(meta["pixel_size"]), DOSES[dose_name]
-    image = noisy(np.load(SMALL / "clean.npy"), dose, pixel)
+    image = noisy_small_image(dose)  # the noise the default suite's tests draw
     with tempfile.TemporaryDirectory() as tmp:
         if args.keep:
             tmp = Path(args.keep) / f"{dose_name}-seed{seed}"

@@ -1,6 +1,7 @@
 """``stem-refine cost`` on the shipped independent abTEM image (tests/data/small): the truth beats wrong structures."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +11,15 @@ from ase.io import read, write
 from refine.analysis.perturbations import column_shift, hollow_moves, patch_flip
 from refine.cli.main import main
 
-SMALL = Path(__file__).resolve().parents[1] / "data" / "small"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_case import HIGH_DOSE, SMALL, noisy_small_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def high_dose_image(tmp_path_factory):
     """The small Pt70 decahedron's abTEM image with Poisson noise at 2e7 e/Å² (0.1 Å pixels)."""
-    clean = np.load(SMALL / "clean.npy").astype(float)
-    n = 2e7 * 0.01
     path = tmp_path_factory.mktemp("cost") / "image.npy"
-    np.save(path, np.random.default_rng(7).poisson(clean * n) / n)
+    np.save(path, noisy_small_image(HIGH_DOSE))
     return path
 
 

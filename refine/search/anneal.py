@@ -67,8 +67,9 @@ class AnnealSchedule:
         and freezes disordered. A weaker pull lets it crystallise while
         still steering it to the projection, and the quench then fits the
         projection tightly (on the small abTEM image, ``tests/data/small``,
-        6 annealings of one start: 0 of 6 reached 90 % of the atoms within
-        0.5 Å at w = 1, 5 of 6 at w = 0.3 with 4000 steps; docs/benchmarks.md).
+        10 annealings of 3000 steps from one start reached 90 % of the atoms
+        within 0.5 Å in 3 of 10 at w = 1 and 5 of 10 at w = 0.3:
+        ``tests/benchmarks/bench_anneal_small.py``, docs/benchmarks.md).
     """
 
     start_temperature: float = 1500.0

@@ -19,6 +19,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from refine.search.anneal import AnnealSchedule
 from surrogate.common import InputError
 
 __all__ = ["DEFAULT_MUTATION_WEIGHTS", "StoppingSettings", "SelectionSettings", "VariationSettings",
@@ -270,7 +271,7 @@ class AnnealingSettings(Checks):
     count: int = 1
     steps: int = 8000
     temperature: float = 1500.0
-    image_weight: float = 0.3
+    image_weight: float = AnnealSchedule.image_weight
 
     def validate(self) -> "AnnealingSettings":
         """Check the values; raise :class:`InputError` with what was expected."""

@@ -84,7 +84,7 @@ from refine.search.geometry import composition_of
 from refine.search.individuals import as_atoms
 from refine.search.logbook import LOGBOOK_NAME, generation_record, new_logbook, write_logbook_csv
 from refine.search.polish import polish_best
-from refine.search.progress import PROGRESS_NAME, record_best
+from refine.search.progress import PROGRESS_NAME, ProgressFile
 from refine.search.selection import SimilarityCriterion
 from refine.search.settings import GAResult, GASettings
 from refine.search.toolbox import make_toolbox
@@ -187,10 +187,11 @@ def run_ga(fitness, population: Sequence[Atoms] | None, settings: GASettings | N
         if out is not None:
             _write_checkpoint(out, run, settings, comp, toolbox, fitness, rng)
 
+    progress_file = ProgressFile(out / PROGRESS_NAME, run.generation) if out is not None else None
+
     def progress():
-        if out is not None:
-            record_best(out / PROGRESS_NAME, as_atoms(min(run.population, key=best_key)), run.generation,
-                        run.elapsed())
+        if progress_file is not None:
+            progress_file.record(as_atoms(min(run.population, key=best_key)), run.generation, run.elapsed())
 
     if state is None:
         checkpoint()

@@ -21,6 +21,8 @@ A dict (from JSON or TOML) — every key optional except ``particles``::
     mo_fraction = 0.0
     # family options: rattle (Å), cooling_rate (K/ps), melt_temperature (K),
     # orientation ("zone"|"random")
+    # other elements: element = "Au" (the host, default Pt), solute = "Ir"
+    # with solute_fraction = 0.2 (instead of mo_fraction)
 
 :func:`expand_spec` turns it into a list of fully determined particle tasks
 (ids 0 … n−1), so a run is reproducible from the spec alone.
@@ -34,6 +36,14 @@ work directory also holds ``spec.json``; a re-run with a different spec is
 refused rather than mixing two datasets. The final dataset is assembled from
 the per-particle files in id order and written atomically; the work
 directory is kept (delete it by hand, or pass ``keep_work=False``).
+
+Solutes other than Mo
+---------------------
+:func:`surrogate.groundtruth.make_particle` alloys with Mo before it relaxes
+or melts a particle. Any other ``solute`` replaces ``solute_fraction`` of
+the host's atoms *after* the particle is made, so disordered and amorphous
+particles were relaxed with the host's potential (there is none for Pt–Ir
+here); for the images (Z contrast of each column) that is what matters.
 """
 
 from __future__ import annotations
@@ -58,7 +68,9 @@ logger = logging.getLogger(__name__)
 
 _SPEC_KEYS = {"name", "seed", "pixel_size", "margin", "simulation", "convolution", "particles", "device"}
 _PARTICLE_KEYS = {"family", "count", "n_atoms", "mo_fraction", "rattle", "cooling_rate", "melt_temperature",
-                  "orientation"}
+                  "orientation", "element", "solute", "solute_fraction"}
+#: particle keys a task carries only when the spec gives them (older specs expand unchanged)
+_ELEMENT_KEYS = ("element", "solute", "solute_fraction")
 
 
 def load_spec(path) -> dict:
@@ -119,10 +131,26 @@ def _normalized_spec(spec: dict) -> dict:
         if len(n) != 2 or n[0] < 2 or n[1] < n[0]:
             raise InputError(f"n_atoms must be an integer or [lo, hi] with 2 <= lo <= hi, got {p.get('n_atoms')!r}")
         q = dict(p, n_atoms=n, count=int(p.get("count", 1)), mo_fraction=float(p.get("mo_fraction", 0.0)))
+        _check_elements(q)
         if q["count"] < 1:
             raise InputError(f"particle count must be >= 1, got {q['count']}")
         out["particles"].append(q)
     return out
+
+
+def _check_elements(p: dict) -> None:
+    from ase.data import atomic_numbers
+
+    for key in ("element", "solute"):
+        if key in p and p[key] not in atomic_numbers:
+            raise InputError(f"unknown element {p[key]!r} as particle {key}")
+    if "solute_fraction" in p:
+        f = p["solute_fraction"]
+        if not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
+            raise InputError(f"solute_fraction must be a number in [0, 1], got {f!r}")
+        if p["mo_fraction"]:
+            raise InputError("give a particle's solute as solute/solute_fraction or as mo_fraction, not both")
+        p["solute_fraction"] = float(f)
 
 
 def expand_spec(spec: dict) -> tuple[dict, list[dict]]:
@@ -144,8 +172,10 @@ def expand_spec(spec: dict) -> tuple[dict, list[dict]]:
         for _ in range(p["count"]):
             lo, hi = p["n_atoms"]
             k = len(tasks)
-            tasks.append({"id": k, "family": p["family"], "n_atoms": int(rng.integers(lo, hi + 1)),
-                          "mo_fraction": p["mo_fraction"], "seed": [spec["seed"], k], "options": opts})
+            task = {"id": k, "family": p["family"], "n_atoms": int(rng.integers(lo, hi + 1)),
+                    "mo_fraction": p["mo_fraction"], "seed": [spec["seed"], k], "options": opts}
+            task.update({key: p[key] for key in _ELEMENT_KEYS if key in p})
+            tasks.append(task)
     return spec, tasks
 
 
@@ -154,11 +184,10 @@ def simulate_particle(task: dict, spec: dict, num_threads: int | None = None) ->
     from surrogate.imaging import ConvolutionParameters, convolution_image
     from surrogate.imaging import ProbeGrid
     from surrogate.groundtruth import HAADFParameters, haadf_image
-    from surrogate.groundtruth import make_particle
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(task["seed"])
-    atoms = make_particle(task["family"], task["n_atoms"], rng, mo_fraction=task["mo_fraction"], **task["options"])
+    atoms = _make_particle(task, rng)
     grid = ProbeGrid.around(atoms, pixel_size=spec["pixel_size"], margin=spec["margin"])
     conv = convolution_image(atoms, grid, ConvolutionParameters.from_dict(spec["convolution"]))
     ms = haadf_image(atoms, grid, HAADFParameters.from_dict(spec["simulation"]), seed=rng,
@@ -166,6 +195,22 @@ def simulate_particle(task: dict, spec: dict, num_threads: int | None = None) ->
     pair = {"id": task["id"], "seed": task["seed"], "recipe": dict(atoms.info), "n_atoms": len(atoms),
             "formula": atoms.get_chemical_formula(), "seconds": round(time.perf_counter() - t0, 2)}
     return Dataset([conv], [ms], [atoms], [grid], {"pairs": [pair]})
+
+
+def _make_particle(task: dict, rng: np.random.Generator):
+    from surrogate.groundtruth import make_particle
+    from surrogate.groundtruth.particles import alloy
+
+    solute = task.get("solute", "Mo")
+    fraction = task.get("solute_fraction", task["mo_fraction"])
+    host = {"base": task["element"]} if "element" in task else {}
+    if solute == "Mo":
+        return make_particle(task["family"], task["n_atoms"], rng, mo_fraction=fraction, **host, **task["options"])
+    # any other solute is substituted after the particle is made (module docstring)
+    atoms = make_particle(task["family"], task["n_atoms"], rng, **host, **task["options"])
+    alloy(atoms, fraction, rng, solute=solute)
+    atoms.info.update(solute=solute, solute_fraction=float(fraction))
+    return atoms
 
 
 def _particle_path(work: str, k: int) -> str:

@@ -17,6 +17,16 @@ complete files or none:
     ``image[i, j]`` at ``(x0 + iΔ, y0 + jΔ)``.
 ``images.png``, ``fitness_history.png``
     :mod:`refine.workflows.figures`.
+``counts.csv``, ``counts.png``, ``counts.json``
+    atoms per projected column of ``best.xyz`` against the atoms counted
+    from the image's scattering cross-sections
+    (:func:`refine.analysis.column_count_table`; columns
+    ``x,y,atoms_3d,atoms_image,cross_section,disagree``), the overlay
+    figure, and the table's summary (n_columns, fraction_equal,
+    fraction_within_1, the library) that ``summary.json`` repeats under
+    ``counts``. Written after every other result: a failure here is logged
+    and recorded (``counts.json`` then holds ``{"error": ...}``) and loses
+    nothing else.
 ``progress.xyz``
     written by the GA as it goes (:mod:`refine.search.progress`): the best
     of every generation in the search's frame (not moved onto the image),
@@ -32,6 +42,8 @@ Lengths in Å, energies in eV.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -41,15 +53,20 @@ from ase import Atoms
 from refine.io import ExperimentalImage
 from refine.workflows.figures import plot_history, plot_images
 from refine.workflows.inputs import calculator_description
-from surrogate.common import atomic_write_with
+from surrogate.common import atomic_write_with, write_json
 
-__all__ = ["OUTPUT_FILES", "SUMMARY_VERSION", "best_on_image", "write_outputs", "run_summary"]
+__all__ = ["COUNT_FILES", "OUTPUT_FILES", "SUMMARY_VERSION", "best_on_image", "write_column_counts", "write_outputs",
+           "run_summary"]
 
 #: files written by :func:`write_outputs` and the summary (besides the checkpoint and logbook.csv)
 OUTPUT_FILES = ("best.xyz", "summary.json", "experimental.npy", "simulated.npy", "difference.npy",
                 "images.png", "fitness_history.png")
 #: version of the layout of ``summary.json``
 SUMMARY_VERSION = 1
+#: the column counts' files (:func:`write_column_counts`), written when the counting succeeds
+COUNT_FILES = ("counts.csv", "counts.png", "counts.json")
+
+log = logging.getLogger(__name__)
 
 
 def _write_npy(path: Path, array) -> Path:
@@ -142,7 +159,46 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
     files["images.png"] = plot_images(exp, sim, diff, img.grid, out / "images.png", title=title)
     files["fitness_history.png"] = plot_history(out / LOGBOOK_NAME, out / "fitness_history.png",
                                                 n_valid=fitness.n_valid)
+    # last: everything above is already on disk if the counting fails
+    files.update(write_column_counts(out, fitness.model, img, best))
     return files
+
+
+def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms) -> dict:
+    """``counts.csv``, ``counts.png`` and ``counts.json`` of ``best`` against ``img``; name → path.
+
+    Never raises for a failure of the counting itself: it is logged as a
+    warning and ``counts.json`` records ``{"error": message}`` (then only
+    that file is returned), so that the run's other results and its
+    summary are still written.
+    """
+    from refine.analysis import column_count_table, write_counts
+
+    try:
+        table = column_count_table(best, img, model)
+        files = write_counts(table, img, out)
+        files["counts.json"] = write_json(out / "counts.json", table.summary())
+        log.info("column counts from the image: %d columns, %.0f %% equal to the answer's, %.0f %% within ±1",
+                 len(table.xy), 100 * table.fraction_equal, 100 * table.fraction_within_1)
+        return files
+    except Exception as exc:  # the counting is a report on a finished run: it must not lose the run
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        log.warning("column counts not written: %s", message)
+        try:
+            return {"counts.json": write_json(out / "counts.json", {"error": message})}
+        except OSError:
+            return {}
+
+
+def _counts_entry(files: dict):
+    """The ``counts`` entry of summary.json: what ``counts.json`` holds, or None without it."""
+    path = files.get("counts.json")
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return {"error": f"cannot read {Path(path).name}: {exc}"}
 
 
 def _model_info(model, source: str) -> dict:
@@ -210,6 +266,7 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "calculator": calculator_description(inputs.calculator),
         "settings": {k: v for k, v in settings.to_flat().items() if k != "progress"},
         "files": {k: Path(v).name for k, v in files.items()},
+        "counts": _counts_entry(files),
     }
     if ood:
         summary["domain_warning_message"] = ("some candidates' convolution images left the model's training range: "

@@ -1,0 +1,71 @@
+"""The files of a column count table: ``counts.csv`` and the overlay figure ``counts.png``.
+
+``counts.csv`` has exactly the columns ``x,y,atoms_3d,atoms_image,cross_section,disagree``
+(x, y in Å; cross_section in Å² × fraction of the incident beam; disagree
+``true``/``false``); other tools read it by that header. ``counts.png`` draws
+the image (x right, y up) with a marker per column labelled with the image's
+count, the columns where the 3-D structure disagrees in another colour, and a
+legend. Both written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from surrogate.common import atomic_write_text, save_figure
+
+__all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "write_counts"]
+
+#: the header of counts.csv
+COUNTS_HEADER = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree")
+
+
+def write_counts_csv(table, path) -> Path:
+    """``table.rows`` (:class:`refine.analysis.cross_sections.CountTable`) as ``counts.csv``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COUNTS_HEADER)
+    for r in table.rows:
+        w.writerow([f"{r['x']:.4f}", f"{r['y']:.4f}", r["atoms_3d"], r["atoms_image"], f"{r['cross_section']:.6g}",
+                    "true" if r["disagree"] else "false"])
+    return atomic_write_text(path, buf.getvalue())
+
+
+def plot_counts(table, image, path, *, title: str = "") -> Path:
+    """The image with every column's image count; disagreeing columns highlighted (PNG)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    g = image.grid
+    extent = (g.origin[0], g.origin[0] + (g.shape[0] - 1) * g.pixel_size,
+              g.origin[1], g.origin[1] + (g.shape[1] - 1) * g.pixel_size)
+    fig = Figure(figsize=(7.0, 6.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.imshow(np.where(image.mask, image.data, np.nan).T, origin="lower", extent=extent, cmap="gray")
+    bad = table.disagree
+    for sel, colour, label in ((~bad, "tab:cyan", "3-D structure agrees"),
+                               (bad, "tab:red", "3-D structure disagrees (its count in brackets)")):
+        ax.scatter(table.xy[sel, 0], table.xy[sel, 1], s=60, facecolors="none", edgecolors=colour, linewidths=1.5,
+                   label=f"{label}: {int(sel.sum())}")
+    for (x, y), n, n3, b in zip(table.xy, table.atoms_image, table.atoms_3d, bad):
+        ax.annotate(f"{n}" + (f" ({n3})" if b else ""), (x, y), xytext=(4, 4), textcoords="offset points",
+                    color="tab:red" if b else "yellow", fontsize=8, fontweight="bold")
+    ax.set_xlabel("x (Å)")
+    ax.set_ylabel("y (Å)")
+    ax.set_title(title or f"atoms per column from the image: {table.fraction_equal:.0%} equal to the 3-D structure, "
+                          f"{table.fraction_within_1:.0%} within ±1", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8, title="label = atoms from the image", title_fontsize=8)
+    return save_figure(fig, path)
+
+
+def write_counts(table, image, out_dir) -> dict:
+    """``counts.csv`` then ``counts.png`` in ``out_dir``; returns name → path."""
+    out = Path(out_dir)
+    files = {"counts.csv": write_counts_csv(table, out / "counts.csv")}
+    files["counts.png"] = plot_counts(table, image, out / "counts.png")
+    return files

@@ -22,7 +22,7 @@ electrons. Here:
    inflate the cells of edge columns.
 3. **Cross-section** σ = Σ_cell (I − b)·Δ² in Å² × fraction of the incident
    beam, with the image in units of the incident beam and b its vacuum level
-   (:func:`vacuum_level`: the median of the valid pixels of the image's
+   (:func:`vacuum_level`: the mean of the valid pixels of the image's
    outer 0.5 Å; vacuum reads ≈ 0 in a calibrated image but a detector offset
    or a model's intercept would otherwise add b·area to every cell).
 4. **Library** σ_c(n), n = 0..N_max, for every column c, from the model: the
@@ -38,7 +38,9 @@ electrons. Here:
    straight column of the same height; the column's own geometry and
    neighbours (their tails spill into its cell) are what the image shows.
    ``context=False`` leaves the other columns out (an isolated column).
-5. **Count** = the n whose scale·σ_c(n) is nearest to the measured σ.
+5. **Count** = the n whose scale·σ_c(n) is nearest to the measured σ, among
+   the heights up to where σ_c(n) stops growing (the model extrapolates
+   beyond its training range, where σ(n) of a tall column can fall again).
    ``scale`` is 1 (the model's calibration, trusted: the image is in beam
    units) or ``"total"``: one factor for all columns, chosen so that the
    counts add up to the structure's number of atoms (the composition is
@@ -165,10 +167,12 @@ def column_cells(structure, image, *, tolerance: float = DEFAULT_COUNT_TOLERANCE
 
 
 def vacuum_level(image) -> float:
-    """The image's vacuum level: median of the valid pixels within :data:`VACUUM_BORDER` Å of its edge.
+    """The image's vacuum level: mean of the valid pixels within :data:`VACUUM_BORDER` Å of its edge.
 
     Assumes the particle is inside the image with vacuum around it (as the
-    refinement does). Units of the image.
+    refinement does). The mean, not the median: at a low dose the vacuum
+    holds less than one electron per pixel, and the median of such Poisson
+    counts is 0. Units of the image.
     """
     w = max(1, int(round(VACUUM_BORDER / image.pixel_size)))
     border = np.zeros(image.shape, dtype=bool)
@@ -176,7 +180,7 @@ def vacuum_level(image) -> float:
     values = image.data[border & image.mask]
     if values.size == 0:
         values = image.data[image.mask]
-    return float(np.median(values))
+    return float(np.mean(values))
 
 
 def cross_sections(data, labels, n_columns: int, pixel_size: float, background: float = 0.0) -> np.ndarray:
@@ -287,7 +291,14 @@ def _model_vacuum(model) -> float:
 
 
 def _nearest(sigma: np.ndarray, library: np.ndarray, scale: float) -> np.ndarray:
-    return np.argmin(np.abs(sigma[:, None] - scale * library), axis=1)
+    """The n of the library value nearest each σ, among each column's heights up to where σ(n) stops growing.
+
+    Beyond its training range the surrogate's σ(n) of a tall column can fall
+    again (extrapolation); a falling σ(n) would make two heights equally near.
+    """
+    growing = np.cumprod(np.c_[np.ones((len(library), 1), dtype=bool), np.diff(library, axis=1) > 0], axis=1) > 0
+    distance = np.where(growing, np.abs(sigma[:, None] - scale * library), np.inf)
+    return np.argmin(distance, axis=1)
 
 
 def _total_scale(sigma: np.ndarray, library: np.ndarray, n_atoms: int) -> float:

@@ -48,7 +48,9 @@ def add_arguments(parser):
     parser.add_argument("image", metavar="IMAGE",
                         help="experimental image: TIFF, .npy, .npz, text, DM3/DM4, EMD, ... (rosettasciio)")
     parser.add_argument("--composition", "-c", required=True, metavar="FORMULA",
-                        help="atoms of the particle, e.g. Pt309 or Pt557Mo29 (only the model's elements)")
+                        help="atoms of the particle, e.g. Pt309 or Pt557Mo29 (only the model's elements); one "
+                             "element without a number (Pt) estimates the number from the image's integrated "
+                             "intensity (summary.json: composition_estimate)")
     add_out(parser, folder=True, help="the results (best.xyz, images, summary.json, checkpoint, ...)")
     add_model(parser)
     add_image_arguments(parser)
@@ -176,12 +178,36 @@ def refinement_keywords(args) -> dict:
                 log_file=True, checkpoint_every=args.checkpoint_every)
 
 
+def estimated_composition(args):
+    """``(composition, estimate)``: ``-c Pt`` (no number) estimated from the image, logged; else as given and None."""
+    import logging
+    import re
+
+    if not re.fullmatch(r"(?:[A-Z][a-z]?)+", args.composition.strip()):
+        return args.composition, None
+    from refine.search import composition_string
+    from refine.workflows.inputs import composition_from_image, load_model_or_default, validate_image
+
+    model, _ = load_model_or_default(args.model)
+    image = validate_image(args.image, model, pixel_size=args.pixel_size, mask=args.mask, resample=args.resample)
+    composition, estimate = composition_from_image(args.composition, model, image)
+    logging.getLogger(__name__).warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
+                                        composition_string(composition), estimate.uncertainty, estimate.method,
+                                        composition_string(composition))
+    return composition_string(composition), estimate
+
+
 def run(args) -> int:
     from refine.workflows import refine_image, refinement_settings
-    from surrogate.common import print_json
+    from surrogate.common import print_json, write_json
 
     settings = refinement_settings(**refinement_keywords(args))
-    result = refine_image(args.image, args.composition, model=args.model, out_dir=args.out, **settings)
+    composition, estimate = estimated_composition(args)
+    result = refine_image(args.image, composition, model=args.model, out_dir=args.out, **settings)
+    if estimate is not None:
+        result.summary["composition_estimate"] = {"n": estimate.n, "uncertainty": estimate.uncertainty,
+                                                  "method": estimate.method, **estimate.to_dict()}
+        write_json(result.out_dir / "summary.json", result.summary)
     if args.json:
         print_json(result.summary)
     else:

@@ -40,6 +40,7 @@ __all__ = [
     "load_model_or_default",
     "validate_seed",
     "composition_for_model",
+    "composition_from_image",
     "validate_image",
     "validate_start",
     "validate_noise",
@@ -186,6 +187,32 @@ def composition_for_model(composition, model) -> dict:
     if isinstance(composition, str):
         return parse_composition(composition, allowed)
     return validate_composition(composition, allowed)
+
+
+def composition_from_image(composition, model, image: ExperimentalImage):
+    """``(composition, estimate)``: an element given without a number (``"Pt"``) gets its number from the image.
+
+    The number of atoms is the image's integrated intensity over the model's
+    cross-section per atom (:func:`refine.analysis.estimate_atom_number`);
+    ``estimate`` is its :class:`~refine.analysis.AtomNumberEstimate`. Any
+    other composition is returned as it is with ``estimate`` None (a given
+    number always wins). Several elements without numbers (``"PtMo"``) are
+    refused: the intensity cannot tell their shares apart.
+    """
+    import re
+
+    if not isinstance(composition, str) or not re.fullmatch(r"(?:[A-Z][a-z]?)+", composition.strip()):
+        return composition, None
+    elements = re.findall(r"[A-Z][a-z]?", composition.strip())
+    if len(elements) > 1:
+        raise InputError(f"composition {composition!r}: give the number of atoms of each element (e.g. "
+                         f"{''.join(e + n for e, n in zip(elements, ('557', '29', '10', '5')))}); only a single "
+                         "element's number can be estimated from the image")
+    from refine.analysis import estimate_atom_number
+
+    element = next(iter(composition_for_model(f"{elements[0]}1", model)))  # a known element of the model
+    estimate = estimate_atom_number(image, model, element)
+    return {element: estimate.n}, estimate
 
 
 def validate_image(image, model, *, pixel_size, mask, resample: bool) -> ExperimentalImage:

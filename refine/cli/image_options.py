@@ -1,15 +1,21 @@
 """The options that say what an image is and how noisy: shared by ``refine``, ``cost`` and friends.
 
 One definition, so that ``--pixel-size``, ``--mask``, ``--no-resample``,
-``--dose``, ``--noise`` and ``--no-model-error`` mean the same on every
-command that reads an experimental image. A light module (no heavy imports).
+the preparation of a raw image (``--background``, ``--detector-scale`` /
+``--detector-levels``, ``--crop``, ``--particle-margin``: see
+:mod:`refine.io.preparation`), ``--dose``, ``--noise`` and
+``--no-model-error`` mean the same on every command that reads an
+experimental image. A light module (the grammar's parsers are imported when
+an option is parsed). :func:`image_keywords` turns the parsed options into
+the keywords of :class:`refine.workflows.ImageSettings`.
 """
 
 from __future__ import annotations
 
 from surrogate.cli.options import add_pixel_size
 
-__all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "noise_arg"]
+__all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "background_arg", "crop_arg", "detector_levels_arg",
+           "detector_scale_arg", "image_keywords", "noise_arg"]
 
 
 def alpha_arg(text):
@@ -34,15 +40,87 @@ def noise_arg(text):
         return text  # a σ map file: read (and checked) with the image
 
 
+def _parsed(parse, text):
+    """``parse(text)``, its InputError as argparse's error (``error: argument --x: ...``, exit 2)."""
+    import argparse
+
+    from surrogate.common import InputError
+
+    try:
+        return parse(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def background_arg(text):
+    """'none', 'vacuum' or a number (file units): the --background of every command that reads an image."""
+    from refine.io.preparation import parse_background
+
+    return _parsed(parse_background, text)
+
+
+def crop_arg(text):
+    """'i0:i1,j0:j1' (file pixels), 'auto' or 'particle:K', kept as text once checked."""
+    from refine.io.preparation import parse_crop
+
+    return str(_parsed(parse_crop, text))
+
+
+def detector_scale_arg(text):
+    """A positive scale S: image units per fraction of the incident beam."""
+    from refine.io.preparation import parse_detector
+
+    return _parsed(parse_detector, text).scale
+
+
+def detector_levels_arg(text):
+    """'VAC,BEAM': the detector scan's vacuum and beam levels (BEAM > VAC), as a pair of floats."""
+    from refine.io.preparation import parse_detector
+
+    d = _parsed(parse_detector, text)
+    if d.vacuum is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"give two levels VAC,BEAM, got {text!r} (one number is --detector-scale)")
+    return (d.vacuum, d.beam)
+
+
 def add_image_arguments(parser):
-    """``--pixel-size``, ``--mask``, ``--no-resample`` in an "image" group of ``parser``."""
+    """The image's calibration, mask, resampling and preparation in an "image" group of ``parser``."""
     g = parser.add_argument_group("image")
     add_pixel_size(g, "IMAGE in Å (needed when the file has no calibration; overrides it)")
-    g.add_argument("--mask", metavar="FILE", default=None,
-                   help="array file of IMAGE's shape, non-zero = pixel used; or 'zeros' to drop pixels equal to 0")
+    g.add_argument("--mask", metavar="FILE|zeros|auto", default=None,
+                   help="array file of IMAGE's shape, non-zero = pixel used; 'zeros' to drop pixels equal to 0; "
+                        "'auto': the particle (the cropped one, else the largest) and --particle-margin of vacuum, "
+                        "without its neighbours")
     g.add_argument("--no-resample", dest="resample", action="store_false",
                    help="refuse an image whose pixel size differs from the model's instead of resampling it")
+    g.add_argument("--background", type=background_arg, default=None, metavar="none|vacuum|VALUE",
+                   help="subtract the median of the vacuum pixels ('vacuum', found automatically) or VALUE "
+                        "(file units) first; default none (the fitness fits an offset)")
+    d = g.add_mutually_exclusive_group()
+    d.add_argument("--detector-scale", dest="detector", type=detector_scale_arg, default=None, metavar="S",
+                   help="normalise IMAGE to a fraction of the incident beam: (I − background) / S")
+    d.add_argument("--detector-levels", dest="detector", type=detector_levels_arg, default=None, metavar="VAC,BEAM",
+                   help="normalise with a detector scan's vacuum and beam levels: (I − VAC) / (BEAM − VAC) "
+                        "(the measured vacuum replaces VAC with --background vacuum); default: neither, the "
+                        "fitness fits the scale")
+    g.add_argument("--crop", type=crop_arg, default=None, metavar="i0:i1,j0:j1|auto|particle:K",
+                   help="keep file pixels i0:i1 (first axis), j0:j1; or 'auto': the largest particle wholly in view "
+                        "plus --particle-margin; 'particle:K' the K-th largest")
+    g.add_argument("--particle-margin", type=float, default=None, metavar="Å",
+                   help="vacuum kept around the particle by --crop auto and --mask auto, and the least distance of "
+                        "a vacuum pixel from a particle (default 5 Å)")
     return g
+
+
+def image_keywords(args) -> dict:
+    """The :class:`refine.workflows.ImageSettings` keywords of parsed image options (flat keywords too)."""
+    keywords = {name: getattr(args, name, None) for name in ("pixel_size", "mask", "background", "detector", "crop")}
+    keywords["resample"] = getattr(args, "resample", True)
+    if getattr(args, "particle_margin", None) is not None:
+        keywords["particle_margin"] = args.particle_margin
+    return keywords
 
 
 def add_noise_arguments(parser):

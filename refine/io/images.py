@@ -34,6 +34,11 @@ read through rosettasciio: :mod:`refine.io.readers`) into an
    every input pixel it interpolates from is valid. ``resample=False`` turns
    a mismatch into an :class:`InputError` instead.
 
+:func:`refine.io.prepare_image` (:mod:`refine.io.preparation`) goes further
+for a raw microscope image: it measures the vacuum level, normalises to the
+incident beam, finds the particles for an automatic mask and crop, and then
+crops and resamples through :func:`read_image`.
+
 :func:`read_sigma_map` reads a per-pixel noise σ map and takes it through
 the same crop and resampling; :func:`with_mask` swaps an image's mask.
 
@@ -338,6 +343,9 @@ def _load_mask(mask, shape, data_raw: np.ndarray) -> np.ndarray:
     """The boolean mask (True = pixel used) of ``mask``: None, "zeros" (of ``data_raw``), an array or a file."""
     if mask is None:
         return np.ones(shape, dtype=bool)
+    if isinstance(mask, str) and mask.strip().lower() == "auto":
+        raise InputError("mask 'auto' is found in the raw image by refine.io.prepare_image (--mask auto); "
+                         "here give a mask file, an array or 'zeros'")
     if isinstance(mask, str) and mask.lower() == "zeros":
         m = data_raw != 0
         if not m.any():

@@ -6,7 +6,8 @@ Five settings objects, each with its defaults from
 * ``search`` — a :class:`refine.search.GASettings` (a recipe and its
   changes, :func:`refine.workflows.defaults.search_settings`);
 * ``cost`` — :class:`CostSettings`: α rule, noise model, energy;
-* ``image_settings`` — :class:`ImageSettings`: calibration, mask, resampling;
+* ``image_settings`` — :class:`ImageSettings`: calibration, mask, resampling, preparation
+  (background, detector normalisation, crop);
 * ``start`` — :class:`StartSettings`: the starting population;
 * ``run`` — :class:`RunSettings`: seed, processes, resume, checkpoints, progress, log file.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from refine.io.preparation import MARGIN as PARTICLE_MARGIN
 from refine.workflows import defaults
 from surrogate.common import InputError
 
@@ -68,21 +70,51 @@ class CostSettings:
 
 @dataclass
 class ImageSettings:
-    """How the experimental image is read.
+    """How the experimental image is read and prepared (:func:`refine.io.prepare_image`).
+
+    The defaults leave an image as it is (already in beam units, or left to
+    the fitness's fitted scale a·I_sim + b).
 
     Parameters
     ----------
     pixel_size : float, optional
         Å per pixel of an image file or array without (or with a wrong) calibration.
-    mask : array_like, path or "zeros", optional
-        Pixels used (True), see :func:`refine.io.read_image`.
+    mask : array_like, path, "zeros" or "auto", optional
+        Pixels used (True), see :func:`refine.io.read_image`; ``"auto"``: the
+        chosen particle grown by ``particle_margin`` (:mod:`refine.io.preparation`).
     resample : bool
         Resample an image whose pixel size differs from the model's (False: an error instead).
+    background : None, "none", "vacuum" or float
+        Subtracted first: the median of the vacuum pixels, or a number in file units.
+    detector : None, float, "VAC,BEAM" or (VAC, BEAM)
+        Normalisation to a fraction of the incident beam: a scale (image units
+        per beam fraction) or the vacuum and beam levels of a detector scan.
+    crop : None, "i0:i1,j0:j1", (i0, i1, j0, j1), "auto" or "particle:K"
+        File pixels, or the (K-th) largest particle wholly in view plus ``particle_margin``.
+    particle_margin : float
+        Å of vacuum around the particle kept by ``mask="auto"`` and ``crop="auto"``.
     """
 
     pixel_size: float | None = None
     mask: object = None
     resample: bool = True
+    background: object = None
+    detector: object = None
+    crop: object = None
+    particle_margin: float = PARTICLE_MARGIN
+
+    def __post_init__(self):
+        from refine.io.preparation import parse_background, parse_crop, parse_detector, parse_margin
+
+        parse_background(self.background)
+        parse_detector(self.detector)
+        parse_crop(self.crop)
+        parse_margin(self.particle_margin)
+
+    def preparation(self) -> dict:
+        """The preparation keywords of :func:`refine.io.prepare_image` (besides ``mask``)."""
+        return {"background": self.background, "detector": self.detector, "crop": self.crop,
+                "particle_margin": self.particle_margin}
 
 
 @dataclass
@@ -161,6 +193,10 @@ KEYWORDS = {
     "workers": ("run", "workers"),
     "search": ("search", None),
     "log_file": ("run", "log_file"),
+    "background": ("image_settings", "background"),
+    "detector": ("image_settings", "detector"),
+    "crop": ("image_settings", "crop"),
+    "particle_margin": ("image_settings", "particle_margin"),
 }
 
 #: GASettings that refine_image sets from ``cost`` and ``run`` (alpha, checkpoint_every, progress) or that have

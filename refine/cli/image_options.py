@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from surrogate.cli.options import add_pixel_size
 
-__all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "background_arg", "crop_arg", "detector_levels_arg",
-           "detector_scale_arg", "image_keywords", "noise_arg"]
+__all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "background_arg", "crop_arg",
+           "detector_levels_arg", "detector_scale_arg", "image_keywords", "noise_arg"]
 
 
 def alpha_arg(text):
@@ -96,7 +96,7 @@ def add_image_arguments(parser):
     g.add_argument("--no-resample", dest="resample", action="store_false",
                    help="refuse an image whose pixel size differs from the model's instead of resampling it")
     g.add_argument("--background", type=background_arg, default=None, metavar="none|vacuum|VALUE",
-                   help="subtract the median of the vacuum pixels ('vacuum', found automatically) or VALUE "
+                   help="subtract the mean of the vacuum pixels ('vacuum', found automatically) or VALUE "
                         "(file units) first; default none (the fitness fits an offset)")
     d = g.add_mutually_exclusive_group()
     d.add_argument("--detector-scale", dest="detector", type=detector_scale_arg, default=None, metavar="S",
@@ -106,11 +106,11 @@ def add_image_arguments(parser):
                         "(the measured vacuum replaces VAC with --background vacuum); default: neither, the "
                         "fitness fits the scale")
     g.add_argument("--crop", type=crop_arg, default=None, metavar="i0:i1,j0:j1|auto|particle:K",
-                   help="keep file pixels i0:i1 (first axis), j0:j1; or 'auto': the largest particle wholly in view "
-                        "plus --particle-margin; 'particle:K' the K-th largest")
+                   help="keep file pixels i0:i1 (first axis), j0:j1; or 'auto': the largest particle wholly in view, "
+                        "its edge and --particle-margin of vacuum; 'particle:K' the K-th largest")
     g.add_argument("--particle-margin", type=float, default=None, metavar="Å",
-                   help="vacuum kept around the particle by --crop auto and --mask auto, and the least distance of "
-                        "a vacuum pixel from a particle (default 5 Å)")
+                   help="vacuum kept beyond the particle's edge by --crop auto and --mask auto, and the least "
+                        "distance of a vacuum pixel from a particle's edge (default 5 Å)")
     return g
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from refine.io.images import ExperimentalImage, read_image
-from refine.io.preparation import MARGIN, SMOOTHING, segment_particles
+from refine.io.particles import MARGIN, SMOOTHING, segment_particles, zero_padding
 from surrogate.common import InputError, save_figure
 
 __all__ = ["plot_preparation"]
@@ -44,13 +44,21 @@ def _raw(image: ExperimentalImage, steps: dict, raw):
     if raw is None:
         if image.source == "<array>" or not Path(image.source).is_file():
             raise InputError("the raw image is not a file to read again; pass raw= (the 2-D array)")
+        mask = read.get("mask") if read.get("mask") not in ("<array>", "auto") else None
         raw = read_image(image.source, pixel_size=read.get("pixel_size"), signal=read.get("signal"),
-                         frame=read.get("frame"), origin=read.get("origin"))
-        return raw.data, raw.mask, raw.pixel_size, raw.origin
+                         frame=read.get("frame"), origin=read.get("origin"), mask=mask)
+        valid = ~zero_padding(raw.data) if read.get("mask") == "auto" else raw.mask
+        return raw.data, valid, raw.pixel_size, raw.origin
     data = np.asarray(raw, dtype=float)
-    step = read.get("pixel_size") or image.metadata.get("file_pixel_size") or image.pixel_size
-    origin = read.get("origin") or (0.0, 0.0)
-    return data, np.ones(data.shape, dtype=bool), float(step), tuple(origin)
+    how = str(read.get("mask")).lower()
+    valid = ~zero_padding(data) if how == "auto" else (data != 0) if how == "zeros" else np.ones(data.shape, bool)
+    step = read.get("pixel_size") or image.metadata.get("file_pixel_size")
+    if step is None:
+        res = image.metadata.get("resampled")
+        step = res["from_pixel_size"] if res else image.pixel_size
+    crop = image.metadata.get("crop") or (0, 0, 0, 0)
+    origin = read.get("origin") or (image.origin[0] - crop[0] * step, image.origin[1] - crop[2] * step)
+    return data, valid, float(step), tuple(origin)
 
 
 def _figure(figsize):
@@ -72,7 +80,8 @@ def plot_preparation(image: ExperimentalImage, path, *, raw=None) -> Path:
     path : path
         The PNG to write (atomically).
     raw : ndarray, shape of the file, optional
-        The raw image, when ``image.source`` is not a file (an array was prepared).
+        The raw image, when ``image.source`` is not a file (an array was prepared);
+        its pixels are valid but for ``mask`` "zeros" or "auto" (zero padding); an array mask is not redrawn.
 
     Returns
     -------

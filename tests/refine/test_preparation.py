@@ -82,7 +82,7 @@ def _one_line(exc_info):
 def test_vacuum_offset_recovered_within_its_error(raw):
     img = prepare_image(raw, pixel_size=PIXEL, background="vacuum")
     values = _step(img, "background")["values"]
-    # the median of ~30 000 vacuum pixels: within 4 standard errors of the true offset (and far within σ)
+    # the mean of ~20 000 vacuum pixels: within 4 standard errors of the true offset (and far within σ)
     assert abs(values["offset"] - OFFSET) < 4 * values["offset_standard_error"]
     assert values["offset_standard_error"] < 0.05 * NOISE
     assert values["noise_sigma"] == pytest.approx(NOISE, rel=0.05)
@@ -90,6 +90,27 @@ def test_vacuum_offset_recovered_within_its_error(raw):
     far = (_distance(BIG[0]) > BIG[1] + 8) & (_distance(SMALL[0]) > SMALL[1] + 8)
     assert abs(np.median(img.data[far])) < 0.2
     np.testing.assert_allclose(img.data, raw - values["offset"])
+
+
+def test_vacuum_level_of_low_dose_counts_is_their_mean(beam, seed, caplog):
+    # Poisson counts on a dark level of 0.3 counts: the median of the vacuum is 0, its expectation 0.3
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(0.3 + 400.0 * beam).astype(float)
+    with caplog.at_level(logging.WARNING, logger="refine.io.preparation"):
+        img = prepare_image(counts, pixel_size=PIXEL, background="vacuum")
+    assert not [r for r in caplog.records if "padding" in r.getMessage()]  # zeros among ones are counts
+    values = _step(img, "background")["values"]
+    assert abs(values["offset"] - 0.3) < 4 * values["offset_standard_error"]
+    assert values["offset_standard_error"] < 0.01
+    assert values["noise_sigma"] == pytest.approx(np.sqrt(0.3), rel=0.05)
+
+
+def test_zero_padding_is_flagged(raw, caplog):
+    padded = np.zeros((SHAPE[0] + 200, SHAPE[1]))
+    padded[:SHAPE[0]] = raw - OFFSET  # a vacuum at 0 ± σ, then a block of exact zeros
+    with caplog.at_level(logging.WARNING, logger="refine.io.preparation"):
+        prepare_image(padded, pixel_size=PIXEL, background="vacuum")
+    assert any("padding" in r.getMessage() for r in caplog.records)
 
 
 def test_background_value_and_none(raw):
@@ -129,7 +150,7 @@ def test_defaults_leave_the_image_as_read_image_does(raw):
     np.testing.assert_array_equal(a.data, b.data)
     np.testing.assert_array_equal(a.mask, b.mask)
     assert a.origin == b.origin and a.pixel_size == b.pixel_size
-    assert [s["step"] for s in a.metadata["preparation"]] == ["background", "normalisation", "crop", "resample"]
+    assert [s["step"] for s in a.metadata["preparation"]] == ["read", "background", "normalisation", "crop", "resample"]
 
 
 # --------------------------------------------------------------------------- mask and crop
@@ -321,3 +342,24 @@ def test_au_auto_crop_is_one_whole_particle_of_plausible_size(au):
     assert bi.start >= gap and bj.start >= gap and bi.stop <= smooth.shape[0] - gap and bj.stop <= smooth.shape[1] - gap
     assert 20.0 <= (bi.stop - bi.start) * step <= 40.0 and 20.0 <= (bj.stop - bj.start) * step <= 40.0
     assert img.mask.any() and not img.mask.all()
+
+
+PTIR_TXT = AU_EMD.parents[1] / "ptir-statstem" / "ExamplePtIr_dx0_1211.txt"
+
+
+def test_ptir_statstem_padding_is_not_vacuum():
+    if not PTIR_TXT.is_file():
+        pytest.skip(f"shared experimental data absent ({PTIR_TXT})")
+    raw = read_image(PTIR_TXT, pixel_size=0.1211).data
+    # StatSTEM's file is background-subtracted and padded with exact zeros outside its region: the vacuum
+    # found among the non-zero pixels is at 0 within its noise, and mask 'auto' leaves the padding out
+    img = prepare_image(PTIR_TXT, pixel_size=0.1211, mask="zeros", background="vacuum")
+    values = _step(img, "background")["values"]
+    assert abs(values["offset"]) < values["noise_sigma"]
+    auto = prepare_image(PTIR_TXT, pixel_size=0.1211, mask="auto", crop="auto")
+    i0, i1, j0, j1 = auto.metadata["crop"]
+    padding = (raw == 0)[i0:i1, j0:j1]
+    assert padding.mean() > 0.2  # the box reaches into the padding
+    assert np.count_nonzero(auto.mask & padding) < 0.001 * auto.mask.size  # isolated zeros at most
+    bright = raw[i0:i1, j0:j1] > 0.5 * raw.max()  # the columns' peaks
+    assert auto.mask[bright].all()

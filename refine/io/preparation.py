@@ -7,11 +7,11 @@ several particles, and needs cutting to one. :func:`prepare_image` reads the
 file like :func:`refine.io.read_image` and, in this order, on the whole file:
 
 1. **background** (``background=``): ``None`` leaves the image as it is;
-   a number is subtracted; ``"vacuum"`` finds the vacuum (:func:`find_vacuum`:
-   pixels below the particle threshold of the smoothed image and more than
-   ``particle_margin`` Å from where any of it sinks into the noise) and
-   subtracts their mean (clipped at 8 σ), recording the offset, its standard
-   error and the vacuum noise σ.
+   a number is subtracted; ``"vacuum"`` finds the vacuum
+   (:func:`refine.io.particles.find_vacuum`: the pixels more than
+   ``particle_margin`` Å beyond every particle's edge) and subtracts their
+   mean (clipped at 8 σ), recording the offset, its standard error and the
+   vacuum noise σ.
 2. **normalisation** (``detector=``) to a fraction of the incident beam, as
    in the detector-scan normalisation of quantitative HAADF-STEM (LeBeau &
    Stemmer, Ultramicroscopy 108, 1653, 2008; StatSTEM):
@@ -24,15 +24,16 @@ file like :func:`refine.io.read_image` and, in this order, on the whole file:
    needs no absolute scale. Only a Poisson noise model with a ``dose``
    assumes beam units; the record says ``beam_units: false``.
 3. **mask** ``"auto"``: the chosen particle (see 4.; else the largest whole
-   particle in the crop) dilated by ``particle_margin`` Å, keeping only the
-   pixels nearer to it than to any other particle: the particle's edge and
-   some vacuum are fitted, its neighbours are not. (Files and ``"zeros"`` as in
-   :func:`refine.io.read_image`.)
+   particle in the crop), its edge (out to where it meets the vacuum's noise)
+   and ``particle_margin`` Å of vacuum, keeping only the pixels nearer to it
+   than to any other particle: the particle's edge and some vacuum are
+   fitted, its neighbours are not. Blocks of exact zeros (padding) are left
+   out. (Files and ``"zeros"`` as in :func:`refine.io.read_image`.)
 4. **crop**: ``"i0:i1,j0:j1"`` (file pixels, half-open, first axis first),
    ``"auto"`` = the bounding box of the largest particle that lies wholly
-   inside the image, plus ``particle_margin`` Å, or ``"particle:K"`` for the
-   K-th largest. A particle cut by the image edge is never chosen: the
-   refinement needs all of its atoms in view.
+   inside the image, grown by its edge and ``particle_margin`` Å, or
+   ``"particle:K"`` for the K-th largest. A particle cut by the image edge
+   is never chosen: the refinement needs all of its atoms in view.
 5. **resample** to the model's Δ (:func:`refine.io.resample`), last.
 
 Particles, their edges and the vacuum are found by :mod:`refine.io.particles`
@@ -222,8 +223,8 @@ def prepare_image(source, *, pixel_size: float | None = None, target_pixel_size:
     detector : None, float, "VAC,BEAM" or (VAC, BEAM)
         Normalisation to a fraction of the incident beam (:func:`parse_detector`).
     particle_margin : float
-        Å of vacuum kept around the particle by the automatic mask and crop;
-        also the least distance of a vacuum pixel from a particle.
+        Å of vacuum kept beyond the particle's edge by the automatic mask and
+        crop; also the least distance of a vacuum pixel from a particle's edge.
     smoothing : float
         Å, σ of the Gaussian before the particle threshold.
 
@@ -306,7 +307,7 @@ def prepare_image(source, *, pixel_size: float | None = None, target_pixel_size:
         _record_unnormalised(steps)
 
     # 3.–4. crop choice and mask, on the file's pixels
-    label = None
+    label = edge = None
     if cut is not None and cut.particle is not None:
         label = choose_particle(seg, cut.particle, name=name)
         particle, edge = seg.boxes[label - 1], particle_edge(seg, label, step)
@@ -329,7 +330,7 @@ def prepare_image(source, *, pixel_size: float | None = None, target_pixel_size:
     if auto_mask:
         if label is None:
             label = largest_in(seg, box, name)
-        edge = particle_edge(seg, label, step)
+            edge = particle_edge(seg, label, step)
         valid = particle_mask(seg, label, step, reach=edge + margin, valid=valid, window=box)
         _record(steps, "mask", {"method": "auto", **seg_parameters},
                 {"particle_box": list(seg.boxes[label - 1]), "edge_A": edge, "n_valid_file_px": int(valid.sum()),

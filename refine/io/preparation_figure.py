@@ -6,8 +6,8 @@ as in the refinement's other figures (:mod:`refine.workflows.figures`):
 1. the raw image with the vacuum pixels tinted blue, every particle's outline
    (numbered by size), the crop box (yellow) and the outline of the pixels used
    (the mask after cropping and resampling, red);
-2. the histogram of the smoothed image with the vacuum level (± its noise σ)
-   and the particle threshold;
+2. the histogram of the smoothed image with the vacuum level (± its noise σ),
+   the particle threshold and the level where a particle's edge ends;
 3. the prepared image (beam units when normalised) with the mask outline.
 
 The raw image is read again from ``image.source`` (or given as ``raw``) and
@@ -166,6 +166,7 @@ def _histogram(ax, data, valid, seg, steps) -> None:
     ax.hist(values.ravel()[:: max(1, values.size // 2_000_000)], bins=200, color="0.4", log=True)
     if seg is not None:
         ax.axvline(seg.threshold, color="orange", label=f"particle threshold {seg.threshold:.4g}")
+        ax.axvline(seg.edge, color="orange", linestyle="--", label=f"particle edge {seg.edge:.4g}")
     bg = steps.get("background", {}).get("values", {})
     if "noise_sigma" in bg:
         level, sigma = bg["offset"], bg["noise_sigma"]

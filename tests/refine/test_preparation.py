@@ -145,7 +145,12 @@ def test_no_normalisation_is_recorded_as_fitted_scale(raw):
 
 
 def test_defaults_leave_the_image_as_read_image_does(raw):
-    a = prepare_image(raw, pixel_size=PIXEL, target_pixel_size=0.3, crop="10:200,5:190")
+    from refine.workflows import ImageSettings
+
+    # what validate_image passes with default settings and a crop given by indices
+    settings = ImageSettings(crop="10:200,5:190")
+    a = prepare_image(raw, pixel_size=PIXEL, target_pixel_size=0.3, mask=None, resample_images=True,
+                      **settings.preparation())
     b = read_image(raw, pixel_size=PIXEL, target_pixel_size=0.3, crop=(10, 200, 5, 190))
     np.testing.assert_array_equal(a.data, b.data)
     np.testing.assert_array_equal(a.mask, b.mask)

@@ -117,14 +117,15 @@ def counts_overlay(counts, experimental, origin, pixel_size: float | None) -> st
     # marker and label sizes shrink with the number of columns so that a 300-column particle stays legible
     n = max(counts.n_columns, 1)
     size = float(np.clip(3000.0 / n, 12.0, 90.0))
-    font = float(np.clip(140.0 / np.sqrt(n), 4.0, 9.0))
+    font = float(np.clip(200.0 / np.sqrt(n), 5.0, 10.0))
     ax.scatter(counts.x[ok], counts.y[ok], s=size, facecolors="none", edgecolors="#22c3e6", lw=1.0,
                label=f"counts agree ({int(ok.sum())})")
     ax.scatter(counts.x[bad], counts.y[bad], s=size, facecolors="none", edgecolors="#ff3030", lw=1.6,
                label=f"counts differ ({int(bad.sum())}): image/3-D")
     for x, y, a, b, d in zip(counts.x, counts.y, counts.atoms_image, counts.atoms_3d, bad):
-        ax.annotate(f"{a}/{b}" if d else f"{a}", (x, y), ha="center", va="center", fontsize=font,
-                    color="#ff3030" if d else "#f4f4a0", fontweight="bold" if d else "normal")
+        # beside the marker, not on it: the ring stays visible and the number legible
+        ax.annotate(f"{a}/{b}" if d else f"{a}", (x, y), xytext=(3, 3), textcoords="offset points", ha="left",
+                    va="bottom", fontsize=font, color="#ff5050" if d else "#f4f4a0", fontweight="bold")
     ax.set_xlabel("x (Å)")
     ax.set_ylabel("y (Å)")
     ax.set_title("atoms per column counted from the image")

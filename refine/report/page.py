@@ -85,8 +85,8 @@ def header_facts(summary: dict, inputs: dict | None) -> tuple[list, list]:
     alpha = _num(summary.get("alpha"), 4, "eV")
     rule = summary.get("alpha_rule")
     if rule:
-        alpha += f" (rule: {rule}" + (f", × {summary['alpha_scale']}" if summary.get("alpha_scale") not in (None, 1, 1.0)
-                                      else "") + ")"
+        scale = summary.get("alpha_scale")
+        alpha += f" (rule: {rule}" + (f", × {scale}" if scale not in (None, 1, 1.0) else "") + ")"
     if summary.get("search_alpha") is not None and summary.get("search_alpha") != summary.get("alpha"):
         alpha += f"; the search ran at {_num(summary['search_alpha'], 4, 'eV')}"
     given = [
@@ -162,7 +162,9 @@ def _counts_section(counts, uri, run_summary: dict) -> str:
 
 
 def _viewer_section(viewer: dict, ensemble: dict | None) -> str:
-    data = json.dumps(_finite(viewer), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    # JSON inside <script>: no "<", ">" or "&" at all (JSON \u escapes instead), so no text can end it early
+    data = json.dumps(_finite(viewer), ensure_ascii=False, allow_nan=False)
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     if ensemble:
         note = (f"Spread from the ensemble {_e(ensemble['source'])}"
                 + (f" ({ensemble['n_runs']} runs)" if ensemble.get("n_runs") else "")

@@ -105,7 +105,8 @@ def _read_image(path: Path) -> np.ndarray | None:
     try:
         data = np.load(path, allow_pickle=False)  # never pickle: a result file must not run code
     except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {path}: {why}") from None
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.size == 0 or data.dtype.kind not in "fiu":
         raise InputError(f"{path} should hold a 2-D array of numbers, got "
                          f"{getattr(data, 'shape', type(data).__name__)} {getattr(data, 'dtype', '')}".rstrip())

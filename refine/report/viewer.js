@@ -1,6 +1,6 @@
 /* stem-refine report: a small 3-D viewer of the refined structure (no libraries, no network).
  *
- * Reads the JSON object in <script id="structure-data"> (refine/report/viewer_data.py): positions (Å, centred,
+ * Reads the JSON object in the script element #structure-data (refine/report/viewer_data.py): positions (Å, centred,
  * image frame: x right, y up, beam along z), radii (Å), symbols and colour fields. Draws shaded spheres on a 2-D
  * canvas, back to front (painter's algorithm; orthographic projection, as the beam sees the particle).
  * Drag rotates, the wheel zooms, a double-click resets; the buttons look along the beam or from the side.

@@ -37,6 +37,7 @@ FIELD_LABELS = {
     "depth": ("height along the beam z (Å)", "cividis", (0.0, 1.0)),
 }
 _LEGEND_STOPS = 9
+_TONES = 64
 
 
 def _hex(rgb) -> str:
@@ -59,7 +60,8 @@ def _continuous(name: str, values: np.ndarray, vmin: float | None = None) -> dic
     lo = float(np.nanmin(v)) if vmin is None else vmin
     hi = float(np.nanmax(v))
     span = hi - lo if hi > lo else 1.0
-    t = (v - lo) / span
+    # 64 tones are more than the eye tells apart on a sphere, and bound the viewer's sprite cache (one per colour)
+    t = np.round((v - lo) / span * (_TONES - 1)) / (_TONES - 1)
     stops = np.linspace(0.0, 1.0, _LEGEND_STOPS)
     return {"name": name, "label": label, "values": [round(float(x), 4) for x in v],
             "colours": [_hex(c) for c in cmap(t)],

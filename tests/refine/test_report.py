@@ -252,6 +252,36 @@ def test_bad_input_is_one_line_and_exit_2(lone_run, tmp_path, capsys, damage, fr
     assert "Traceback" not in err and not (lone_run / "report.html").exists()
 
 
+def test_text_from_the_run_is_escaped(lone_run, capsys):
+    summary = json.loads((lone_run / "summary.json").read_text())
+    summary["image"]["source"] = '<img src=x onerror="alert(1)">.tif'
+    summary["composition"] = "Pt13</script><script>alert(2)</script>"
+    (lone_run / "summary.json").write_text(json.dumps(summary))
+    assert _report(capsys, lone_run)[0] == 0
+    page = (lone_run / "report.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;.tif" in page
+    assert "alert(2)</script>" not in page and page.count("<script") == 2  # the viewer's data and its code
+    assert _viewer_json(page)["title"] == "Pt13</script><script>alert(2)</script>"  # intact inside the JSON
+
+
+def test_an_alloy_can_be_coloured_by_element():
+    from ase.data import atomic_numbers
+    from ase.data.colors import jmol_colors
+
+    from refine.report import viewer_data
+
+    atoms = Icosahedron("Pt", 2)
+    atoms.numbers[[0, 5]] = atomic_numbers["Mo"]
+    data = viewer_data(atoms)
+    fields = {f["name"]: f for f in data["fields"]}
+    assert data["default"] == "coordination" and set(fields) == {"coordination", "depth", "element"}
+    mo = "#" + "".join(f"{round(255 * c):02x}" for c in jmol_colors[atomic_numbers["Mo"]])
+    assert [c == mo for c in fields["element"]["colours"]] == [s == "Mo" for s in atoms.get_chemical_symbols()]
+    assert {item[0]: item[2] for item in fields["element"]["legend"]["items"]} == {"Mo": 2, "Pt": 11}
+    # the icosahedron's centre has 12 neighbours, its 12 vertices 6 (5 on the surface + the centre)
+    assert sorted(fields["coordination"]["values"]) == [6] * 12 + [12]
+
+
 def test_a_failed_report_leaves_the_previous_one(lone_run, capsys):
     assert _report(capsys, lone_run)[0] == 0
     good = (lone_run / "report.html").read_bytes()
@@ -289,8 +319,10 @@ def test_the_viewer_draws_the_structure_in_chromium(base, tmp_path, capsys):
     rc, out, err = _report(capsys, base / "s5", "--json", "-o", page)
     assert rc == 0, err
     url = page.resolve().as_uri()
-    dom = _chromium("--dump-dom", url)
+    dom = _chromium("--enable-logging=stderr", "--v=0", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
+    errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    assert not errors, errors  # the page's script ran without an exception
     canvas = re.search(r'<canvas id="viewer"[^>]*>', dom.stdout)
     assert canvas, dom.stdout[:2000]
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', canvas.group(0)))

@@ -43,7 +43,7 @@ from scipy import ndimage, optimize
 
 from surrogate.common import InputError
 
-__all__ = ["column_width", "SourceFit", "fit_source_size", "FWHM_PER_SIGMA"]
+__all__ = ["read_image_for_fit", "column_width", "SourceFit", "fit_source_size", "FWHM_PER_SIGMA"]
 
 logger = logging.getLogger(__name__)
 
@@ -257,3 +257,34 @@ def fit_source_size(image, pixel_size: float, reference, reference_pixel_size: f
     return SourceFit(source_size=s, low=source(w_img - se)[0], high=source(w_img + se)[0], extra_blur=extra,
                      reference_source_size=s0, image_width=w_img, reference_width=float(ref_w[0]),
                      n_columns=n_img, n_reference_columns=n_ref, extrapolated=bool(w_img <= ref_w[0]))
+
+
+def read_image_for_fit(path, pixel_size: float | None = None) -> tuple[np.ndarray, float]:
+    """An image file's array (float64) and pixel size (Å) for :func:`fit_source_size`.
+
+    ``pixel_size`` overrides the file's calibration and is required where it
+    has none. Text, ``.npy``, ``.npz`` and TIFF files are read by
+    :func:`surrogate.common.read_image_file`; microscope formats (EMD, DM3/DM4,
+    …) by :func:`refine.io.readers.read_file`, imported here lazily: the
+    project's one reader of those formats lives with the experimental images.
+    """
+    from pathlib import Path
+
+    from surrogate.common import read_image_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image file {path} does not exist")
+    if path.suffix.lower() in (".npy", ".npz", ".txt", ".csv", ".dat", ".asc", ".tif", ".tiff"):
+        f = read_image_file(path)
+    else:
+        from refine.io.readers import read_file
+
+        f = read_file(path)
+    pixel = pixel_size if pixel_size is not None else f.pixel_size
+    if pixel is None:
+        raise InputError(f"{path} records no pixel size; give it with --pixel-size (Å)")
+    data = np.asarray(f.data, dtype=np.float64)
+    if data.ndim != 2:
+        raise InputError(f"{path}: need a 2-D image, got shape {data.shape}")
+    return data, float(pixel)

@@ -146,9 +146,10 @@ SHARED = {
     "--sampling": (("--sampling",), "sampling", float, "_StoreAction"),
     "--model": (("-m", "--model"), "model", None, "_StoreAction"),
 }
-FOLDER_OUT = {"demo", "refine", "batch", "ensemble", "sweep"}
-FILE_OUT = {"fit", "predict", "simulate", "dataset build"}
-LONG_WORK = {"demo", "refine", "batch", "ensemble", "compare", "fit", "cv", "sweep", "simulate", "dataset build"}
+FOLDER_OUT = {"demo", "refine", "batch", "ensemble", "sweep", "counts"}
+FILE_OUT = {"fit", "predict", "simulate", "dataset build", "report", "model build"}
+LONG_WORK = {"demo", "refine", "batch", "ensemble", "compare", "fit", "cv", "sweep", "simulate", "dataset build",
+             "model build"}
 
 
 def _subcommand_parsers():
@@ -175,7 +176,8 @@ def _options(parser):
 def test_every_subcommand_is_walked():
     names = set(_subcommand_parsers())
     assert names == {"demo", "fit", "cv", "sweep", "predict", "simulate", "dataset build", "refine", "batch",
-                     "ensemble", "compare", "cost"}
+                     "ensemble", "compare", "cost", "counts", "report", "model build", "model show",
+                     "model fit-source"}
 
 
 def test_a_flag_means_one_thing_on_every_subcommand():

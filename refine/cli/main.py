@@ -44,6 +44,9 @@ COMMANDS = {
     "ensemble": "refine.cli.ensemble",
     "compare": "refine.cli.compare",
     "cost": "refine.cli.cost",
+    "counts": "refine.cli.counts",
+    "report": "refine.cli.report",
+    "model": "surrogate.cli.model",
 }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sys
 
-from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg
+from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg, prepared_image
 from surrogate.cli.options import add_json, add_model
 
 help = "the refinement's cost (E + α·χ², χ²/px, energy) of a given structure against an image"
@@ -53,7 +53,7 @@ def evaluate_structures(args) -> list[dict]:
     from refine.cost.energy import make_calculator
     from refine.search import LocalRelaxation, nearest_neighbour_distance
     from refine.search.relaxation import cost_calculator
-    from refine.workflows.inputs import composition_for_model, load_model_or_default, validate_image, validate_noise
+    from refine.workflows.inputs import composition_for_model, load_model_or_default, validate_noise
     from surrogate.common import InputError, read_structure
 
     if args.alpha == "auto":
@@ -62,7 +62,7 @@ def evaluate_structures(args) -> list[dict]:
         raise InputError(f"--relax must be a non-negative number of steps, got {args.relax}")
     frames = read_structure(args.structure, index=":")
     model, source = load_model_or_default(args.model)
-    image = validate_image(args.image, model, pixel_size=args.pixel_size, mask=args.mask, resample=args.resample)
+    image = prepared_image(args, model)
     noise, dose = validate_noise(args.noise, args.dose, image)
     rows = []
     fitnesses = {}  # one per composition: the weights without a dose depend on it (the image's scale)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from refine.cli.image_options import add_image_arguments
+from refine.cli.image_options import add_image_arguments, prepared_image
 from surrogate.cli.options import add_json, add_model, add_out
 
 help = "atoms per projected column of a structure, counted from an image's scattering cross-sections"
@@ -65,7 +65,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from refine.analysis import column_count_table, write_counts
-    from refine.workflows.inputs import load_model_or_default, validate_image
+    from refine.workflows.inputs import load_model_or_default
     from surrogate.common import InputError, print_json, read_structure, write_json
 
     for name in ("tolerance", "radius"):
@@ -77,7 +77,7 @@ def run(args) -> int:
         raise InputError(f"output path {str(out)!r} exists and is not a folder")
     atoms = read_structure(args.structure)
     model, _ = load_model_or_default(args.model)
-    image = validate_image(args.image, model, pixel_size=args.pixel_size, mask=args.mask, resample=args.resample)
+    image = prepared_image(args, model)
     table = column_count_table(atoms, image, model, tolerance=args.tolerance, radius=args.radius, scale=args.scale)
     out.mkdir(parents=True, exist_ok=True)
     summary = dict(table.summary(), structure=str(args.structure), image=str(args.image))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from surrogate.cli.options import add_pixel_size
 
 __all__ = ["add_image_arguments", "add_noise_arguments", "alpha_arg", "background_arg", "crop_arg",
-           "detector_levels_arg", "detector_scale_arg", "image_keywords", "noise_arg"]
+           "detector_levels_arg", "detector_scale_arg", "image_keywords", "noise_arg", "prepared_image"]
 
 
 def alpha_arg(text):
@@ -121,6 +121,16 @@ def image_keywords(args) -> dict:
     if getattr(args, "particle_margin", None) is not None:
         keywords["particle_margin"] = args.particle_margin
     return keywords
+
+
+def prepared_image(args, model):
+    """``args.image`` read and prepared by the parsed image options, at ``model``'s pixel size."""
+    from refine.workflows import ImageSettings
+    from refine.workflows.inputs import validate_image
+
+    settings = ImageSettings(**image_keywords(args))
+    return validate_image(args.image, model, pixel_size=settings.pixel_size, mask=settings.mask,
+                          resample=settings.resample, preparation=settings.preparation())
 
 
 def add_noise_arguments(parser):

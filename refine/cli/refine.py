@@ -34,7 +34,7 @@ import sys
 
 from refine.search import SEARCHES
 from refine.workflows import defaults
-from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg
+from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg, image_keywords, prepared_image
 from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
@@ -169,11 +169,11 @@ def refinement_keywords(args) -> dict:
     if args.finish_fraction is not None and args.finish_fraction > 0 and args.finish_alpha is None:
         ga_options["finish_alpha"] = "thermal"
     return dict(population=args.population, generations=args.generations, seed=args.seed, alpha=args.alpha,
-                time_limit=args.time_limit, pixel_size=args.pixel_size, resume=args.resume, mask=args.mask,
+                time_limit=args.time_limit, resume=args.resume, **image_keywords(args),
                 start=args.start, noise=args.noise, dose=args.dose, model_error=args.model_error,
                 multi_objective=args.pareto,
                 calculator=args.calculator, stagnation=args.stagnation, relax_steps=args.relax_steps,
-                start_relax_steps=args.start_relax_steps, resample=args.resample, progress=args.progress,
+                start_relax_steps=args.start_relax_steps, progress=args.progress,
                 alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options, search=args.search,
                 log_file=True, checkpoint_every=args.checkpoint_every)
 
@@ -186,10 +186,10 @@ def estimated_composition(args):
     if not re.fullmatch(r"(?:[A-Z][a-z]?)+", args.composition.strip()):
         return args.composition, None
     from refine.search import composition_string
-    from refine.workflows.inputs import composition_from_image, load_model_or_default, validate_image
+    from refine.workflows.inputs import composition_from_image, load_model_or_default
 
     model, _ = load_model_or_default(args.model)
-    image = validate_image(args.image, model, pixel_size=args.pixel_size, mask=args.mask, resample=args.resample)
+    image = prepared_image(args, model)
     composition, estimate = composition_from_image(args.composition, model, image)
     logging.getLogger(__name__).warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
                                         composition_string(composition), estimate.uncertainty, estimate.method,

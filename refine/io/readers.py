@@ -139,6 +139,13 @@ def _read_rsciio(path: Path, reader, signal, frame) -> tuple[np.ndarray, float |
     sig_meta = chosen.get("metadata", {})
     if "Acquisition_instrument" in sig_meta:
         meta["acquisition_instrument"] = _jsonable(sig_meta["Acquisition_instrument"])
+    # the microscope the file records (Velox EMD: voltage, convergence, detector angles), for the model check
+    from surrogate.common.microscope import microscope_from_metadata
+
+    scope = microscope_from_metadata({"original_metadata": chosen.get("original_metadata"),
+                                      "acquisition_instrument": meta.get("acquisition_instrument")})
+    if any(v is not None for v in scope.to_dict().values()):
+        meta["microscope"] = scope.to_dict()
     pixel, origin = None, (0.0, 0.0)
     if data.ndim == 2 and len(axes) == 2:
         steps = [to_angstrom(a.get("scale"), a.get("units")) for a in axes]

@@ -50,6 +50,7 @@ __all__ = [
     "validate_start_relax_steps",
     "validate_alpha_scale",
     "warn_if_image_too_small",
+    "warn_if_microscope_differs",
     "input_record",
     "resuming_run",
     "calculator_description",
@@ -215,19 +216,30 @@ def composition_from_image(composition, model, image: ExperimentalImage):
     return {element: estimate.n}, estimate
 
 
-def validate_image(image, model, *, pixel_size, mask, resample: bool) -> ExperimentalImage:
-    """The experimental image at the model's pixel size (Å), masked.
+def validate_image(image, model, *, pixel_size, mask, resample: bool,
+                   preparation: dict | None = None) -> ExperimentalImage:
+    """The experimental image at the model's pixel size (Å), prepared and masked.
 
     ``image`` is a file, a 2-D array (``pixel_size`` in Å needed unless the
     file is calibrated) or an :class:`ExperimentalImage`; it is resampled when
     its pixel size differs from the model's by more than 0.1 %
-    (``resample=False``: an error instead).
+    (``resample=False``: an error instead). ``preparation``: the keywords of
+    :func:`refine.io.prepare_image` (background, detector, crop,
+    particle_margin; :meth:`ImageSettings.preparation`), for files and arrays
+    only; each step is logged and kept in ``metadata["preparation"]``.
     """
-    from refine.io import read_image, with_mask
+    from refine.io import prepare_image, with_mask
     from refine.io import resample as resample_image
+    from refine.io.preparation import MARGIN
 
     target = float(model.convolution_parameters.pixel_size)
+    preparation = dict(preparation or {})
     if isinstance(image, ExperimentalImage):
+        asked = {k for k, v in preparation.items()
+                 if v is not None and not (k == "particle_margin" and v == MARGIN)}
+        if asked or (isinstance(mask, str) and mask.strip().lower() == "auto"):
+            raise InputError(f"{', '.join(sorted(asked)) or 'mask=auto'}: preparation applies to an image file or "
+                             "array; an ExperimentalImage is used as it is")
         if mask is not None:
             image = with_mask(image, mask)
         if pixel_size is not None:
@@ -245,12 +257,10 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool) -> Experim
         elif image.pixel_size != target:
             image = replace(image, pixel_size=target)
         return image
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image, pixel_size=pixel_size, target_pixel_size=target, mask=mask,
-                          resample_images=resample)
-    if isinstance(image, np.ndarray) or isinstance(image, (list, tuple)):
-        return read_image(np.asarray(image), pixel_size=pixel_size, target_pixel_size=target, mask=mask,
-                          resample_images=resample)
+    if isinstance(image, (str, os.PathLike)) or isinstance(image, (np.ndarray, list, tuple)):
+        source = image if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+        return prepare_image(source, pixel_size=pixel_size, target_pixel_size=target, mask=mask,
+                             resample_images=resample, **preparation)
     raise InputError(f"image must be a file, a 2-D array or an ExperimentalImage, got {type(image).__name__}")
 
 
@@ -297,6 +307,12 @@ def validate_noise(noise, dose, image: ExperimentalImage):
     (e/Å², > 0) means ``"poisson"`` and refuses any other noise model.
     """
     noise_model, dose = _noise_spec(noise, dose)
+    if dose is not None and not image.metadata.get("beam_units", False):
+        top = float(np.percentile(image.data[image.mask], 99.9)) if image.n_valid else 0.0
+        if top > 1.0:  # a HAADF detector never collects more than the whole beam
+            log.warning("--dose: the Poisson model takes IMAGE as fractions of the incident beam, but IMAGE "
+                        "reaches %.4g; normalise it (--detector-levels VAC,BEAM or --detector-scale) or leave "
+                        "out --dose", top)
     if _is_sigma_map(noise_model):
         from refine.io import read_sigma_map
 
@@ -392,6 +408,21 @@ def _particle_radius(comp) -> float:
     n = sum(comp.values())
     d = nearest_neighbour_distance(comp)
     return float((3.0 * n * d ** 3 / math.sqrt(2.0) / (4.0 * math.pi)) ** (1.0 / 3.0))
+
+
+def warn_if_microscope_differs(image: ExperimentalImage, model) -> list[str]:
+    """Log a warning for each setting (voltage, convergence, detector) where the image's file and the model differ.
+
+    Returns the messages (:func:`surrogate.training.modelinfo.microscope_mismatch`;
+    empty where either side does not record a setting).
+    """
+    from surrogate.training.modelinfo import microscope_mismatch
+
+    messages = microscope_mismatch(image.metadata, model)
+    for message in messages:
+        log.warning("the image's microscope differs from the model's: %s; build a model for it with "
+                    "'stem-refine model build --from-image IMAGE'", message)
+    return messages
 
 
 def warn_if_image_too_small(inputs: RefinementInputs) -> None:

@@ -31,6 +31,11 @@ complete files or none:
     written by the GA as it goes (:mod:`refine.search.progress`): the best
     of every generation in the search's frame (not moved onto the image),
     with generation, elapsed time, cost, χ² and E in each frame's info.
+``preparation.png``
+    when the image file was prepared (``--background``, ``--detector-*``,
+    ``--crop``, ``--mask auto``): the raw image with its vacuum, particles,
+    crop and pixels used, the histogram, and the prepared image
+    (:func:`refine.io.preparation_figure.plot_preparation`).
 ``summary.json``
     best cost, χ², χ² per pixel, E, α, generations, wall time, seed,
     model, domain-warning flag, noise model, settings, file names
@@ -159,9 +164,33 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
     files["images.png"] = plot_images(exp, sim, diff, img.grid, out / "images.png", title=title)
     files["fitness_history.png"] = plot_history(out / LOGBOOK_NAME, out / "fitness_history.png",
                                                 n_valid=fitness.n_valid)
+    if _was_prepared(img):
+        files.update(_write_preparation_figure(out, img))
     # last: everything above is already on disk if the counting fails
     files.update(write_column_counts(out, fitness.model, img, best))
     return files
+
+
+def _was_prepared(img: ExperimentalImage) -> bool:
+    """Whether the preparation measured anything on the image file (vacuum, particles, a normalisation)."""
+    steps = {s["step"]: s.get("parameters", {}) for s in img.metadata.get("preparation") or []}
+    if not steps or img.source == "<array>" or not Path(img.source).is_file():
+        return False
+    return (steps.get("background", {}).get("method", "none") != "none"
+            or steps.get("normalisation", {}).get("method", "fitted") != "fitted"
+            or steps.get("crop", {}).get("method", "box") != "box"
+            or steps.get("mask", {}).get("method") == "auto")
+
+
+def _write_preparation_figure(out: Path, img: ExperimentalImage) -> dict:
+    """``preparation.png``; a failure to draw it is logged, never fatal (the results are already written)."""
+    from refine.io.preparation_figure import plot_preparation
+
+    try:
+        return {"preparation.png": plot_preparation(img, out / "preparation.png")}
+    except Exception as exc:  # noqa: BLE001 - a figure never costs the run its results
+        log.warning("preparation.png not drawn: %s: %s", type(exc).__name__, exc)
+        return {}
 
 
 def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms) -> dict:
@@ -226,6 +255,7 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         Seconds of this call (rounded to ms in the summary).
     """
     from refine.search import composition_string
+    from surrogate.training.modelinfo import microscope_mismatch
 
     img, settings = inputs.image, inputs.settings
     n_atoms = len(best)
@@ -257,9 +287,15 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "model": _model_info(inputs.model, inputs.model_source),
         "image": {"source": img.source, "shape": list(img.shape), "pixel_size": img.pixel_size,
                   "origin": list(img.origin), "n_valid": img.n_valid,
-                  "resampled": img.metadata.get("resampled"), "calibration": img.metadata.get("calibration")},
+                  "resampled": img.metadata.get("resampled"), "calibration": img.metadata.get("calibration"),
+                  # each step of refine.io.prepare_image with what it measured; beam_units: the data are
+                  # fractions of the incident beam (normalised), else the fitness fits the scale
+                  "preparation": img.metadata.get("preparation"),
+                  "beam_units": bool(img.metadata.get("beam_units", False))},
         "noise": fitness.noise_info,
         "domain_warning": ood,
+        # settings where the image file's microscope (voltage, convergence, detector) is not the model's
+        "microscope_mismatch": microscope_mismatch(img.metadata, inputs.model),
         "out_of_domain_evaluations": int(fitness.n_out_of_domain),
         "multi_objective": bool(inputs.multi_objective),
         "pareto_front_size": len(ga.pareto_front),

@@ -61,6 +61,7 @@ from refine.workflows.inputs import (
     validate_start_relax_steps,
     validate_workers,
     warn_if_image_too_small,
+    warn_if_microscope_differs,
 )
 from refine.workflows.outputs import best_on_image, run_summary, write_outputs
 from refine.workflows.runlog import run_log
@@ -172,7 +173,7 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         mdl, model_source = load_model_or_default(model)
         comp = composition_for_model(composition, mdl)
         img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
-                             resample=image_settings.resample)
+                             resample=image_settings.resample, preparation=image_settings.preparation())
         source = validate_start(start.source)
         noise_model, dose = validate_noise(cost.noise, cost.dose, img)
         out = validate_out_dir(out_dir, run.resume)
@@ -197,6 +198,7 @@ def _run_refinement(inputs: RefinementInputs, *, t_start: float, folder_log=None
     # 2. the cost; then what inputs.json records, checked against the checkpoint's run on resume
     fitness = make_fitness(inputs)
     warn_if_image_too_small(inputs)
+    warn_if_microscope_differs(inputs.image, inputs.model)
     record = input_record(inputs)
     resuming = resuming_run(inputs, record)
 

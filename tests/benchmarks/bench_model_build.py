@@ -5,6 +5,8 @@ Run from the repository root on an otherwise idle machine::
     python tests/benchmarks/bench_model_build.py                       # the paper's microscope, defaults
     python tests/benchmarks/bench_model_build.py --preset probe-corrected-300kv --elements Pt,Ir
     python tests/benchmarks/bench_model_build.py --out /tmp/bench/m.npz --workers 2 --threads 1
+    python tests/benchmarks/bench_model_build.py --out /tmp/au.npz --elements Au \
+        --from-image ../shared/data/experimental/au-temul/example_Au_nanoparticle.emd --source-size 0.8
 
 It runs ``stem-refine model build`` with the default particles, sizes, PRISM
 interpolation and phonons into a fresh folder (``--out``'s work folder is
@@ -30,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="model file (default: a temporary folder)")
-    p.add_argument("--preset", default="combs2019-200kv")
+    p.add_argument("--preset", default=None, help="default combs2019-200kv (unless --from-image)")
+    p.add_argument("--from-image", default=None, help="read the microscope from this image's metadata")
+    p.add_argument("--source-size", type=float, default=None, help="source size FWHM in Å")
     p.add_argument("--elements", default="Pt")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
@@ -45,8 +49,13 @@ def main(argv=None) -> int:
     work = Path(str(out) + ".work")
     if work.exists() and not args.resume:
         shutil.rmtree(work)
-    cmd = ["model", "build", "-o", str(out), "--preset", args.preset, "--elements", args.elements,
-           "--workers", str(args.workers), "--json"]
+    cmd = ["model", "build", "-o", str(out), "--elements", args.elements, "--workers", str(args.workers), "--json"]
+    if args.preset or not args.from_image:
+        cmd += ["--preset", args.preset or "combs2019-200kv"]
+    if args.from_image:
+        cmd += ["--from-image", args.from_image]
+    if args.source_size is not None:
+        cmd += ["--source-size", str(args.source_size)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     t0 = time.perf_counter()

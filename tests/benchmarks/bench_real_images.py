@@ -6,7 +6,8 @@ ground truth; never copied into the project):
 ``ptir``
     the StatSTEM Pt–Ir example (text array, 0.1211 Å/px, microscope unknown):
     the shipped model (the paper's 200 kV microscope), ``-c Pt`` estimated
-    from the image, ``--mask zeros``.
+    from the image, the particle cropped and masked (the file's zero padding
+    is left out).
 ``au``
     the Au Velox EMD (300 kV, several particles on a ~15,000-count offset): a
     model built for the microscope its metadata records
@@ -48,7 +49,7 @@ SHARED = ROOT.parent / "shared" / "data" / "experimental"
 
 IMAGES = {
     "ptir": {"file": SHARED / "ptir-statstem" / "ExamplePtIr_dx0_1211.txt", "element": "Pt",
-             "refine": ["--pixel-size", "0.1211", "--mask", "zeros"], "model": None},
+             "refine": ["--pixel-size", "0.1211", "--crop", "auto", "--mask", "auto"], "model": None},
     "au": {"file": SHARED / "au-temul" / "example_Au_nanoparticle.emd", "element": "Au",
            "refine": ["--background", "vacuum", "--crop", "auto", "--mask", "auto"],
            "model": ["--elements", "Au", "--source-size", "0.8"]},
@@ -80,6 +81,8 @@ def best_cluster_energy(symbol: str, n: int, seed: int = 0) -> dict:
     out = {}
     for shape in SHAPES:
         atoms = shape_cluster({symbol: n}, shape, np.random.default_rng(seed))
+        atoms.pbc = False
+        atoms.cell = np.diag(np.ptp(atoms.positions, axis=0) + 40.0)  # asap3 needs a cell; the particle is isolated
         atoms.calc = make_calculator("auto", (symbol,))
         FIRE(atoms, logfile=None).run(fmax=0.02, steps=3000)
         out[shape] = float(atoms.get_potential_energy()) / n

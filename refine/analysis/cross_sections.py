@@ -27,20 +27,37 @@ electrons. Here:
    or a model's intercept would otherwise add b·area to every cell).
 4. **Library** σ_c(n), n = 0..N_max, for every column c, from the model: the
    surrogate image (minus its own vacuum level) of the structure with column
-   c replaced by n atoms, integrated over c's cell. The n atoms lie on c's
-   axis (the principal axis of its atoms; for a one-atom column the mean
-   axis of the others) at the structure's spacing along its columns,
-   centred on c. Why not one library of isolated columns along the beam:
-   the surrogate is strongly nonlinear in the local projected density (its
-   per-atom cross-section grows from 0.021 Å² for one Pt atom to 0.033 Å² for
-   a straight column of ten), so a column 10° off the beam, whose atoms
-   spread over 0.5 Å steps, has per-atom cross-sections a third lower than a
-   straight column of the same height; the column's own geometry and
-   neighbours (their tails spill into its cell) are what the image shows.
-   ``context=False`` leaves the other columns out (an isolated column).
+   c's atoms each weighted n/n_c (n_c its atoms), integrated over c's cell.
+   The convolution image is linear in the atoms' weights, so this is column
+   c's own projected footprint carrying n atoms: exactly the image of n atoms
+   stacked on one (x, y) for a column along the beam, and for a tilted
+   column's streak (or a cluster of overlapping columns) n atoms spread
+   over the streak the cell was cut around. Rendering the rest of the
+   structure matters: the surrogate is strongly nonlinear in the local
+   projected density (its per-atom cross-section grows from 0.021 Å² for one
+   Pt atom to 0.033 Å² for a straight column of ten), and the neighbours'
+   tails spill into c's cell. ``context=False`` leaves the other columns out.
+
+   An earlier library placed n atoms along the column's axis at the
+   structure's spacing. For a column 10° off the beam each atom moves the
+   streak 0.48 Å (2.77 Å · sin 10°), so from n ≈ 9 the added atoms fell
+   outside the cell (the cell is cut around the structure's own atoms):
+   σ_c(n) went flat (median 0.116 Å² from n = 9 on the tilted Pt300
+   decahedron) and taller columns could not be counted. For a cluster of
+   overlapping columns (tilted particles project whole atomic planes as one
+   streak) the principal axis was not even the streak's. The surrogate does
+   not clip: its degree-2 polynomial is evaluated beyond the training range
+   of its convolution pixels (``input_range_``; the shipped model saw at most
+   7 stacked Pt atoms) and there it bends over (σ(n) of a 3-atom streak
+   scaled up fell to half its top by n = 25). So from the first n whose
+   convolution image exceeds that range anywhere in the cell, σ_c(n)
+   continues with its last in-range step (linear: no channelling saturation
+   is assumed beyond the model's data, so counts of columns far beyond it
+   are lower bounds). ``info["beyond_training_range"]`` says how many
+   columns leave the range at their own height (a warning is logged).
 5. **Count** = the n whose scale·σ_c(n) is nearest to the measured σ, among
-   the heights up to where σ_c(n) stops growing (the model extrapolates
-   beyond its training range, where σ(n) of a tall column can fall again).
+   the heights up to the largest σ_c(n) (a model extrapolated far beyond
+   its training range could make σ(n) of a tall column fall again).
    ``scale`` is 1 (the model's calibration, trusted: the image is in beam
    units) or ``"total"``: one factor for all columns, chosen so that the
    counts add up to the structure's number of atoms (the composition is
@@ -48,11 +65,17 @@ electrons. Here:
    detector calibration a few per cent off), as StatSTEM's fitted mixture
    does, without fitting column by column.
 
+How far to trust a count: the step σ_c(n+1) − σ_c(n) is ≈ σ_c(n)/n, so a
+column of n atoms needs the model's cross-section right to better than
+1/(2n); ``tests/benchmarks/bench_counts.py`` measures the counts on
+independent multislice images by column height.
+
 Lengths in Å, cross-sections in Å² × fraction of the incident beam.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +89,8 @@ __all__ = ["DEFAULT_COUNT_TOLERANCE", "ColumnCells", "CountTable", "projected_co
 
 #: Å; single-linkage tolerance of the counted columns (see the module docstring)
 DEFAULT_COUNT_TOLERANCE = 1.0
+log = logging.getLogger(__name__)
+
 #: the library runs to this many atoms above the structure's highest column
 EXTRA_HEIGHT = 5
 #: Å; width of the image border whose median is the vacuum level
@@ -191,39 +216,6 @@ def cross_sections(data, labels, n_columns: int, pixel_size: float, background: 
     return sums * pixel_size * pixel_size
 
 
-def _axis(points: np.ndarray) -> np.ndarray:
-    """Unit principal axis of ``points`` (shape (k, 3), k ≥ 2), pointing along +z."""
-    _, _, vt = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)
-    u = vt[0]
-    return u if u[2] >= 0 else -u
-
-
-def _column_geometry(positions: np.ndarray, atom_column: np.ndarray, n_columns: int, symbols):
-    """Per column: centroid (3,), axis (3,); and the structure's spacing along its columns (Å)."""
-    from refine.search import nearest_neighbour_distance
-
-    centroids = np.array([positions[atom_column == c].mean(axis=0) for c in range(n_columns)])
-    axes = np.zeros((n_columns, 3))
-    steps, weights = [], []
-    for c in range(n_columns):
-        p = positions[atom_column == c]
-        if len(p) >= 2:
-            axes[c] = _axis(p)
-            t = np.sort((p - p.mean(axis=0)) @ axes[c])
-            steps.append((t[-1] - t[0]) / (len(p) - 1))
-            weights.append(len(p))
-    multi = np.linalg.norm(axes, axis=1) > 0
-    if multi.any():
-        mean_axis = (axes[multi] * np.asarray(weights)[:, None]).sum(axis=0)
-        mean_axis /= np.linalg.norm(mean_axis)
-        spacing = float(np.median(steps))
-    else:  # no column with two atoms: along the beam at the crystal's nearest-neighbour distance
-        mean_axis = np.array([0.0, 0.0, 1.0])
-        spacing = nearest_neighbour_distance(symbols)
-    axes[~multi] = mean_axis
-    return centroids, axes, spacing
-
-
 def column_library(structure, cells: ColumnCells, model, image, n_max: int, *, context: bool = True
                    ) -> np.ndarray:
     """σ_c(n) for every column c and n = 0..n_max, from the surrogate (see the module docstring).
@@ -231,8 +223,7 @@ def column_library(structure, cells: ColumnCells, model, image, n_max: int, *, c
     Parameters
     ----------
     structure : ase.Atoms
-        Single-element along a column: the n atoms take the element of the
-        column's most common one.
+        The columns' atoms, in the image's frame (Å).
     cells : ColumnCells
         Of ``structure`` on ``image``.
     model : PolynomialSurrogate
@@ -248,17 +239,27 @@ def column_library(structure, cells: ColumnCells, model, image, n_max: int, *, c
     ndarray, shape (n_columns, n_max + 1)
         Å² × fraction of the incident beam (the model's units), above the model's vacuum level.
     """
-    from ase import Atoms
+    return _library(structure, cells, model, image, n_max, context)[0]
 
+
+def _library(structure, cells: ColumnCells, model, image, n_max: int, context: bool):
+    """:func:`column_library` and, per column, whether its convolution image at its own height leaves
+    the model's training range (bool array, shape (n_columns,))."""
     from surrogate.imaging import ProbeGrid
+    from surrogate.imaging.convolution import atom_weights, convolution_from_positions
 
     g = image.grid
     dx = g.pixel_size
+    h = model.border
+    params = model.convolution_parameters
     vacuum = _model_vacuum(model)
+    top = float(model.input_range_[1])
     pos = np.asarray(structure.positions, dtype=float)
-    numbers = np.asarray(structure.numbers)
-    centroids, axes, spacing = _column_geometry(pos, cells.atom_column, len(cells), structure.get_chemical_symbols())
+    weights = atom_weights(structure.numbers, params.exponent, params.weights)
+    if params.cross_section is not None:
+        weights = weights * params.cross_section
     library = np.zeros((len(cells), n_max + 1))
+    beyond = np.zeros(len(cells), dtype=bool)
     for c in range(len(cells)):
         ii, jj = np.nonzero(cells.labels == c)
         if ii.size == 0:
@@ -266,22 +267,29 @@ def column_library(structure, cells: ColumnCells, model, image, n_max: int, *, c
         i0, i1, j0, j1 = ii.min(), ii.max() + 1, jj.min(), jj.max() + 1
         window = ProbeGrid(origin=(g.origin[0] + i0 * dx, g.origin[1] + j0 * dx), shape=(i1 - i0, j1 - j0),
                            pixel_size=dx)
+        padded = window.padded(h)
         lo = np.array(window.origin) - _REACH
         hi = np.array(window.origin) + dx * (np.array(window.shape) - 1) + _REACH
-        near = np.all((pos[:, :2] >= lo) & (pos[:, :2] <= hi), axis=1) & (cells.atom_column != c)
-        others = Atoms(numbers=numbers[near], positions=pos[near]) if context else Atoms()
-        members = numbers[cells.atom_column == c]
-        z = int(np.bincount(members).argmax())
+        near = np.all((pos[:, :2] >= lo) & (pos[:, :2] <= hi), axis=1)
+        mine = cells.atom_column == c
+        others = near & ~mine if context else np.zeros(len(pos), dtype=bool)
+        base = convolution_from_positions(pos[others, :2], weights[others], padded, params.sigma)
+        column = convolution_from_positions(pos[mine, :2], weights[mine], padded, params.sigma)
+        column /= np.count_nonzero(mine)  # one atom's share of the column's footprint
         cell = (ii - i0, jj - j0)
+        sim = np.empty(window.shape)
+        inner = (slice(h, h + window.shape[0]), slice(h, h + window.shape[1]))
+        base_cell, column_cell = base[inner][cell], column[inner][cell]  # the convolution pixels of the cell
+        beyond[c] = float((base_cell + cells.atoms[c] * column_cell).max()) > top
         for n in range(n_max + 1):
-            offsets = (np.arange(n) - (n - 1) / 2.0) * spacing
-            column = Atoms(numbers=np.full(n, z), positions=centroids[c] + offsets[:, None] * axes[c])
-            atoms = others + column
-            if len(atoms) == 0:
-                continue  # nothing at all: σ = 0
-            sim = model.simulate(atoms, window)
+            if n >= 2 and float((base_cell + n * column_cell).max()) > top:
+                step = library[c, n - 1] - library[c, n - 2]
+                if step > 0:  # beyond the training range: continue the last step (see the module docstring)
+                    library[c, n:] = library[c, n - 1] + step * np.arange(1, n_max - n + 2)
+                    break
+            model.predict_into(np.ascontiguousarray(base + n * column), sim)
             library[c, n] = float((sim[cell] - vacuum).sum()) * dx * dx
-    return library
+    return library, beyond
 
 
 def _model_vacuum(model) -> float:
@@ -291,13 +299,17 @@ def _model_vacuum(model) -> float:
 
 
 def _nearest(sigma: np.ndarray, library: np.ndarray, scale: float) -> np.ndarray:
-    """The n of the library value nearest each σ, among each column's heights up to where σ(n) stops growing.
+    """The n of the library value nearest each σ, among each column's heights up to its largest σ(n).
 
-    Beyond its training range the surrogate's σ(n) of a tall column can fall
-    again (extrapolation); a falling σ(n) would make two heights equally near.
+    A model extrapolated far beyond its training range could make σ(n) of a
+    tall column fall again, which would make two heights equally near. Below
+    the largest value σ(n) may wiggle by a fraction of a step where one atom
+    spread over a long streak barely changes a pixel (the polynomial is not
+    monotonic at the faintest intensities); that does not stop the search.
     """
-    growing = np.cumprod(np.c_[np.ones((len(library), 1), dtype=bool), np.diff(library, axis=1) > 0], axis=1) > 0
-    distance = np.where(growing, np.abs(sigma[:, None] - scale * library), np.inf)
+    upto = np.argmax(library, axis=1)
+    allowed = np.arange(library.shape[1])[None, :] <= upto[:, None]
+    distance = np.where(allowed, np.abs(sigma[:, None] - scale * library), np.inf)
     return np.argmin(distance, axis=1)
 
 
@@ -406,7 +418,7 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
         raise InputError(f"n_max must be a positive number of atoms, got {n_max}")
     background = vacuum_level(image)
     sigma = cross_sections(image.data, cells.labels, len(cells), image.pixel_size, background)
-    library = column_library(structure, cells, model, image, n_max, context=context)
+    library, beyond = _library(structure, cells, model, image, n_max, context)
     if scale == "model":
         s = 1.0
     elif scale == "total":
@@ -419,9 +431,13 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
         if not (np.isfinite(s) and s > 0):
             raise InputError(f"scale must be 'model', 'total' or a positive number, got {scale!r}")
     counts = _nearest(sigma, library, s)
-    info = {"method": "surrogate image of the structure with each column replaced by n atoms along its axis"
+    info = {"method": "surrogate image of the structure with each column's atoms weighted n/(its atoms)"
                       + ("" if context else " (the column alone)") + ", integrated over its cell",
             "scale_rule": scale if isinstance(scale, str) else "given", "tolerance": float(tolerance),
             "radius": cells.radius, "n_max": n_max, "image_vacuum_level": background,
-            "model_vacuum_level": _model_vacuum(model)}
+            "model_vacuum_level": _model_vacuum(model), "beyond_training_range": int(beyond.sum())}
+    if beyond.any():
+        log.warning("%d of %d columns are denser than the model's training images (%.4g in convolution units): "
+                    "their cross-sections are the polynomial's extrapolation", int(beyond.sum()), len(cells),
+                    float(model.input_range_[1]))
     return CountTable(cells.xy, cells.atoms, counts.astype(int), sigma, library, s, info)

@@ -212,6 +212,10 @@ def composition_from_image(composition, model, image: ExperimentalImage):
     from refine.analysis import estimate_atom_number
 
     element = next(iter(composition_for_model(f"{elements[0]}1", model)))  # a known element of the model
+    if _not_beam_units(image):
+        raise InputError(f"composition {composition!r}: estimating the number of atoms needs IMAGE in fractions of "
+                         "the incident beam (--detector-levels VAC,BEAM or --detector-scale S), and it reaches "
+                         f"{_top(image):.4g}; or give the number (e.g. {element}900)")
     estimate = estimate_atom_number(image, model, element)
     return {element: estimate.n}, estimate
 
@@ -299,6 +303,15 @@ def _is_sigma_map(noise) -> bool:
     return noise is not None and np.ndim(noise) > 0
 
 
+def _top(image: ExperimentalImage) -> float:
+    return float(np.percentile(image.data[image.mask], 99.9)) if image.n_valid else 0.0
+
+
+def _not_beam_units(image: ExperimentalImage) -> bool:
+    """An image that cannot be in fractions of the incident beam: not normalised, and brighter than the beam."""
+    return not image.metadata.get("beam_units", False) and _top(image) > 1.0
+
+
 def validate_noise(noise, dose, image: ExperimentalImage):
     """The noise model of χ² and the dose: ``(noise, dose)``.
 
@@ -307,12 +320,10 @@ def validate_noise(noise, dose, image: ExperimentalImage):
     (e/Å², > 0) means ``"poisson"`` and refuses any other noise model.
     """
     noise_model, dose = _noise_spec(noise, dose)
-    if dose is not None and not image.metadata.get("beam_units", False):
-        top = float(np.percentile(image.data[image.mask], 99.9)) if image.n_valid else 0.0
-        if top > 1.0:  # a HAADF detector never collects more than the whole beam
-            log.warning("--dose: the Poisson model takes IMAGE as fractions of the incident beam, but IMAGE "
-                        "reaches %.4g; normalise it (--detector-levels VAC,BEAM or --detector-scale) or leave "
-                        "out --dose", top)
+    if dose is not None and _not_beam_units(image):
+        log.warning("--dose: the Poisson model takes IMAGE as fractions of the incident beam, but IMAGE "
+                    "reaches %.4g; normalise it (--detector-levels VAC,BEAM or --detector-scale) or leave "
+                    "out --dose", _top(image))
     if _is_sigma_map(noise_model):
         from refine.io import read_sigma_map
 

@@ -147,3 +147,17 @@ def test_the_velox_files_microscope_is_read_with_its_pixels():
     model, _ = load_model_or_default(None)
     messages = microscope_mismatch(image.metadata, model)
     assert any(m.startswith("voltage") for m in messages)
+
+
+def test_the_atom_number_is_not_estimated_from_an_image_in_detector_counts(raw_file, small_model):
+    from refine.workflows.inputs import composition_from_image
+
+    raw = np.load(raw_file)
+    counts = ExperimentalImage(data=1000.0 * raw, pixel_size=PIXEL, mask=np.ones(raw.shape, bool))
+    with pytest.raises(InputError, match="fractions of the incident beam.*Pt900"):
+        composition_from_image("Pt", small_model, counts)
+    # the same image normalised by its preparation is estimated (a number, not an error)
+    prepared = validate_image(raw_file, small_model, pixel_size=PIXEL, mask=None, resample=True,
+                              preparation={"background": "vacuum", "detector": SCALE, "particle_margin": 2.0})
+    composition, estimate = composition_from_image("Pt", small_model, prepared)
+    assert set(composition) == {"Pt"} and composition["Pt"] > 0 and estimate is not None

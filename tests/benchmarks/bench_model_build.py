@@ -6,7 +6,7 @@ Run from the repository root on an otherwise idle machine::
     python tests/benchmarks/bench_model_build.py --preset probe-corrected-300kv --elements Pt,Ir
     python tests/benchmarks/bench_model_build.py --out /tmp/bench/m.npz --workers 2 --threads 1
     python tests/benchmarks/bench_model_build.py --out /tmp/au.npz --elements Au \
-        --from-image ../shared/data/experimental/au-temul/example_Au_nanoparticle.emd --source-size 0.8
+        --from-image ../shared/data/experimental/au-temul/example_Au_nanoparticle.emd --preset probe-corrected-300kv --source-size 0.8
 
 It runs ``stem-refine model build`` with the default particles, sizes, PRISM
 interpolation and phonons into a fresh folder (``--out``'s work folder is

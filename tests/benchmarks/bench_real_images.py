@@ -55,7 +55,7 @@ IMAGES = {
     # intensity (-c Au refuses): a 3.2 nm Au sphere holds ≈ 1000 atoms (59 atoms/nm³)
     "au": {"file": SHARED / "au-temul" / "example_Au_nanoparticle.emd", "element": "Au1000",
            "refine": ["--background", "vacuum", "--crop", "auto", "--mask", "auto"],
-           "model": ["--elements", "Au", "--source-size", "0.8"]},
+           "model": ["--preset", "probe-corrected-300kv", "--elements", "Au", "--source-size", "0.8"]},
 }
 #: side (Å) of the crop of the answer simulated by multislice
 MULTISLICE_CROP = 24.0

@@ -185,6 +185,9 @@ def estimate_atom_number(image, model, element: str) -> AtomNumberEstimate:
         return float((signal / rho).sum()) * dx * dx, rho
 
     n_exact, rho = count(h)
+    if not n_exact >= 0.5:
+        raise InputError(f"the image's intensity above its vacuum level ({b:.4g}, from the edge of its valid pixels) "
+                         f"comes to {n_exact:.3g} {element} atoms: is there vacuum around the particle? Give the number")
     n_low, _ = count(h + 0.5)  # taller columns scatter more per atom: fewer atoms
     n_high, _ = count(h - 0.5)
     height_unc = 0.5 * abs(n_high - n_low)

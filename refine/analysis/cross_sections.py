@@ -192,17 +192,21 @@ def column_cells(structure, image, *, tolerance: float = DEFAULT_COUNT_TOLERANCE
 
 
 def vacuum_level(image) -> float:
-    """The image's vacuum level: mean of the valid pixels within :data:`VACUUM_BORDER` Å of its edge.
+    """The image's vacuum level: mean of the valid pixels within :data:`VACUUM_BORDER` Å of the valid region's edge.
 
-    Assumes the particle is inside the image with vacuum around it (as the
-    refinement does). The mean, not the median: at a low dose the vacuum
-    holds less than one electron per pixel, and the median of such Poisson
-    counts is 0. Units of the image.
+    The edge of the valid region is the image's edge or an excluded pixel
+    (a file's zero padding around the particle, an automatic mask), so the
+    band is the vacuum around the particle as long as the particle is inside
+    the valid pixels with vacuum around it (as the refinement assumes). The
+    mean, not the median: at a low dose the vacuum holds less than one
+    electron per pixel, and the median of such Poisson counts is 0. Units of
+    the image.
     """
+    from scipy.ndimage import binary_erosion
+
     w = max(1, int(round(VACUUM_BORDER / image.pixel_size)))
-    border = np.zeros(image.shape, dtype=bool)
-    border[:w], border[-w:], border[:, :w], border[:, -w:] = True, True, True, True
-    values = image.data[border & image.mask]
+    inner = binary_erosion(image.mask, structure=np.ones((3, 3), bool), iterations=w, border_value=0)
+    values = image.data[image.mask & ~inner]
     if values.size == 0:
         values = image.data[image.mask]
     return float(np.mean(values))

@@ -161,3 +161,26 @@ def test_the_atom_number_is_not_estimated_from_an_image_in_detector_counts(raw_f
                               preparation={"background": "vacuum", "detector": SCALE, "particle_margin": 2.0})
     composition, estimate = composition_from_image("Pt", small_model, prepared)
     assert set(composition) == {"Pt"} and composition["Pt"] > 0 and estimate is not None
+
+
+def test_the_atom_number_of_a_zero_padded_file_uses_the_vacuum_inside_its_valid_pixels(raw_file, small_model,
+                                                                                         tmp_path):
+    """A file zeroed outside a region round the particle (as the StatSTEM Pt–Ir example) counts as the whole one."""
+    from refine.workflows.inputs import composition_from_image
+
+    raw = (np.load(raw_file) - OFFSET) / SCALE  # beam units, vacuum ≈ the model's own vacuum level
+    x, y = np.meshgrid(np.arange(200) * PIXEL, np.arange(200) * PIXEL, indexing="ij")
+    padded = np.where(np.hypot(x - 10.0, y - 10.0) < 7.5, raw, 0.0)
+    np.save(whole := tmp_path / "whole.npy", raw)
+    np.save(zeroed := tmp_path / "zeroed.npy", padded)
+    counts = []
+    for path, mask in ((whole, None), (zeroed, "zeros")):
+        image = validate_image(path, small_model, pixel_size=PIXEL, mask=mask, resample=True)
+        composition, estimate = composition_from_image("Pt", small_model, image)
+        counts.append(estimate.n_exact)
+    assert counts[1] == pytest.approx(counts[0], rel=0.03)
+    # nothing but padding and particle: no vacuum to measure from is an error, not a count of 1
+    np.save(tight := tmp_path / "tight.npy", np.where(np.hypot(x - 10.0, y - 10.0) < 2.0, raw + 0.01, 0.0))
+    image = validate_image(tight, small_model, pixel_size=PIXEL, mask="zeros", resample=True)
+    with pytest.raises(InputError, match="vacuum around the particle"):
+        composition_from_image("Pt", small_model, image)

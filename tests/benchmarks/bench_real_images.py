@@ -127,7 +127,7 @@ def run_image(name: str, args) -> dict:
     times["report"] = _timed(cmd, work / "report.log")
     summary = json.loads((run / "summary.json").read_text())
 
-    from ase.io import read, write
+    from ase.io import read
 
     best = read(run / "best.xyz")
     n = len(best)

@@ -16,3 +16,10 @@ def noisy_small_image(dose: float, seed: int = 7) -> np.ndarray:
     clean = np.clip(np.load(SMALL / "clean.npy").astype(float), 0.0, None)
     n = dose * PIXEL * PIXEL
     return np.random.default_rng(seed).poisson(clean * n) / n
+
+
+def as_image(data):
+    """``data`` (2-D, beam units) as an :class:`refine.io.ExperimentalImage` at the small case's pixel size, all valid."""
+    from refine.io import ExperimentalImage
+
+    return ExperimentalImage(data=np.asarray(data, dtype=float), pixel_size=PIXEL, mask=np.ones(np.shape(data), bool))

@@ -12,24 +12,12 @@ from scipy.spatial.transform import Rotation
 
 from refine.analysis import estimate_atom_number
 from refine.cli.main import main
-from refine.io import ExperimentalImage
 from refine.workflows.inputs import composition_from_image
 from surrogate.common import InputError
 from surrogate.imaging import ProbeGrid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_case import PIXEL, REALISTIC_DOSE, SMALL, noisy_small_image  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model():
-    from surrogate import default_model
-
-    return default_model()
-
-
-def _image(data):
-    return ExperimentalImage(data=np.asarray(data, dtype=float), pixel_size=PIXEL, mask=np.ones(np.shape(data), bool))
+from small_case import PIXEL, REALISTIC_DOSE, SMALL, as_image as _image, noisy_small_image  # noqa: E402
 
 
 def _surrogate_image(model, atoms, dose=None, seed=0):

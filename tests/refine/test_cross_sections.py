@@ -12,22 +12,10 @@ from ase.io import read
 from refine.analysis import COUNTS_HEADER, column_count_table, write_counts
 from refine.analysis.cross_sections import projected_columns
 from refine.cli.main import main
-from refine.io import ExperimentalImage
 from refine.workflows.outputs import write_column_counts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from small_case import PIXEL, REALISTIC_DOSE, SMALL, noisy_small_image  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def model():
-    from surrogate import default_model
-
-    return default_model()
-
-
-def _image(data):
-    return ExperimentalImage(data=np.asarray(data, dtype=float), pixel_size=PIXEL, mask=np.ones(np.shape(data), bool))
+from small_case import PIXEL, REALISTIC_DOSE, SMALL, as_image as _image, noisy_small_image  # noqa: E402
 
 
 def _poisson(clean, dose, rng):

@@ -57,7 +57,7 @@ from ase import Atoms
 
 from refine.io import ExperimentalImage
 from refine.workflows.figures import plot_history, plot_images
-from refine.workflows.inputs import calculator_description
+from refine.workflows.inputs import _not_beam_units, calculator_description
 from surrogate.common import atomic_write_with, write_json
 
 __all__ = ["COUNT_FILES", "OUTPUT_FILES", "SUMMARY_VERSION", "best_on_image", "write_column_counts", "write_outputs",
@@ -167,7 +167,9 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
     if _was_prepared(img):
         files.update(_write_preparation_figure(out, img))
     # last: everything above is already on disk if the counting fails
-    files.update(write_column_counts(out, fitness.model, img, best))
+    # an image in detector units is counted with the fitness's fitted scale a of a·I_sim + b
+    scale = "model" if not _not_beam_units(img) else float(r.scale)
+    files.update(write_column_counts(out, fitness.model, img, best, scale=scale))
     return files
 
 
@@ -193,7 +195,7 @@ def _write_preparation_figure(out: Path, img: ExperimentalImage) -> dict:
         return {}
 
 
-def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms) -> dict:
+def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms, scale="model") -> dict:
     """``counts.csv``, ``counts.png`` and ``counts.json`` of ``best`` against ``img``; name → path.
 
     Never raises for a failure of the counting itself: it is logged as a
@@ -204,7 +206,7 @@ def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms) -
     from refine.analysis import column_count_table, write_counts
 
     try:
-        table = column_count_table(best, img, model)
+        table = column_count_table(best, img, model, scale=scale)
         files = write_counts(table, img, out)
         files["counts.json"] = write_json(out / "counts.json", table.summary())
         log.info("column counts from the image: %d columns, %.0f %% equal to the answer's, %.0f %% within ±1",

@@ -51,6 +51,7 @@ __all__ = [
     "validate_alpha_scale",
     "warn_if_image_too_small",
     "warn_if_microscope_differs",
+    "in_detector_units",
     "input_record",
     "resuming_run",
     "calculator_description",
@@ -212,10 +213,10 @@ def composition_from_image(composition, model, image: ExperimentalImage):
     from refine.analysis import estimate_atom_number
 
     element = next(iter(composition_for_model(f"{elements[0]}1", model)))  # a known element of the model
-    if _not_beam_units(image):
+    if (top := in_detector_units(image)) is not None:
         raise InputError(f"composition {composition!r}: estimating the number of atoms needs IMAGE in fractions of "
                          "the incident beam (--detector-levels VAC,BEAM or --detector-scale S), and it reaches "
-                         f"{_top(image):.4g}; or give the number (e.g. {element}900)")
+                         f"{top:.4g}; or give the number (e.g. {element}900)")
     estimate = estimate_atom_number(image, model, element)
     return {element: estimate.n}, estimate
 
@@ -261,7 +262,7 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
         elif image.pixel_size != target:
             image = replace(image, pixel_size=target)
         return image
-    if isinstance(image, (str, os.PathLike)) or isinstance(image, (np.ndarray, list, tuple)):
+    if isinstance(image, (str, os.PathLike, np.ndarray, list, tuple)):
         source = image if isinstance(image, (str, os.PathLike)) else np.asarray(image)
         return prepare_image(source, pixel_size=pixel_size, target_pixel_size=target, mask=mask,
                              resample_images=resample, **preparation)
@@ -303,13 +304,16 @@ def _is_sigma_map(noise) -> bool:
     return noise is not None and np.ndim(noise) > 0
 
 
-def _top(image: ExperimentalImage) -> float:
-    return float(np.percentile(image.data[image.mask], 99.9)) if image.n_valid else 0.0
+def in_detector_units(image: ExperimentalImage) -> float | None:
+    """The image's top level (99.9th percentile) when it cannot be in fractions of the incident beam, else None.
 
-
-def _not_beam_units(image: ExperimentalImage) -> bool:
-    """An image that cannot be in fractions of the incident beam: not normalised, and brighter than the beam."""
-    return not image.metadata.get("beam_units", False) and _top(image) > 1.0
+    Such an image was not normalised by the preparation and is brighter than
+    the whole beam (a HAADF detector never collects more).
+    """
+    if image.metadata.get("beam_units", False) or not image.n_valid:
+        return None
+    top = float(np.percentile(image.data[image.mask], 99.9))
+    return top if top > 1.0 else None
 
 
 def validate_noise(noise, dose, image: ExperimentalImage):
@@ -320,10 +324,10 @@ def validate_noise(noise, dose, image: ExperimentalImage):
     (e/Å², > 0) means ``"poisson"`` and refuses any other noise model.
     """
     noise_model, dose = _noise_spec(noise, dose)
-    if dose is not None and _not_beam_units(image):
+    if dose is not None and (top := in_detector_units(image)) is not None:
         log.warning("--dose: the Poisson model takes IMAGE as fractions of the incident beam, but IMAGE "
                     "reaches %.4g; normalise it (--detector-levels VAC,BEAM or --detector-scale) or leave "
-                    "out --dose", _top(image))
+                    "out --dose", top)
     if _is_sigma_map(noise_model):
         from refine.io import read_sigma_map
 

@@ -57,7 +57,7 @@ from ase import Atoms
 
 from refine.io import ExperimentalImage
 from refine.workflows.figures import plot_history, plot_images
-from refine.workflows.inputs import _not_beam_units, calculator_description
+from refine.workflows.inputs import calculator_description, in_detector_units
 from surrogate.common import atomic_write_with, write_json
 
 __all__ = ["COUNT_FILES", "OUTPUT_FILES", "SUMMARY_VERSION", "best_on_image", "write_column_counts", "write_outputs",
@@ -168,7 +168,7 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
         files.update(_write_preparation_figure(out, img))
     # last: everything above is already on disk if the counting fails
     # an image in detector units is counted with the fitness's fitted scale a of a·I_sim + b
-    scale = "model" if not _not_beam_units(img) else float(r.scale)
+    scale = "model" if in_detector_units(img) is None else float(r.scale)
     files.update(write_column_counts(out, fitness.model, img, best, scale=scale))
     return files
 

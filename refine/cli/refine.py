@@ -34,7 +34,7 @@ import sys
 
 from refine.search import SEARCHES
 from refine.workflows import defaults
-from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg, image_keywords, prepared_image
+from refine.cli.image_options import add_image_arguments, add_noise_arguments, alpha_arg, image_keywords
 from surrogate.cli.options import add_json, add_model, add_no_progress, add_out, add_seed, add_workers
 
 help = "refine a particle's 3-D structure against a HAADF-STEM image (genetic algorithm)"
@@ -178,36 +178,12 @@ def refinement_keywords(args) -> dict:
                 log_file=True, checkpoint_every=args.checkpoint_every)
 
 
-def estimated_composition(args):
-    """``(composition, estimate)``: ``-c Pt`` (no number) estimated from the image, logged; else as given and None."""
-    import logging
-    import re
-
-    if not re.fullmatch(r"(?:[A-Z][a-z]?)+", args.composition.strip()):
-        return args.composition, None
-    from refine.search import composition_string
-    from refine.workflows.inputs import composition_from_image, load_model_or_default
-
-    model, _ = load_model_or_default(args.model)
-    image = prepared_image(args, model)
-    composition, estimate = composition_from_image(args.composition, model, image)
-    logging.getLogger(__name__).warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
-                                        composition_string(composition), estimate.uncertainty, estimate.method,
-                                        composition_string(composition))
-    return composition_string(composition), estimate
-
-
 def run(args) -> int:
     from refine.workflows import refine_image, refinement_settings
-    from surrogate.common import print_json, write_json
+    from surrogate.common import print_json
 
     settings = refinement_settings(**refinement_keywords(args))
-    composition, estimate = estimated_composition(args)
-    result = refine_image(args.image, composition, model=args.model, out_dir=args.out, **settings)
-    if estimate is not None:
-        result.summary["composition_estimate"] = {"n": estimate.n, "uncertainty": estimate.uncertainty,
-                                                  "method": estimate.method, **estimate.to_dict()}
-        write_json(result.out_dir / "summary.json", result.summary)
+    result = refine_image(args.image, args.composition, model=args.model, out_dir=args.out, **settings)
     if args.json:
         print_json(result.summary)
     else:

@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from refine.cost.kernels import bin_box, box_sums, correlation_peak, fit_from_sums, gauss_newton, shifted_box
+from refine.cost.kernels import bin_box, box_sums, correlation_peak, fit_from_sums, gauss_newton
 from refine.io import ExperimentalImage
 from surrogate.common import InputError
 

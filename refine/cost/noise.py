@@ -221,7 +221,8 @@ def integrated_beam_scale(image: ExperimentalImage, model, symbols) -> tuple[flo
     The integrated intensity of a HAADF image grows with the number of atoms
     (the scattering cross-sections that atom counting uses), so the image's
     Σ(I − b) over its valid pixels against the model's for a compact fcc
-    cluster of the same atoms (``symbols``, one per atom) gives the scale; b
+    cluster of the same atoms (``symbols``, one per atom, at their bulk
+    nearest-neighbour distance) gives the scale; b
     is the image's 2nd-percentile level (vacuum). Good to ≈ 10 % for a
     particle of the expected size inside the valid pixels (channelling makes
     the cross-section per atom depend a little on the shape).
@@ -230,11 +231,13 @@ def integrated_beam_scale(image: ExperimentalImage, model, symbols) -> tuple[flo
 
     from surrogate.imaging import ProbeGrid
 
+    from refine.search.geometry import nearest_neighbour_distance
+
     symbols = list(symbols)
     data, mask = image.data, image.mask
     level = float(np.percentile(data[mask], 2.0))
     signal = float(np.sum(data[mask] - level))
-    nn = 2.77
+    nn = nearest_neighbour_distance(symbols)  # bulk, Å: 2.77 for Pt, 2.88 for Au
     r = np.arange(-12, 13)
     lattice = np.array(np.meshgrid(r, r, r, indexing="ij")).reshape(3, -1).T
     lattice = lattice[lattice.sum(axis=1) % 2 == 0] * (nn / np.sqrt(2))  # fcc: even coordinate sums

@@ -73,6 +73,7 @@ __all__ = [
     "parse_detector",
     "parse_margin",
     "prepare_image",
+    "preparation_measured",
 ]
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,20 @@ def prepare_image(source, *, pixel_size: float | None = None, target_pixel_size:
     meta["preparation"] = steps
     meta["beam_units"] = det is not None
     return replace(image, source=raw.source, metadata=meta)
+
+
+def preparation_measured(metadata: dict) -> bool:
+    """Whether the preparation recorded in ``metadata["preparation"]`` measured anything on the file.
+
+    True for a background from vacuum pixels, a detector normalisation, a
+    crop to a segmented particle or an automatic mask; False for an image
+    read as it is (a given box crop and resampling measure nothing).
+    """
+    steps = {s["step"]: s.get("parameters", {}) for s in metadata.get("preparation") or []}
+    return (steps.get("background", {}).get("method", "none") != "none"
+            or steps.get("normalisation", {}).get("method", "fitted") != "fitted"
+            or steps.get("crop", {}).get("method", "box") != "box"
+            or steps.get("mask", {}).get("method") == "auto")
 
 
 def _box_size(box, step) -> list:

@@ -41,6 +41,7 @@ __all__ = [
     "validate_seed",
     "composition_for_model",
     "composition_from_image",
+    "elements_only",
     "validate_image",
     "validate_start",
     "validate_noise",
@@ -106,6 +107,9 @@ class RefinementInputs:
         Further :class:`refine.cost.Fitness` keywords.
     model_error : bool
         The surrogate's own error (its model file's calibration) in the noise of χ².
+    composition_estimate : refine.analysis.AtomNumberEstimate or None
+        The number of atoms estimated from the image when the composition
+        was an element without a number (``"Pt"``); None when it was given.
     """
 
     model: object
@@ -127,6 +131,7 @@ class RefinementInputs:
     start_relax_steps: int
     fitness_options: dict = field(default_factory=dict)
     model_error: bool = True
+    composition_estimate: object = None
 
     @property
     def checkpoint(self) -> Path:
@@ -191,6 +196,13 @@ def composition_for_model(composition, model) -> dict:
     return validate_composition(composition, allowed)
 
 
+def elements_only(composition) -> bool:
+    """Whether ``composition`` names elements without numbers (``"Pt"``): the image must give the number."""
+    import re
+
+    return isinstance(composition, str) and re.fullmatch(r"(?:[A-Z][a-z]?)+", composition.strip()) is not None
+
+
 def composition_from_image(composition, model, image: ExperimentalImage):
     """``(composition, estimate)``: an element given without a number (``"Pt"``) gets its number from the image.
 
@@ -203,7 +215,7 @@ def composition_from_image(composition, model, image: ExperimentalImage):
     """
     import re
 
-    if not isinstance(composition, str) or not re.fullmatch(r"(?:[A-Z][a-z]?)+", composition.strip()):
+    if not elements_only(composition):
         return composition, None
     elements = re.findall(r"[A-Z][a-z]?", composition.strip())
     if len(elements) > 1:

@@ -56,6 +56,7 @@ import numpy as np
 from ase import Atoms
 
 from refine.io import ExperimentalImage
+from refine.io.preparation import preparation_measured
 from refine.workflows.figures import plot_history, plot_images
 from refine.workflows.inputs import calculator_description, in_detector_units
 from surrogate.common import atomic_write_with, write_json
@@ -164,24 +165,14 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
     files["images.png"] = plot_images(exp, sim, diff, img.grid, out / "images.png", title=title)
     files["fitness_history.png"] = plot_history(out / LOGBOOK_NAME, out / "fitness_history.png",
                                                 n_valid=fitness.n_valid)
-    if _was_prepared(img):
+    # the figure shows the file with what was measured on it (vacuum, particles, normalisation)
+    if preparation_measured(img.metadata) and img.source != "<array>" and Path(img.source).is_file():
         files.update(_write_preparation_figure(out, img))
     # last: everything above is already on disk if the counting fails
     # an image in detector units is counted with the fitness's fitted scale a of a·I_sim + b
     scale = "model" if in_detector_units(img) is None else float(r.scale)
     files.update(write_column_counts(out, fitness.model, img, best, scale=scale))
     return files
-
-
-def _was_prepared(img: ExperimentalImage) -> bool:
-    """Whether the preparation measured anything on the image file (vacuum, particles, a normalisation)."""
-    steps = {s["step"]: s.get("parameters", {}) for s in img.metadata.get("preparation") or []}
-    if not steps or img.source == "<array>" or not Path(img.source).is_file():
-        return False
-    return (steps.get("background", {}).get("method", "none") != "none"
-            or steps.get("normalisation", {}).get("method", "fitted") != "fitted"
-            or steps.get("crop", {}).get("method", "box") != "box"
-            or steps.get("mask", {}).get("method") == "auto")
 
 
 def _write_preparation_figure(out: Path, img: ExperimentalImage) -> dict:
@@ -239,7 +230,8 @@ def _model_info(model, source: str) -> dict:
             "n_terms": int(len(model.coef_)), "input_range": [float(v) for v in getattr(model, "input_range_", ())]}
 
 
-def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: bool, wall_time: float) -> dict:
+def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: bool, wall_time: float,
+                microscope_mismatch: list | None = None) -> dict:
     """The contents of ``summary.json``.
 
     Parameters
@@ -255,9 +247,11 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         Whether this call continued from a checkpoint.
     wall_time : float
         Seconds of this call (rounded to ms in the summary).
+    microscope_mismatch : list of str, optional
+        Where the image file's microscope differs from the model's
+        (:func:`refine.workflows.inputs.warn_if_microscope_differs`); None: [].
     """
     from refine.search import composition_string
-    from surrogate.training.modelinfo import microscope_mismatch
 
     img, settings = inputs.image, inputs.settings
     n_atoms = len(best)
@@ -297,7 +291,7 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "noise": fitness.noise_info,
         "domain_warning": ood,
         # settings where the image file's microscope (voltage, convergence, detector) is not the model's
-        "microscope_mismatch": microscope_mismatch(img.metadata, inputs.model),
+        "microscope_mismatch": list(microscope_mismatch or []),
         "out_of_domain_evaluations": int(fitness.n_out_of_domain),
         "multi_objective": bool(inputs.multi_objective),
         "pareto_front_size": len(ga.pareto_front),
@@ -306,6 +300,10 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "files": {k: Path(v).name for k, v in files.items()},
         "counts": _counts_entry(files),
     }
+    if inputs.composition_estimate is not None:  # "-c Pt": the number the image gave, and its uncertainty
+        est = inputs.composition_estimate
+        summary["composition_estimate"] = {"n": est.n, "uncertainty": est.uncertainty, "method": est.method,
+                                           **est.to_dict()}
     if ood:
         summary["domain_warning_message"] = ("some candidates' convolution images left the model's training range: "
                                              "the surrogate was extrapolating for them")

@@ -48,6 +48,8 @@ from ase import Atoms
 from refine.workflows.inputs import (
     RefinementInputs,
     composition_for_model,
+    composition_from_image,
+    elements_only,
     ga_settings,
     input_record,
     load_model_or_default,
@@ -123,7 +125,10 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         or an already read :class:`ExperimentalImage`. Resampled to the
         model's pixel size when its calibration differs.
     composition : str or mapping
-        E.g. ``"Pt309"``; only elements the model was fitted on.
+        E.g. ``"Pt309"``; only elements the model was fitted on. An element
+        without a number (``"Pt"``) takes the number estimated from the
+        image's integrated intensity (logged; ``summary.json``:
+        ``composition_estimate``); a given number always wins.
     out_dir : path
         Output folder (created). A folder with a checkpoint needs ``run.resume``.
     model : PolynomialSurrogate, path or None
@@ -171,9 +176,17 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         # 1. validate everything before touching out_dir (in this order: the first bad input is reported)
         seed = validate_seed(run.seed)
         mdl, model_source = load_model_or_default(model)
-        comp = composition_for_model(composition, mdl)
+        # "Pt" (no number): checked and counted once the image is read
+        comp = None if elements_only(composition) else composition_for_model(composition, mdl)
         img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
                              resample=image_settings.resample, preparation=image_settings.preparation())
+        estimate = None
+        if comp is None:
+            from refine.search import composition_string
+
+            comp, estimate = composition_from_image(composition, mdl, img)
+            log.warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
+                        composition_string(comp), estimate.uncertainty, estimate.method, composition_string(comp))
         source = validate_start(start.source)
         noise_model, dose = validate_noise(cost.noise, cost.dose, img)
         out = validate_out_dir(out_dir, run.resume)
@@ -186,7 +199,8 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
             dose=dose, out=out, resume=run.resume, settings=settings, seed=seed, alpha=cost.alpha,
             alpha_scale=alpha_scale, calculator=cost.calculator, model_error=bool(cost.model_error),
             multi_objective=bool(settings.multi_objective),
-            workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}))
+            workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}),
+            composition_estimate=estimate)
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
 
 
@@ -198,7 +212,7 @@ def _run_refinement(inputs: RefinementInputs, *, t_start: float, folder_log=None
     # 2. the cost; then what inputs.json records, checked against the checkpoint's run on resume
     fitness = make_fitness(inputs)
     warn_if_image_too_small(inputs)
-    warn_if_microscope_differs(inputs.image, inputs.model)
+    mismatch = warn_if_microscope_differs(inputs.image, inputs.model)
     record = input_record(inputs)
     resuming = resuming_run(inputs, record)
 
@@ -219,7 +233,8 @@ def _run_refinement(inputs: RefinementInputs, *, t_start: float, folder_log=None
     files["summary.json"] = out / "summary.json"
     if folder_log is not None:
         files["refine.log"] = folder_log.path
-    summary = run_summary(inputs, fitness, ga, best, r, files, resuming=resuming, wall_time=wall)
+    summary = run_summary(inputs, fitness, ga, best, r, files, resuming=resuming, wall_time=wall,
+                          microscope_mismatch=mismatch)
     write_json(out / "summary.json", summary)
     log.info("refinement finished: cost %.6g, χ²/pixel %.4g, E %.4g eV, %d generations, %.1f s; results in %s",
              r.cost, r.chi2_per_pixel, r.energy, ga.generation, wall, out)

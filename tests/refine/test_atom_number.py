@@ -85,6 +85,22 @@ def test_refine_cli_estimates_the_composition(tmp_path, capsys):
     assert summary["counts"]["n_columns"] > 0 and "library" in summary["counts"]
     assert (out / "counts.csv").read_text().startswith("x,y,atoms_3d,atoms_image,cross_section,disagree\n")
     assert "counts.png" in summary["files"]
+    # the estimate is in the run's own log, next to what was refined
+    assert f"composition estimated from the image: Pt{est['n']}" in (out / "refine.log").read_text()
+
+
+def test_refine_image_estimates_a_bare_element_as_the_cli_does(tmp_path, model):
+    """The API takes ``"Pt"`` as the CLI does (one place estimates), and a given number wins."""
+    from refine.workflows import refine_image, refinement_settings
+
+    settings = refinement_settings(population=4, generations=1, search="plain", workers=1, progress=False,
+                                   pixel_size=PIXEL)
+    data = np.load(SMALL / "clean.npy")
+    bare = refine_image(data, "Pt", model=model, out_dir=tmp_path / "bare", **settings)
+    est = bare.summary["composition_estimate"]
+    assert bare.summary["composition"] == f"Pt{est['n']}" and len(bare.best) == est["n"]
+    given = refine_image(data, "Pt60", model=model, out_dir=tmp_path / "given", **settings)
+    assert given.summary["composition"] == "Pt60" and "composition_estimate" not in given.summary
 
 
 def test_refine_cli_refuses_mixed_bare_elements(tmp_path, capsys):

@@ -184,3 +184,24 @@ def test_the_atom_number_of_a_zero_padded_file_uses_the_vacuum_inside_its_valid_
     image = validate_image(tight, small_model, pixel_size=PIXEL, mask="zeros", resample=True)
     with pytest.raises(InputError, match="vacuum around the particle"):
         composition_from_image("Pt", small_model, image)
+
+
+def test_a_refinement_lists_the_microscope_mismatch_it_warned_about(model, tmp_path):
+    """What refine.log warns about is what summary.json lists (one check, used for both)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from small_case import SMALL, as_image
+
+    image = as_image(np.load(SMALL / "clean.npy"))
+    image = ExperimentalImage(data=image.data, pixel_size=image.pixel_size, mask=image.mask,
+                              metadata={"microscope": {"voltage": 300.0}})
+    out = tmp_path / "out"
+    from dataclasses import replace
+
+    settings = refinement_settings(population=4, generations=0, progress=False, search="plain", workers=1)
+    settings["run"] = replace(settings["run"], log_file=True)
+    res = refine_image(image, "Pt70", model=model, out_dir=out, **settings)
+    listed = json.loads((out / "summary.json").read_text())["microscope_mismatch"]
+    assert len(listed) == 1 and listed[0].startswith("voltage") and res.summary["microscope_mismatch"] == listed
+    assert listed[0] in (out / "refine.log").read_text()

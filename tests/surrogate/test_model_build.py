@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from refine.cli.main import main
-from surrogate.common import InputError
 from surrogate.common.microscope import Microscope, microscope_from_metadata, read_image_microscope
 
 REPO = Path(__file__).resolve().parents[2]

@@ -37,7 +37,6 @@ Run from the repository root (each case takes ~15–40 min on 2 cores)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

@@ -25,7 +25,9 @@ refinement per row; an empty cell takes the default; seeds separated by
 spaces or semicolons (``1;2;3;4``); lines starting with ``#`` are comments.
 Relative paths are relative to the manifest's folder.
 
-Keys: ``image`` and ``composition`` are required; ``model``, ``seeds``
+Keys: ``image`` and ``composition`` are required (an element without a
+number, ``"Pt"``, takes the number estimated from the image, as
+``stem-refine refine -c Pt`` does); ``model``, ``seeds``
 (default ``[0]``) and ``name`` are optional; every other key is a setting
 of :func:`refine.workflows.refine_image` by its flat keyword
 (``population``, ``generations``, ``time_limit``, ``alpha``, ``pixel_size``,
@@ -193,11 +195,29 @@ def _model_elements(path: str | None, cache: dict):
     return cache[path]
 
 
+def _composition(value, elements) -> str:
+    """A run's composition as text: ``"Pt309"``, or one element without a number (``"Pt"``, estimated from the image).
+
+    refine_image estimates the number once it has read the image
+    (:func:`refine.workflows.inputs.composition_from_image`); here only the
+    element is checked, so that a bad one is reported before anything runs.
+    """
+    from refine.search import composition_string, validate_composition
+    from refine.workflows.inputs import elements_only
+
+    if elements_only(value):
+        symbols = re.findall(r"[A-Z][a-z]?", value.strip())
+        if len(symbols) > 1:
+            raise InputError(f"composition {value!r}: give the number of atoms of each element; only a single "
+                             "element's number can be estimated from the image")
+        validate_composition({symbols[0]: 1}, elements)
+        return symbols[0]
+    return composition_string(validate_composition(value, elements))
+
+
 def _entry_specs(defaults: Mapping, entry: Mapping, k: int, *, base: Path, source: str, allowed: set,
                  allowed_settings: tuple, model_cache: dict, check_models: bool) -> list[RunSpec]:
     """The runs of manifest entry number ``k`` (1-based), its defaults merged in."""
-    from refine.search import composition_string, validate_composition
-
     where = f"{source}, run {k}"
     if not isinstance(entry, Mapping):
         raise InputError(f"{where}: expected a table of keys, got {entry!r}")
@@ -218,7 +238,7 @@ def _entry_specs(defaults: Mapping, entry: Mapping, k: int, *, base: Path, sourc
     model = None if model in (None, "", "default") else _resolve(model, base, "model", where)
     try:
         elements = _model_elements(model, model_cache) if check_models else ()
-        comp = composition_string(validate_composition(merged["composition"], elements))
+        comp = _composition(merged["composition"], elements)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     seeds = _seeds(seed_table.get("seeds", seed_table.get("seed", 0)), where)

@@ -122,6 +122,14 @@ def test_csv_manifest_is_read_like_the_toml_one(workdir, images, model_file):
     assert isinstance(specs[0].settings["population"], int)
 
 
+def test_a_manifest_may_leave_the_number_of_atoms_to_the_image(workdir, images, model_file):
+    (a, _), _ = images
+    m = write_toml(workdir / "bare.toml", f'[[runs]]\nimage = "{a.name}"\ncomposition = " Pt "\n'
+                                          f'model = "{model_file.name}"\n')
+    (spec,) = read_manifest(m)
+    assert spec.composition == "Pt"  # refine_image estimates the number once it has read the image
+
+
 @pytest.mark.parametrize("body, message", [
     ('[[runs]]\nimage = "missing.npy"\ncomposition = "Pt13"\n', "missing.npy does not exist"),
     ('[[runs]]\nimage = "IMG"\ncomposition = "Pt13"\npopulaton = 5\n', "unknown key 'populaton'"),
@@ -130,6 +138,8 @@ def test_csv_manifest_is_read_like_the_toml_one(workdir, images, model_file):
     ('[[runs]]\nimage = "IMG"\ncomposition = "Pt0"\n', "Pt"),
     ('[[runs]]\nimage = "IMG"\ncomposition = "Mo13"\nmodel = "MODEL"\n', "not among the model's elements"),
     ('[[runs]]\nimage = "IMG"\n', "missing 'composition'"),
+    ('[[runs]]\nimage = "IMG"\ncomposition = "PtMo"\n', "number of atoms of each element"),
+    ('[[runs]]\nimage = "IMG"\ncomposition = "Mo"\nmodel = "MODEL"\n', "not among the model's elements"),
     ('[[runs]]\ncomposition = "Pt13"\n', "missing 'image'"),
     ('[[runs]]\nimage = "IMG"\ncomposition = "Pt13"\nmodel = "nomodel.npz"\n', "nomodel.npz does not exist"),
     ('[[runs]]\nimage = "IMG"\ncomposition = "Pt13"\nseeds = [1, 1]\n', "repeat"),

@@ -42,6 +42,7 @@ __all__ = [
     "composition_for_model",
     "composition_from_image",
     "elements_only",
+    "bare_element",
     "validate_image",
     "validate_start",
     "validate_noise",
@@ -203,6 +204,28 @@ def elements_only(composition) -> bool:
     return isinstance(composition, str) and re.fullmatch(r"(?:[A-Z][a-z]?)+", composition.strip()) is not None
 
 
+def bare_element(composition, allowed=()) -> str | None:
+    """The element of a composition given without a number (``"Pt"``), checked against ``allowed``; else None.
+
+    Several elements without numbers (``"PtMo"``) are refused: the image's
+    intensity cannot tell their shares apart. ``allowed``: the model's
+    elements (empty: any element).
+    """
+    import re
+
+    from refine.search import validate_composition
+
+    if not elements_only(composition):
+        return None
+    elements = re.findall(r"[A-Z][a-z]?", composition.strip())
+    if len(elements) > 1:
+        raise InputError(f"composition {composition!r}: give the number of atoms of each element (e.g. "
+                         f"{''.join(e + n for e, n in zip(elements, ('557', '29', '10', '5')))}); only a single "
+                         "element's number can be estimated from the image")
+    validate_composition({elements[0]: 1}, tuple(allowed))
+    return elements[0]
+
+
 def composition_from_image(composition, model, image: ExperimentalImage):
     """``(composition, estimate)``: an element given without a number (``"Pt"``) gets its number from the image.
 
@@ -211,20 +234,13 @@ def composition_from_image(composition, model, image: ExperimentalImage):
     ``estimate`` is its :class:`~refine.analysis.AtomNumberEstimate`. Any
     other composition is returned as it is with ``estimate`` None (a given
     number always wins). Several elements without numbers (``"PtMo"``) are
-    refused: the intensity cannot tell their shares apart.
+    refused (:func:`bare_element`).
     """
-    import re
-
-    if not elements_only(composition):
+    element = bare_element(composition, getattr(model, "elements_", ()) or ())
+    if element is None:
         return composition, None
-    elements = re.findall(r"[A-Z][a-z]?", composition.strip())
-    if len(elements) > 1:
-        raise InputError(f"composition {composition!r}: give the number of atoms of each element (e.g. "
-                         f"{''.join(e + n for e, n in zip(elements, ('557', '29', '10', '5')))}); only a single "
-                         "element's number can be estimated from the image")
     from refine.analysis import estimate_atom_number
 
-    element = next(iter(composition_for_model(f"{elements[0]}1", model)))  # a known element of the model
     if (top := in_detector_units(image)) is not None:
         raise InputError(f"composition {composition!r}: estimating the number of atoms needs IMAGE in fractions of "
                          "the incident beam (--detector-levels VAC,BEAM or --detector-scale S), and it reaches "

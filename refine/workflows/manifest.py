@@ -203,16 +203,10 @@ def _composition(value, elements) -> str:
     element is checked, so that a bad one is reported before anything runs.
     """
     from refine.search import composition_string, validate_composition
-    from refine.workflows.inputs import elements_only
+    from refine.workflows.inputs import bare_element
 
-    if elements_only(value):
-        symbols = re.findall(r"[A-Z][a-z]?", value.strip())
-        if len(symbols) > 1:
-            raise InputError(f"composition {value!r}: give the number of atoms of each element; only a single "
-                             "element's number can be estimated from the image")
-        validate_composition({symbols[0]: 1}, elements)
-        return symbols[0]
-    return composition_string(validate_composition(value, elements))
+    element = bare_element(value, elements)
+    return element if element is not None else composition_string(validate_composition(value, elements))
 
 
 def _entry_specs(defaults: Mapping, entry: Mapping, k: int, *, base: Path, source: str, allowed: set,

@@ -301,9 +301,7 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "counts": _counts_entry(files),
     }
     if inputs.composition_estimate is not None:  # "-c Pt": the number the image gave, and its uncertainty
-        est = inputs.composition_estimate
-        summary["composition_estimate"] = {"n": est.n, "uncertainty": est.uncertainty, "method": est.method,
-                                           **est.to_dict()}
+        summary["composition_estimate"] = inputs.composition_estimate.to_dict()
     if ood:
         summary["domain_warning_message"] = ("some candidates' convolution images left the model's training range: "
                                              "the surrogate was extrapolating for them")

@@ -185,8 +185,9 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
             from refine.search import composition_string
 
             comp, estimate = composition_from_image(composition, mdl, img)
+            text = composition_string(comp)
             log.warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
-                        composition_string(comp), estimate.uncertainty, estimate.method, composition_string(comp))
+                        text, estimate.uncertainty, estimate.method, text)
         source = validate_start(start.source)
         noise_model, dose = validate_noise(cost.noise, cost.dose, img)
         out = validate_out_dir(out_dir, run.resume)

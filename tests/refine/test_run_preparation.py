@@ -193,12 +193,10 @@ def test_a_refinement_lists_the_microscope_mismatch_it_warned_about(model, tmp_p
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from small_case import SMALL, as_image
 
-    image = as_image(np.load(SMALL / "clean.npy"))
-    image = ExperimentalImage(data=image.data, pixel_size=image.pixel_size, mask=image.mask,
-                              metadata={"microscope": {"voltage": 300.0}})
-    out = tmp_path / "out"
     from dataclasses import replace
 
+    image = replace(as_image(np.load(SMALL / "clean.npy")), metadata={"microscope": {"voltage": 300.0}})
+    out = tmp_path / "out"
     settings = refinement_settings(population=4, generations=0, progress=False, search="plain", workers=1)
     settings["run"] = replace(settings["run"], log_file=True)
     res = refine_image(image, "Pt70", model=model, out_dir=out, **settings)

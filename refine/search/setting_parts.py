@@ -325,6 +325,15 @@ class PolishSettings(Checks):
         bottom, the sweep takes the truth-relaxed structure from 95.3 to
         98.7 % of the atoms within 0.5 Å in 12 trials, 8 s
         (``python examples/image_guided_sweep.py``).
+    dark_sites : int
+        Dark spots of the difference image filled by the dark-site sweep
+        (:func:`refine.search.sweeps.dark_site_sweep`, after the
+        image-guided sweep; 0: no sweep; needs a ``difference`` function):
+        for each, every surface atom is tried unrelaxed at both ends of its
+        line of sight, and the 3 best moves are relaxed and kept when the
+        cost drops. It finds the misplaced atoms that the image-guided
+        sweep misses because they are not bright (on top of a thick
+        column).
     annealed : bool
         Every annealed structure also goes through the sweeps (vacancies,
         image-guided moves, patches, depth moves, as set here) in the
@@ -358,6 +367,7 @@ class PolishSettings(Checks):
     atoms: int = 60
     patches: int = 0
     image_moves: int = 0
+    dark_sites: int = 0
     annealed: bool = False
     shifts: int = 0
     seed: int = 0
@@ -368,6 +378,7 @@ class PolishSettings(Checks):
         self._int("atoms", 1)
         self._int("patches", 0)
         self._int("image_moves", 0)
+        self._int("dark_sites", 0)
         self._int("shifts", 0)
         self._int("seed", 0)
         if not isinstance(self.annealed, (bool, np.bool_)):

@@ -85,6 +85,7 @@ FLAT_NAMES = {
     "polish_atoms": ("polish", "atoms"),
     "polish_patches": ("polish", "patches"),
     "polish_image_moves": ("polish", "image_moves"),
+    "polish_dark_sites": ("polish", "dark_sites"),
     "polish_annealed": ("polish", "annealed"),
     "polish_shifts": ("polish", "shifts"),
     "polish_seed": ("polish", "seed"),

@@ -89,8 +89,9 @@ def test_every_operator_keeps_composition_and_min_distance(seed):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distance(seed):
-    # the polish's sweeps (vacancy fills, image-guided moves, island transfers, depth moves, column shifts) make
-    # their own candidates; with a relaxation that does nothing, each must already be a valid offspring
+    # the polish's sweeps (vacancy fills, image-guided moves, dark-site fills, island transfers, depth moves, column
+    # shifts) make their own candidates; with a relaxation that does nothing, each must already be a valid offspring
+    # (the dark-site sweep's unrelaxed ranking included)
     from refine.search import PolishSettings
     from refine.search.polish import polish_sweeps
 
@@ -101,7 +102,7 @@ def test_every_structure_the_polish_sweeps_try_keeps_composition_and_min_distanc
         return _TOY.chi2(atoms)  # (Mo has no asap3 EMT parameters)
 
     start = random_cluster(COMP, np.random.default_rng(seed))
-    sweeps = PolishSettings(image_moves=4, patches=2, atoms=10, seed=0)
+    sweeps = PolishSettings(image_moves=4, dark_sites=2, patches=2, atoms=10, seed=0)
     out, cost, n = polish_sweeps(start.copy(), lambda a: None, evaluate, _TOY.difference, D_NN, D_MIN, sweeps,
                                  shifts=1)
     assert n == len(tried) > 20  # every sweep made trials
@@ -129,7 +130,7 @@ def test_the_polish_draws_only_from_its_seed(monkeypatch):
 
         monkeypatch.setattr(polish_module, name, sweep)
 
-    for name in ("image_guided_sweep", "transfer_patches", "shift_sectors"):
+    for name in ("image_guided_sweep", "dark_site_sweep", "transfer_patches", "shift_sectors"):
         spy(name)
 
     class Mover(polish_module.DepthMoveMutation):
@@ -139,7 +140,7 @@ def test_the_polish_draws_only_from_its_seed(monkeypatch):
 
     monkeypatch.setattr(polish_module, "DepthMoveMutation", Mover)
     start = random_cluster(COMP, np.random.default_rng(5))
-    sweeps = PolishSettings(image_moves=2, patches=1, atoms=4, seed=3)
+    sweeps = PolishSettings(image_moves=2, dark_sites=1, patches=1, atoms=4, seed=3)
 
     def polish():
         out, cost, n = polish_sweeps(start.copy(), lambda a: None, _TOY.chi2, _TOY.difference, D_NN, D_MIN, sweeps,
@@ -149,7 +150,7 @@ def test_the_polish_draws_only_from_its_seed(monkeypatch):
     first = polish()
     names = [name for name, _, _ in handed]
     # image-guided, patch, depth-move and shift sweeps, and the shift candidates' depth moves and image-guided sweep
-    assert {"image_guided_sweep", "transfer_patches", "shift_sectors", "depth_move"} <= set(names)
+    assert {"image_guided_sweep", "dark_site_sweep", "transfer_patches", "shift_sectors", "depth_move"} <= set(names)
     assert names.count("depth_move") == 2 and names.count("image_guided_sweep") >= 2
     fresh = np.random.default_rng(3).bit_generator.state
     assert all(state == fresh for _, _, state in handed)

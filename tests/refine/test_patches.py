@@ -1,4 +1,4 @@
-"""Surface lattice sites, island ("patch") transfers through the particle and the image-guided sweep (refine.search.sites, refine.search.sweeps)."""
+"""Surface lattice sites, island ("patch") transfers through the particle, the image-guided and dark-site sweeps (refine.search.sites, refine.search.sweeps)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from refine.search.geometry import NEIGHBOUR_FACTOR
 from refine.search.sites import depth_sides, interior_vacancies, surface_patches, surface_sites, transfer_patch
-from refine.search.sweeps import image_guided_sweep, transfer_patches
+from refine.search.sweeps import dark_site_sweep, image_guided_sweep, transfer_patches
 
 NN = 2.77  # Å, Pt
 ISLAND = 7
@@ -186,6 +186,53 @@ def test_image_guided_sweep_moves_misplaced_atoms_onto_the_dark_sites():
                                                  min_distance=0.75 * NN, cost=0.0)
     assert (n2, a2, same_cost) == (0, 0, 0.0)
     np.testing.assert_array_equal(same.positions, truth.positions)
+
+
+def test_dark_site_sweep_fills_dark_sites_with_atoms_that_do_not_look_bright():
+    # 8 {111} layers: a bottom hollow lies under each top hollow, so each dark spot has a site at both ends of its
+    # line of sight. The truth's 3 extra atoms are on the bottom facet; the wrong structure has them on the top
+    # facet ≥ 4 Å away in x, y. The difference image handed to the sweeps shows only the deficits (as over a thick
+    # column whose intensity saturates): the image-guided sweep, which starts from bright atoms, finds nothing to
+    # move, while the dark-site sweep starts from the dark sites and lets the cost choose the atom and the end
+    n_extra = 3
+    base = _fcc_111_along_z()
+    truth = _with_top_island(base, n_extra, side=-1)
+    n = len(base)
+    pos = base.positions.copy()
+    top = pos[:, 2].max()
+    for _ in range(n_extra):
+        sites = surface_sites(pos, NN)
+        gap = np.hypot(*(sites[:, None, :2] - truth.positions[None, n:, :2]).transpose(2, 0, 1)).min(axis=1)
+        pos = np.vstack([pos, sites[(gap > 4.0) & (sites[:, 2] > top + 0.5)][0]])
+    wrong = Atoms(f"Pt{len(pos)}", positions=pos)
+    full = _projection_difference(truth)
+
+    def deficits_only(atoms):
+        diff, grid = full(atoms)
+        return np.minimum(diff, 0.0), grid
+
+    def cost(atoms):  # 3-D misfit: zero only with every atom of the truth matched (the ends differ in cost)
+        return float(np.sum(cKDTree(atoms.positions).query(truth.positions)[0] ** 2))
+
+    assert cost(wrong) > 10.0
+    relaxed = []
+    same, same_cost, n_guided, k_guided = image_guided_sweep(wrong, relaxed.append, cost, deficits_only, NN,
+                                                             min_distance=0.75 * NN)
+    assert (k_guided, n_guided, len(relaxed)) == (0, 0, 0)  # no bright atom: no source, nothing tried
+    best, best_cost, n_trials, n_accepted = dark_site_sweep(wrong, relaxed.append, cost, deficits_only, NN,
+                                                            min_distance=0.75 * NN, sites=6, keep=2)
+    assert best_cost < 1e-10 and cost(best) == pytest.approx(best_cost, abs=1e-12)
+    assert n_accepted == n_extra  # one dark site filled per round; then none is left and the sweep stops
+    assert len(relaxed) == 2 * n_extra  # only the `keep` best of each round are relaxed ...
+    assert n_trials > 10 * len(relaxed)  # ... of the many unrelaxed moves ranked
+    d, _ = cKDTree(best.positions).query(truth.positions)
+    assert d.max() < 1e-6  # on the bottom facet, at the far end of the dark lines of sight
+    np.testing.assert_array_equal(wrong.positions, pos)  # the input is untouched
+    # on the truth nothing is dark: nothing tried, nothing changed
+    again, again_cost, n2, a2 = dark_site_sweep(truth, relaxed.append, cost, deficits_only, NN,
+                                                min_distance=0.75 * NN, cost=0.0)
+    assert (n2, a2, again_cost) == (0, 0, 0.0)
+    np.testing.assert_array_equal(again.positions, truth.positions)
 
 
 def _fcc_110_along_z():

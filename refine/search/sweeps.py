@@ -11,6 +11,8 @@ reach:
   spots of the difference image;
 * :func:`dark_site_sweep`: for each too-dark spot, whichever surface atom
   fills it best, at either end of its line of sight;
+* :func:`far_site_sweep`: low-coordinated atoms to the best empty site at
+  the other end of their line of sight;
 * :func:`transfer_patches`: islands of surface atoms carried through the
   particle under the same columns;
 * :func:`shift_sectors`: wedges and caps slid along the columns by one
@@ -38,13 +40,15 @@ from refine.search.geometry import NEIGHBOUR_FACTOR, repair_min_distance
 from refine.search.sites import (
     beam_column,
     beam_sectors,
+    depth_sides,
     interior_vacancies,
     surface_patches,
     surface_sites,
     transfer_patch,
 )
 
-__all__ = ["fill_vacancies", "image_guided_sweep", "dark_site_sweep", "transfer_patches", "shift_sectors"]
+__all__ = ["fill_vacancies", "image_guided_sweep", "dark_site_sweep", "far_site_sweep", "transfer_patches",
+           "shift_sectors"]
 
 
 def _best_trial(trials, relax: Callable, evaluate: Callable):
@@ -337,6 +341,69 @@ def dark_site_sweep(ind, relax: Callable, evaluate: Callable, difference: Callab
                 found = (c, trial)
         if found is not None and found[0] < best_cost:
             best_cost, best = found
+            n_accepted += 1
+    return best, best_cost, n_trials, n_accepted
+
+
+def far_site_sweep(ind, relax: Callable, evaluate: Callable, nn_distance: float, *, min_distance: float,
+                   atoms: int = 60, radius: float | None = None, cost: float | None = None,
+                   rng: np.random.Generator | int = 0):
+    """Deterministic sweep: move each low-coordinated atom to the best empty site at the other end of its line of sight.
+
+    An adatom on a near-side facet and one in a hollow under the same
+    column on the far side give nearly the same image; at realistic dose
+    their costs differ by a few hundredths of an eV. The depth move
+    (:class:`refine.search.operators.DepthMoveMutation`) puts the atom one
+    bond beyond the column's far end at the same x, y: on a tilted facet
+    that is rarely a hollow site, and a short relaxation leaves it where a
+    hollow's worth of energy decides against the move. Here, for each of
+    the ``atoms`` least-coordinated atoms in turn, the empty surface sites
+    (:func:`surface_sites` of the particle without it) on the other side of
+    its line of sight whose x, y lie within ``radius`` Å of its own
+    (default 0.6 bonds) are scored unrelaxed (a lattice site is already
+    near its minimum); the best is repaired to ``min_distance``, relaxed
+    with ``relax(atoms)`` and kept when it lowers the cost. ``cost``: the
+    cost of ``ind`` when already known. ``rng`` only feeds the overlap
+    repair (a generator, or an int that seeds a fresh one). Returns
+    ``(best, cost, n_trials, n_accepted)`` with every evaluation counted;
+    ``ind`` is not changed.
+    """
+    rng = np.random.default_rng(rng)
+    best = ind.copy()
+    best_cost = evaluate(best) if cost is None else float(cost)
+    line = 0.5 * nn_distance
+    radius = 0.6 * nn_distance if radius is None else float(radius)
+    cn = coordination_numbers(np.asarray(best.positions, dtype=float), NEIGHBOUR_FACTOR * nn_distance)
+    n_trials = n_accepted = 0
+    for k in np.argsort(cn, kind="stable")[:max(0, int(atoms))]:
+        pos = np.array(best.positions, dtype=float)
+        others = np.delete(pos, k, axis=0)
+        side = depth_sides(pos[k], others, line)[0]
+        empty = surface_sites(others, nn_distance)
+        if not len(empty):
+            continue
+        near = np.hypot(*(empty[:, :2] - pos[k, :2]).T) <= radius
+        near &= depth_sides(empty, others, line) == -side
+        ranked = []
+        for site in empty[near]:
+            trial = best.copy()
+            p = pos.copy()
+            p[k] = site
+            trial.positions = p
+            ranked.append((evaluate(trial), len(ranked), site))
+        if not ranked:
+            continue
+        n_trials += len(ranked) + 1
+        _, _, site = min(ranked)
+        trial = best.copy()
+        p = pos.copy()
+        p[k] = site
+        trial.positions = p
+        repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+        relax(trial)
+        c = evaluate(trial)
+        if c < best_cost:
+            best, best_cost = trial, c
             n_accepted += 1
     return best, best_cost, n_trials, n_accepted
 

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from refine.search.geometry import NEIGHBOUR_FACTOR
 from refine.search.sites import depth_sides, interior_vacancies, surface_patches, surface_sites, transfer_patch
-from refine.search.sweeps import dark_site_sweep, image_guided_sweep, transfer_patches
+from refine.search.sweeps import dark_site_sweep, far_site_sweep, image_guided_sweep, transfer_patches
 
 NN = 2.77  # Å, Pt
 ISLAND = 7
@@ -232,6 +232,44 @@ def test_dark_site_sweep_fills_dark_sites_with_atoms_that_do_not_look_bright():
     again, again_cost, n2, a2 = dark_site_sweep(truth, relaxed.append, cost, deficits_only, NN,
                                                 min_distance=0.75 * NN, cost=0.0)
     assert (n2, a2, again_cost) == (0, 0, 0.0)
+    np.testing.assert_array_equal(again.positions, truth.positions)
+
+
+def test_far_site_sweep_carries_single_adatoms_to_the_hollow_under_them_on_the_other_side():
+    # three single adatoms on the bottom facet, apart; the wrong structure has each at the top end of the same
+    # line of sight (same x, y: the same projection). The depth-blind image cannot choose; the cost (a 3-D misfit
+    # here) can, and the sweep must find each far-side hollow by ranking the empty sites there unrelaxed
+    base = _fcc_111_along_z()
+    n = len(base)
+    bottom = surface_sites(base.positions, NN)
+    bottom = bottom[bottom[:, 2] < base.positions[:, 2].min() - 0.5]
+    picks = [np.argmin(np.hypot(*(bottom[:, :2] - c).T)) for c in ((-4.0, -3.0), (4.0, -3.0), (0.0, 4.0))]
+    truth = Atoms(f"Pt{n + 3}", positions=np.vstack([base.positions, bottom[picks]]))
+    pos = base.positions.copy()
+    top = pos[:, 2].max()
+    for xy in truth.positions[n:, :2]:
+        sites = surface_sites(pos, NN)
+        above = sites[(sites[:, 2] > top + 0.5) & (np.hypot(*(sites[:, :2] - xy).T) < 0.3)]
+        pos = np.vstack([pos, above[0]])
+    wrong = Atoms(f"Pt{len(pos)}", positions=pos)
+    np.testing.assert_allclose(wrong.positions[n:, :2], truth.positions[n:, :2], atol=0.3)
+
+    def cost(atoms):
+        return float(np.sum(cKDTree(atoms.positions).query(truth.positions)[0] ** 2))
+
+    assert cost(wrong) > 10.0
+    relaxed = []
+    best, best_cost, n_trials, n_accepted = far_site_sweep(wrong, relaxed.append, cost, NN, min_distance=0.75 * NN,
+                                                           atoms=10)
+    assert n_accepted == 3 and best_cost < 1e-10
+    d, _ = cKDTree(best.positions).query(truth.positions)
+    assert d.max() < 1e-6
+    assert len(relaxed) <= 10 < n_trials  # one relaxation per atom tried, after ranking several sites unrelaxed
+    np.testing.assert_array_equal(wrong.positions, pos)  # the input is untouched
+    # on the truth no move lowers the cost: nothing is kept
+    again, again_cost, _, kept = far_site_sweep(truth, relaxed.append, cost, NN, min_distance=0.75 * NN, atoms=10,
+                                                cost=0.0)
+    assert (kept, again_cost) == (0, 0.0)
     np.testing.assert_array_equal(again.positions, truth.positions)
 
 

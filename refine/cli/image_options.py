@@ -111,6 +111,9 @@ def add_image_arguments(parser):
     g.add_argument("--particle-margin", type=float, default=None, metavar="Å",
                    help="vacuum kept beyond the particle's edge by --crop auto and --mask auto, and the least "
                         "distance of a vacuum pixel from a particle's edge (default 5 Å)")
+    g.add_argument("--undistort", action="store_true",
+                   help="measure the linear scan distortion (drift, shear, pixel size) on the image's zone-axis "
+                        "column lattice and undo it, last; logged and kept in summary.json")
     return g
 
 
@@ -118,6 +121,7 @@ def image_keywords(args) -> dict:
     """The :class:`refine.workflows.ImageSettings` keywords of parsed image options (flat keywords too)."""
     keywords = {name: getattr(args, name, None) for name in ("pixel_size", "mask", "background", "detector", "crop")}
     keywords["resample"] = getattr(args, "resample", True)
+    keywords["undistort"] = bool(getattr(args, "undistort", False))
     if getattr(args, "particle_margin", None) is not None:
         keywords["particle_margin"] = args.particle_margin
     return keywords
@@ -130,7 +134,8 @@ def prepared_image(args, model):
 
     settings = ImageSettings(**image_keywords(args))
     return validate_image(args.image, model, pixel_size=settings.pixel_size, mask=settings.mask,
-                          resample=settings.resample, preparation=settings.preparation())
+                          resample=settings.resample, preparation=settings.preparation(),
+                          undistort=settings.undistort)
 
 
 def add_noise_arguments(parser):

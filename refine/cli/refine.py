@@ -4,7 +4,7 @@
 
     stem-refine refine IMAGE --composition Pt309 -o DIR [-m MODEL]
         [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
-        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|FILE --dose e/Å² --noise MODEL|FILE --no-model-error]
+        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|counts|FILE --dose e/Å² --noise MODEL|FILE --no-model-error]
         [--pareto --resume --checkpoint-every N]
         [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
         [--json] [--no-progress]
@@ -71,9 +71,11 @@ def add_arguments(parser):
                    help="stop after this much GA wall time (summed over resumed runs)")
     g.add_argument("--stagnation", type=int, default=None, metavar="N",
                    help="stop after N generations without improvement")
-    g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|FILE",
+    g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|counts|FILE",
                    help="starting population: random compact clusters, ase.cluster shapes, half of each, clusters "
-                        f"following the image, or the frames of a structure file (default {defaults.START})")
+                        "following the image, the image's columns stacked with their counted atoms about a "
+                        "mid-plane (zone-axis images of large particles), or the frames of a structure file "
+                        f"(default {defaults.START})")
     g.add_argument("--search", choices=sorted(SEARCHES), default=defaults.SEARCH,
                    help=f"search recipe (default {defaults.SEARCH}): 'anneal' = offspring relaxed on E + α·χ² "
                         "(image forces), depth moves, beam-parallel cuts, image-restrained simulated annealing of 2 individuals "

@@ -362,17 +362,21 @@ def read_structures(path, composition=None) -> list[Atoms]:
         raise InputError(f"cannot read structures from {str(path)!r}: {exc}") from exc
     if not frames:
         raise InputError(f"no structures in {str(path)!r}")
+    return [validate_frame(frame, composition, where=f"structure {k} in {str(path)!r}")
+            for k, frame in enumerate(frames)]
+
+
+def validate_frame(frame, composition=None, *, where: str = "the starting structure") -> Atoms:
+    """A copy of ``frame`` (positions, numbers and ``info["origin"]`` only), checked against ``composition``."""
     want = validate_composition(composition) if composition is not None else None
-    out = []
-    for k, frame in enumerate(frames):
-        have = composition_of(frame)
-        if want is not None and have != want:
-            raise InputError(f"structure {k} in {str(path)!r} has composition "
-                             f"{''.join(f'{s}{c}' for s, c in have.items())}, expected "
-                             f"{composition_string(want)}")
-        atoms = Atoms(numbers=frame.numbers, positions=frame.positions)
-        out.append(atoms)
-    return out
+    have = composition_of(frame)
+    if want is not None and have != want:
+        raise InputError(f"{where} has composition {''.join(f'{s}{c}' for s, c in have.items())}, expected "
+                         f"{composition_string(want)}")
+    atoms = Atoms(numbers=frame.numbers, positions=frame.positions)
+    if "origin" in frame.info:
+        atoms.info["origin"] = frame.info["origin"]
+    return atoms
 
 
 def make_population(composition, size: int, rng: np.random.Generator, *, source: str = "random",
@@ -389,13 +393,14 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
         Number of structures.
     rng : numpy.random.Generator
         The only source of randomness.
-    source : {"random", "shapes", "mixed", "image"} or path
+    source : {"random", "shapes", "mixed", "image"}, path or list of ase.Atoms
         ``"random"``: :func:`random_cluster`; ``"shapes"``: the ``shapes``
         in turn (:func:`shape_cluster`); ``"mixed"``: half shapes, half
         random; ``"image"``: :func:`image_cluster` on ``image``/``grid``
         (kept in the image's frame, not reoriented); a path: the file's
         frames in turn, each copy after the first rattled by ``rattle`` Å
-        (Gaussian σ) and repaired.
+        (Gaussian σ) and repaired; a list of structures: the same, kept in
+        their own frame (not centred).
     orient : bool
         Give each structure a uniformly random orientation (not for ``"image"``).
     relax : LocalRelaxation, optional
@@ -404,7 +409,7 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
     Returns
     -------
     list of ase.Atoms
-        Each centred at the origin (except ``"image"`` ones), no cell, ``info["origin"]`` saying how it was made.
+        Each centred at the origin (except ``"image"`` ones and given structures), no cell, ``info["origin"]`` saying how it was made.
     """
     comp = validate_composition(composition)
     size = int(size)
@@ -416,7 +421,10 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
         if s not in SHAPES:
             raise InputError(f"unknown cluster shape {s!r}; expected one of {', '.join(SHAPES)}")
     frames = None
-    if source == "image":
+    if isinstance(source, (list, tuple)):
+        frames = [validate_frame(a, comp) for a in source]
+        source = "frames"
+    elif source == "image":
         if image is None or grid is None:
             raise InputError("an image population needs the image and its probe grid")
     elif source not in ("random", "shapes", "mixed"):
@@ -431,7 +439,8 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
             if k >= len(frames) and rattle > 0:
                 atoms.positions = atoms.positions + rng.normal(scale=rattle, size=atoms.positions.shape)
             repair_min_distance(atoms, d_min, rng)
-            origin = f"file:{Path(source).name}[{k % len(frames)}]"
+            origin = (frames[k % len(frames)].info.get("origin", "given") if source == "frames"
+                      else f"file:{Path(source).name}[{k % len(frames)}]")
         elif source == "shapes" or (source == "mixed" and k % 2 == 0):
             shape = shapes[(k // (2 if source == "mixed" else 1)) % len(shapes)]
             if shape not in shape_cache:  # geometry is deterministic, species are not
@@ -449,7 +458,8 @@ def make_population(composition, size: int, rng: np.random.Generator, *, source:
             origin = "random"
         if orient:
             random_orientation(atoms, rng)
-        _centre(atoms)
+        if source != "frames":  # given structures keep their frame (e.g. the image's)
+            _centre(atoms)
         atoms.info = {"origin": origin}
         pop.append(atoms)
     return pop

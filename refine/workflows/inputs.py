@@ -62,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: named starting populations (anything else is a structure file)
-START_SOURCES = ("random", "shapes", "mixed", "image")
+START_SOURCES = ("random", "shapes", "mixed", "image", "counts")
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,25 @@ def composition_from_image(composition, model, image: ExperimentalImage):
 
 
 def validate_image(image, model, *, pixel_size, mask, resample: bool,
-                   preparation: dict | None = None) -> ExperimentalImage:
+                   preparation: dict | None = None, undistort: bool = False) -> ExperimentalImage:
+    """The experimental image at the model's pixel size (Å), prepared, masked and, with ``undistort``, corrected
+    for its linear scan distortion (:func:`refine.io.distortion.correct_distortion`, on the lattice of the
+    model's elements; the last step of ``metadata["preparation"]``).
+
+    See :func:`_prepared_image` for the rest.
+    """
+    img = _prepared_image(image, model, pixel_size=pixel_size, mask=mask, resample=resample,
+                          preparation=preparation)
+    if undistort:
+        from refine.io.distortion import correct_distortion
+        from refine.search import nearest_neighbour_distance
+
+        img, _ = correct_distortion(img, nearest_neighbour_distance(list(model.elements_)))
+    return img
+
+
+def _prepared_image(image, model, *, pixel_size, mask, resample: bool,
+                    preparation: dict | None = None) -> ExperimentalImage:
     """The experimental image at the model's pixel size (Å), prepared and masked.
 
     ``image`` is a file, a 2-D array (``pixel_size`` in Å needed unless the

@@ -179,7 +179,8 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         # "Pt" (no number): checked and counted once the image is read
         comp = None if elements_only(composition) else composition_for_model(composition, mdl)
         img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
-                             resample=image_settings.resample, preparation=image_settings.preparation())
+                             resample=image_settings.resample, preparation=image_settings.preparation(),
+                             undistort=image_settings.undistort)
         estimate = None
         if comp is None:
             from refine.search import composition_string
@@ -246,10 +247,12 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     """The seeded starting population of a new run (:func:`refine.search.make_population`).
 
     Random compact clusters, :mod:`ase.cluster` shapes (both in random
-    orientations), clusters following the image, or the frames of a
-    structure file; FIRE-relaxed for ``start_relax_steps`` steps when asked.
-    All but the image-following ones are moved by the image's intensity
-    centroid (x, y in Å).
+    orientations), clusters following the image, the image's columns
+    stacked with its own atom counts (``"counts"``,
+    :mod:`refine.search.column_start`: the first member as built, the others
+    rattled), or the frames of a structure file; FIRE-relaxed for
+    ``start_relax_steps`` steps when asked. All but the image-following and
+    counted ones are moved by the image's intensity centroid (x, y in Å).
     """
     from refine.search import LocalRelaxation, make_population
 
@@ -260,11 +263,15 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
 
         relax = LocalRelaxation(make_calculator(inputs.calculator or "auto", tuple(comp)),
                                 steps=int(inputs.start_relax_steps))
+    if start == "counts":
+        from refine.search.column_start import counted_structure
+
+        start = [counted_structure(img, inputs.model, comp, rng)]
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,
                           grid=img.grid if start == "image" else None)
-    if start != "image":
+    if not isinstance(start, list) and start != "image":  # counted and image starts are in the image's frame
         cx, cy = img.centroid()
         for a in pop:
             a.positions[:, 0] += cx

@@ -93,6 +93,9 @@ class ImageSettings:
         File pixels, or the (K-th) largest particle wholly in view plus ``particle_margin``.
     particle_margin : float
         Å of vacuum around the particle kept by ``mask="auto"`` and ``crop="auto"``.
+    undistort : bool
+        Measure the linear scan distortion on the image's zone-axis column
+        lattice and undo it, last (:mod:`refine.io.distortion`).
     """
 
     pixel_size: float | None = None
@@ -102,6 +105,7 @@ class ImageSettings:
     detector: object = None
     crop: object = None
     particle_margin: float = PARTICLE_MARGIN
+    undistort: bool = False
 
     def __post_init__(self):
         from refine.io.preparation import parse_background, parse_crop, parse_detector, parse_margin
@@ -110,6 +114,8 @@ class ImageSettings:
         parse_detector(self.detector)
         parse_crop(self.crop)
         parse_margin(self.particle_margin)
+        if not isinstance(self.undistort, bool):
+            raise InputError(f"undistort must be True or False, got {self.undistort!r}")
 
     def preparation(self) -> dict:
         """The preparation keywords of :func:`refine.io.prepare_image` (besides ``mask``)."""
@@ -197,6 +203,7 @@ KEYWORDS = {
     "detector": ("image_settings", "detector"),
     "crop": ("image_settings", "crop"),
     "particle_margin": ("image_settings", "particle_margin"),
+    "undistort": ("image_settings", "undistort"),
 }
 
 #: GASettings that refine_image sets from ``cost`` and ``run`` (alpha, checkpoint_every, progress) or that have

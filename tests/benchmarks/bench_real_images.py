@@ -28,6 +28,11 @@ whose output exists is not run again, so an interrupted run resumes::
     python tests/benchmarks/bench_real_images.py --image au --work /tmp/real --time-limit 900
     python tests/benchmarks/bench_real_images.py --work /tmp/real --report
 
+``--start counts`` starts the search from the image's own column counts
+(:mod:`refine.search.column_start`) instead of random clusters;
+``--undistort`` undoes the scan's linear distortion first
+(:mod:`refine.io.distortion`).
+
 Goals (issue 18): E/atom within 0.05 eV of the best cluster shape; counts
 equal on ≥ 90 % of the columns and within ±1 on ≥ 98 %.
 """
@@ -118,6 +123,10 @@ def run_image(name: str, args) -> dict:
     run = work / "run"
     cmd = ["refine", str(spec["file"]), "-c", spec["element"], *model_args, *spec["refine"], "-o", str(run),
            "--time-limit", str(args.time_limit), "--seed", str(args.seed)]
+    if getattr(args, "start", None):
+        cmd += ["--start", args.start]
+    if getattr(args, "undistort", False):
+        cmd += ["--undistort"]
     commands["refine"] = "stem-refine " + " ".join(cmd)
     if not (run / "summary.json").is_file():
         times["refine"] = _timed(cmd + (["--resume"] if (run / "checkpoint.npz").exists() else []),
@@ -203,6 +212,8 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True)
     p.add_argument("--time-limit", type=float, default=900.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start", default=None, help="refine's --start (default: refine's own default)")
+    p.add_argument("--undistort", action="store_true", help="refine's --undistort (scan distortion undone)")
     p.add_argument("--multislice", action="store_true", help="also compare the answer with abTEM on a crop")
     p.add_argument("--report", action="store_true", help="print the table of what exists and stop")
     args = p.parse_args(argv)

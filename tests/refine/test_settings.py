@@ -128,3 +128,6 @@ def test_refine_image_settings_from_flat_keywords():
         refinement_settings(ga_options={"population_size": 8})  # it has a keyword of its own
     with pytest.raises(InputError, match="unknown setting.*'populaton'"):
         refinement_settings(populaton=8)
+    assert refinement_settings(undistort=True)["image_settings"] == ImageSettings(undistort=True)
+    with pytest.raises(InputError, match="undistort must be True or False"):
+        refinement_settings(undistort="yes")

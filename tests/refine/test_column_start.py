@@ -1,0 +1,74 @@
+"""The start built from the image's own column counts (refine.search.column_start)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from refine.analysis.cross_sections import projected_columns
+from refine.search import make_population
+from refine.io.peaks import find_columns
+from refine.search.column_start import column_sublattices, counted_structure, stack_columns
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zone_axis_case import NN, zone_axis_case  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def zone_axis():
+    atoms, _, image = zone_axis_case()
+    return atoms, image
+
+
+def test_the_columns_and_their_sublattices_are_found(zone_axis):
+    atoms, image = zone_axis
+    xy_true, heights, label = projected_columns(atoms.positions)
+    xy, height = find_columns(image, NN)
+    assert len(xy) == len(xy_true)
+    d, k = cKDTree(xy).query(xy_true)
+    assert d.max() < 0.3 and len(set(k)) == len(xy_true)
+    assert np.all(np.diff(height) <= 0)  # brightest first
+    sub, period = column_sublattices(xy, NN)
+    assert period == pytest.approx(NN, abs=0.1)  # [110]: the atoms of a column are nearest neighbours
+    # the truth's sublattice of a column: its atoms' z modulo the period, in halves
+    parity = np.array([int(np.round((atoms.positions[label == c, 2].min() % NN) / (NN / 2))) % 2
+                       for c in range(len(xy_true))])
+    found = sub[k]
+    assert np.all(found == parity) or np.all(found != parity)  # the same split, up to which half is called 0
+
+
+def test_stacked_columns_are_centred_on_their_sublattice():
+    pos = stack_columns([[0.0, 0.0], [1.0, 0.0]], [3, 4], 2.0, [0, 1])
+    np.testing.assert_allclose(pos[:3, 2], [-2.0, 0.0, 2.0])
+    np.testing.assert_allclose(pos[3:, 2], [-3.0, -1.0, 1.0, 3.0])
+    np.testing.assert_allclose(pos[3:, :2], [[1.0, 0.0]] * 4)
+
+
+def test_the_counted_structure_has_the_image_counts_and_a_crystal_lattice(zone_axis):
+    atoms, image = zone_axis
+    from surrogate import default_model
+
+    built = counted_structure(image, default_model(), {"Pt": len(atoms)}, np.random.default_rng(0))
+    assert len(built) == len(atoms) and built.info["origin"] == "counts"
+    xy_true, heights, _ = projected_columns(atoms.positions)
+    xy, counts, _ = projected_columns(built.positions)
+    d, k = cKDTree(xy).query(xy_true)
+    assert d.max() < 0.3
+    assert np.mean(counts[k] == heights) >= 0.9
+    # a crystal: every atom has a neighbour one bond away (columns one period apart, sublattices offset by half)
+    nearest, _ = cKDTree(built.positions).query(built.positions, k=2)
+    assert np.median(nearest[:, 1]) == pytest.approx(NN, abs=0.1)
+    assert nearest[:, 1].min() > 0.8 * NN
+
+
+def test_a_population_of_given_structures_keeps_their_frame_and_rattles_the_copies(zone_axis):
+    atoms, _ = zone_axis
+    given = atoms.copy()
+    given.info["origin"] = "counts"
+    pop = make_population(f"Pt{len(atoms)}", 3, np.random.default_rng(0), source=[given], orient=False)
+    np.testing.assert_array_equal(pop[0].positions, atoms.positions)  # not centred, not moved
+    assert [p.info["origin"] for p in pop] == ["counts"] * 3
+    moved = np.linalg.norm(pop[1].positions - atoms.positions, axis=1)
+    assert 0.0 < np.median(moved) < 0.5

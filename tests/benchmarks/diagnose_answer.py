@@ -14,9 +14,16 @@ run's final α) and reports:
   the search missed the basin;
 * the cost and the fraction within 0.5 Å after each candidate sweep applied
   to the answer alone (the polish's depth moves and image-guided sweep, and
-  the dark-site and far-site sweeps, :mod:`refine.search.sweeps`), with its wall time::
+  the dark-site and far-site sweeps, :mod:`refine.search.sweeps`), with its wall time;
+* with ``--oracle``: the moves the search would have had to find. Each of
+  the answer's unmatched atoms is paired (in x, y, one to one) with one of
+  the truth's unmatched atoms and put on its site (in the aligned frame),
+  one at a time and all together, each relaxed (``--trial-steps`` and
+  ``--steps``) and scored: whether the cost rewards these moves singly,
+  or only judged together::
 
     python tests/benchmarks/diagnose_answer.py /tmp/indep/c-far-side-high/seed0
+    python tests/benchmarks/diagnose_answer.py /tmp/indep/c-far-side-realistic/seed0 --oracle
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--trial-steps", type=int, default=IMAGE_RELAX_STEPS,
                    help=f"FIRE steps of each sweep trial (default {IMAGE_RELAX_STEPS}, as the run's offspring)")
     p.add_argument("--dark-sites", type=int, default=6, help="dark sites filled by the dark-site sweep (default 6)")
+    p.add_argument("--oracle", action="store_true",
+                   help="only the oracle moves: the answer's unmatched atoms onto the truth's unmatched sites")
     args = p.parse_args(argv)
 
     run = args.run.resolve()
@@ -89,6 +98,11 @@ def main(argv=None) -> int:
     print(f"  cost: answer {answer_cost:.3f}, truth {evaluate(truth.copy()):.3f}, truth's own minimum "
           f"{truth_cost:.3f} ({'the search missed its basin' if truth_cost < answer_cost else 'the cost prefers the answer'})")
 
+    if args.oracle:
+        oracle_moves(best, c.aligned.positions, t, d_answer, d_truth, evaluate, within,
+                     {args.trial_steps: trial_relax, args.steps: relax})
+        return 0
+
     difference = FitnessDifference(cc.fitness)
     mover = DepthMoveMutation(np.random.default_rng(0), 0.75 * nn, nn_distance=nn)
     sweeps = {
@@ -109,6 +123,42 @@ def main(argv=None) -> int:
         print(f"  {label}: cost {cost:.3f}, {k} of {n} trials kept, {100 * within(out):.1f} % within 0.5 Å, "
               f"{time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def oracle_moves(answer, aligned, truth_positions, d_answer, d_truth, evaluate, within, relaxations) -> None:
+    """Put the answer's unmatched atoms on the truth's unmatched sites, singly and together; print each cost.
+
+    ``aligned``: the answer's positions after rigid/mirror alignment on the
+    truth (the cost does not depend on the frame: it fits the shift, and a
+    mirror in z leaves the projection alone). ``relaxations``: steps ->
+    relaxation (in place) applied to every trial.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    extra, missing = np.flatnonzero(d_answer > 0.5), np.flatnonzero(d_truth > 0.5)
+    if not len(extra) or not len(missing):
+        print("  oracle: no unmatched atoms")
+        return
+    xy = np.linalg.norm(aligned[extra, None, :2] - truth_positions[None, missing, :2], axis=2)
+    rows, cols = linear_sum_assignment(xy)
+    pairs = [(int(extra[r]), int(missing[c])) for r, c in zip(rows, cols)]
+    for (i, j), r, c in zip(pairs, rows, cols):
+        print(f"  oracle pair: answer #{i} -> truth #{j}, {xy[r, c]:.2f} Å in x, y, "
+              f"{truth_positions[j, 2] - aligned[i, 2]:+.1f} Å in z")
+    start = answer.copy()
+    start.positions = aligned
+    for steps, relax in relaxations.items():
+        base = start.copy()
+        relax(base)
+        print(f"  oracle, {steps}-step relaxations: the answer relaxed {evaluate(base):.3f}")
+        trials = [([i], f"#{i} alone") for i, _ in pairs] + [([i for i, _ in pairs], "all together")]
+        target = dict(pairs)
+        for movers, label in trials:
+            trial = start.copy()
+            for i in movers:
+                trial.positions[i] = truth_positions[target[i]]
+            relax(trial)
+            print(f"    {label}: cost {evaluate(trial):.3f}, {100 * within(trial):.1f} % within 0.5 Å")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The polish: the deterministic sweeps (:mod:`refine.search.sweeps`) chained on one structure.
 
 * :func:`polish_sweeps`: vacancy fills, image-guided moves, dark-site
-  fills, island transfers, depth moves and (optionally) column shifts, in that order.
+  fills, the adatom flip, island transfers, depth moves and (optionally)
+  column shifts, in that order.
 * :func:`polish_best`: that chain on the best individual of a generation,
   evaluated like any offspring (every ``polish.every`` generations).
 * :class:`AnnealPolish`: that chain on an annealed structure, in the pool
@@ -28,7 +29,14 @@ from refine.search.geometry import default_min_distance, nearest_neighbour_dista
 from refine.search.individuals import as_atoms
 from refine.search.operators import DepthMoveMutation
 from refine.search.relaxation import LocalRelaxation, cost_calculator
-from refine.search.sweeps import dark_site_sweep, fill_vacancies, image_guided_sweep, shift_sectors, transfer_patches
+from refine.search.sweeps import (
+    adatom_flip,
+    dark_site_sweep,
+    fill_vacancies,
+    image_guided_sweep,
+    shift_sectors,
+    transfer_patches,
+)
 
 __all__ = ["SHIFT_FINISH_ATOMS", "shift_finish", "polish_sweeps", "polish_best", "AnnealPolish"]
 
@@ -66,11 +74,12 @@ def shift_finish(relax, evaluate, difference, nn_distance, min_distance, *, seed
 
 def polish_sweeps(atoms, relax, evaluate, difference, nn_distance, min_distance, polish, *, shifts: int = 0,
                   energy=None):
-    """Vacancy, image-guided, dark-site, patch, depth-move and wedge-shift sweeps of ``atoms``; returns (atoms, cost, evaluations).
+    """Vacancy, image-guided, dark-site, adatom-flip, patch, depth-move and wedge-shift sweeps of ``atoms``; returns (atoms, cost, evaluations).
 
     ``relax(atoms)`` relaxes in place, ``evaluate(atoms) -> cost`` scores
     (and may align) in place; ``difference`` enables the image-guided and
-    dark-site sweeps (with ``polish.image_moves``, ``polish.dark_sites``); ``shifts`` > 0 adds
+    dark-site sweeps (with ``polish.image_moves``, ``polish.dark_sites``; the
+    adatom flip, ``polish.adatom_flips``, follows up with dark sites); ``shifts`` > 0 adds
     :func:`refine.search.sweeps.shift_sectors` with that many candidates
     followed up, ranked by ``energy(atoms)`` (eV) when given. ``polish``
     (a :class:`refine.search.settings.PolishSettings`) sets the sweeps.
@@ -94,6 +103,11 @@ def polish_sweeps(atoms, relax, evaluate, difference, nn_distance, min_distance,
         atoms, cost, n_dark, n_darkened = dark_site_sweep(atoms, relax, evaluate, difference, nn_distance,
                                                           min_distance=min_distance, sites=polish.dark_sites,
                                                           cost=cost, rng=np.random.default_rng(seed))
+    n_flip = n_flipped = 0
+    if polish.adatom_flips:
+        atoms, cost, n_flip, n_flipped = adatom_flip(atoms, relax, evaluate, nn_distance, min_distance=min_distance,
+                                                     difference=difference, dark_sites=polish.dark_sites, cost=cost,
+                                                     rng=np.random.default_rng(seed))
     n_patch = n_moved = 0
     if polish.patches:
         atoms, cost, n_patch, n_moved = transfer_patches(atoms, relax, evaluate, nn_distance,
@@ -109,10 +123,10 @@ def polish_sweeps(atoms, relax, evaluate, difference, nn_distance, min_distance,
             finish=shift_finish(relax, evaluate, difference, nn_distance, min_distance, seed=seed),
             rng=np.random.default_rng(seed))
     log.debug("polish: %d of %d vacancy fills, %d of %d image-guided moves, %d dark-site fills (%d evaluations), "
-              "%d of %d patch transfers, %d of %d depth moves and %d wedge shift (%d evaluations) accepted, "
-              "cost %.6g", n_filled, n_fill, n_imaged, n_image, n_darkened, n_dark, n_moved, n_patch, n_accepted,
-              n_trials, n_shifted, n_shift, cost)
-    return atoms, cost, 1 + n_fill + n_image + n_dark + n_patch + n_trials + n_shift
+              "%d adatom flip (%d evaluations), %d of %d patch transfers, %d of %d depth moves and %d wedge shift "
+              "(%d evaluations) accepted, cost %.6g", n_filled, n_fill, n_imaged, n_image, n_darkened, n_dark,
+              n_flipped, n_flip, n_moved, n_patch, n_accepted, n_trials, n_shifted, n_shift, cost)
+    return atoms, cost, 1 + n_fill + n_image + n_dark + n_flip + n_patch + n_trials + n_shift
 
 
 def polish_best(toolbox, population, settings, alpha):

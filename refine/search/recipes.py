@@ -8,6 +8,7 @@ generation, each polished where it was annealed, and a sweep of the best every
 fifth (interior vacancies filled with surface atoms; surface atoms moved from
 too-bright to too-dark spots of the difference image, up to 16 at a time;
 the 6 darkest spots each filled by whichever surface atom fits best;
+every adatom moved at once to the other end of its line of sight;
 islands of surface atoms carried through the particle under the same columns;
 then single-atom depth moves; then wedges of the particle slid along the beam
 by one lattice period, the two most promising followed up); the last 15 % of
@@ -55,7 +56,8 @@ def anneal() -> GASettings:
                                     mutation_weights={"depth_flip": 1.0, "depth_move": 4.0}),
         relaxation=RelaxationSettings(steps=IMAGE_RELAX_STEPS, image=True),
         annealing=AnnealingSettings(every=3, count=2, steps=20000),
-        polish=PolishSettings(every=5, atoms=60, patches=4, image_moves=16, dark_sites=6, annealed=True, shifts=2),
+        polish=PolishSettings(every=5, atoms=60, patches=4, image_moves=16, dark_sites=6, adatom_flips=True,
+                              annealed=True, shifts=2),
         finishing=FinishingSettings(fraction=0.15, alpha="thermal", weights={"image_guided": 4.0}),
     )
 

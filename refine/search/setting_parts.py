@@ -334,6 +334,14 @@ class PolishSettings(Checks):
         cost drops. It finds the misplaced atoms that the image-guided
         sweep misses because they are not bright (on top of a thick
         column).
+    adatom_flips : bool
+        After the dark-site sweep, one joint move
+        (:func:`refine.search.sweeps.adatom_flip`): every adatom (≤ 5
+        neighbours) to the best hollow at the other end of its line of
+        sight, all at once, then dark sites filled (when ``dark_sites``);
+        kept when the cost drops. An island of near-side adatoms whose
+        far-side places pay only together (each single move breaks bonds
+        the last one pays back) is out of reach of the single-atom sweeps.
     annealed : bool
         Every annealed structure also goes through the sweeps (vacancies,
         image-guided moves, patches, depth moves, as set here) in the
@@ -368,6 +376,7 @@ class PolishSettings(Checks):
     patches: int = 0
     image_moves: int = 0
     dark_sites: int = 0
+    adatom_flips: bool = False
     annealed: bool = False
     shifts: int = 0
     seed: int = 0
@@ -381,8 +390,9 @@ class PolishSettings(Checks):
         self._int("dark_sites", 0)
         self._int("shifts", 0)
         self._int("seed", 0)
-        if not isinstance(self.annealed, (bool, np.bool_)):
-            raise InputError(f"polish_annealed must be true or false, got {self.annealed!r}")
+        for name in ("adatom_flips", "annealed"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InputError(f"polish_{name} must be true or false, got {getattr(self, name)!r}")
         return self
 
 

@@ -86,6 +86,7 @@ FLAT_NAMES = {
     "polish_patches": ("polish", "patches"),
     "polish_image_moves": ("polish", "image_moves"),
     "polish_dark_sites": ("polish", "dark_sites"),
+    "polish_adatom_flips": ("polish", "adatom_flips"),
     "polish_annealed": ("polish", "annealed"),
     "polish_shifts": ("polish", "shifts"),
     "polish_seed": ("polish", "seed"),

@@ -1,7 +1,8 @@
 """Sites and regions of a particle, seen along the beam (z): where atoms can go, which atoms move together.
 
 * Empty lattice sites (:func:`interior_vacancies`, :func:`surface_sites`):
-  continued nearest-neighbour bonds, enumerated deterministically.
+  continued nearest-neighbour bonds, enumerated deterministically; both
+  hollows of every facet triangle (:func:`surface_hollows`).
 * Lines of sight (:func:`depth_sides`, :func:`beyond_line_of_sight`): one
   projection cannot tell the top of a column from its bottom.
 * Surface islands (:func:`surface_patches`) and their move through the
@@ -27,6 +28,7 @@ from refine.search.geometry import NEIGHBOUR_FACTOR
 __all__ = [
     "interior_vacancies",
     "surface_sites",
+    "surface_hollows",
     "depth_sides",
     "beyond_line_of_sight",
     "surface_patches",
@@ -102,6 +104,62 @@ def surface_sites(positions, nn_distance: float, *, min_neighbours: int = 3, max
     Unlike :func:`hollow_sites` it enumerates them all, deterministically.
     """
     return _lattice_sites(positions, nn_distance, min_neighbours, max_neighbours)
+
+
+def surface_hollows(positions, nn_distance: float, *, clearance: float = 0.85, merge: float = 0.5,
+                    min_neighbours: int = 3) -> np.ndarray:
+    """Both hollow sites of every facet triangle, shape ``(m, 3)`` in Å (m may be 0), most-coordinated first.
+
+    :func:`surface_sites` continues bonds and so finds, on a {111} facet,
+    only the hollow that continues the crystal's stacking. An adatom sits
+    on either (fcc or hcp hollow, 1.6 Å apart); a relaxed particle's
+    adatoms are found on both. Here, for every triangle of mutually bonded
+    surface atoms (fewer than 12 neighbours), the two points one bond
+    length from all three corners are candidates; those at least
+    ``clearance`` bonds from every atom and with ``min_neighbours`` atoms
+    within ``NEIGHBOUR_FACTOR`` bonds are kept, and candidates closer than
+    ``merge`` Å are one site (their mean). Deterministic.
+    """
+    pos = np.asarray(positions, dtype=float)
+    if len(pos) < 3:
+        return np.empty((0, 3))
+    cutoff = NEIGHBOUR_FACTOR * nn_distance
+    tree = cKDTree(pos)
+    neighbours = tree.query_ball_point(pos, cutoff)
+    surface = np.array([len(v) - 1 < 12 for v in neighbours])
+    corners = []
+    for a in np.flatnonzero(surface):
+        nb = sorted(b for b in neighbours[a] if b > a and surface[b])
+        for i, b in enumerate(nb):
+            for c in nb[i + 1:]:
+                if np.linalg.norm(pos[b] - pos[c]) <= cutoff:
+                    corners.append((a, b, c))
+    if not corners:
+        return np.empty((0, 3))
+    tri = pos[np.asarray(corners)]  # (t, 3 corners, 3)
+    centre = tri.mean(axis=1)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    # the circumradius of a near-equilateral triangle: its centroid's mean distance to the corners
+    height2 = nn_distance ** 2 - np.mean(np.sum((tri - centre[:, None]) ** 2, axis=2), axis=1)
+    ok = height2 > 0
+    h = np.sqrt(height2[ok])[:, None]
+    points = np.vstack([centre[ok] + h * normal[ok], centre[ok] - h * normal[ok]])
+    if not len(points):
+        return np.empty((0, 3))
+    points = points[tree.query(points)[0] >= clearance * nn_distance]
+    if not len(points):
+        return np.empty((0, 3))
+    links = cKDTree(points).query_pairs(merge, output_type="ndarray").reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(points), len(points)))
+    n_sites, label = connected_components(graph, directed=False)
+    sites = np.zeros((n_sites, 3))
+    np.add.at(sites, label, points)
+    sites /= np.bincount(label, minlength=n_sites)[:, None]
+    count = np.asarray(tree.query_ball_point(sites, cutoff, return_length=True))
+    keep = count >= min_neighbours
+    sites, count = sites[keep], count[keep]
+    return sites[np.argsort(-count, kind="stable")]
 
 
 def depth_sides(points, positions, radius: float) -> np.ndarray:

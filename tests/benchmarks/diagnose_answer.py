@@ -14,7 +14,7 @@ run's final α) and reports:
   the search missed the basin;
 * the cost and the fraction within 0.5 Å after each candidate sweep applied
   to the answer alone (the polish's depth moves and image-guided sweep, and
-  the dark-site and far-site sweeps, :mod:`refine.search.sweeps`), with its wall time;
+  the dark-site and far-site sweeps and the adatom flip, :mod:`refine.search.sweeps`), with its wall time;
 * with ``--oracle``: the moves the search would have had to find. Each of
   the answer's unmatched atoms is paired (in x, y, one to one) with one of
   the truth's unmatched atoms and put on its site (in the aligned frame),
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     from refine.search import FitnessDifference
     from refine.search.operators import DepthMoveMutation
     from refine.search.recipes import IMAGE_RELAX_STEPS
-    from refine.search.sweeps import dark_site_sweep, far_site_sweep, image_guided_sweep
+    from refine.search.sweeps import adatom_flip, dark_site_sweep, far_site_sweep, image_guided_sweep
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="a run folder of bench_independent.py (WORK/<case>-<name>-<dose>/seed<S>)")
@@ -116,6 +116,9 @@ def main(argv=None) -> int:
                                        sites=args.dark_sites),
         "far sites (60 least coordinated)":
             lambda at: far_site_sweep(at, trial_relax, evaluate, nn, min_distance=0.75 * nn, atoms=60),
+        f"adatom flip, then dark sites ({args.dark_sites}) and put-backs":
+            lambda at: adatom_flip(at, trial_relax, evaluate, nn, min_distance=0.75 * nn, difference=difference,
+                                   dark_sites=args.dark_sites),
     }
     for label, sweep in sweeps.items():
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ DEFAULT_SEARCH = {
     "rattle_sigma": 0.25, "rotation_max_angle": np.pi / 12, "relax_steps": 20, "relax_fmax": 0.05,
     "relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2, "anneal_steps": 20000,
     "anneal_temperature": 1500.0, "anneal_image_weight": 0.3, "polish_every": 5, "polish_atoms": 60, "polish_patches": 4,
-    "polish_image_moves": 16, "polish_dark_sites": 6, "polish_annealed": True, "polish_shifts": 2, "polish_seed": 0,
+    "polish_image_moves": 16, "polish_dark_sites": 6, "polish_adatom_flips": True, "polish_annealed": True, "polish_shifts": 2, "polish_seed": 0,
     "finish_fraction": 0.15, "finish_alpha": "thermal", "finish_weights": {"image_guided": 4.0},
     "duplicate_cost_tol": 1e-4, "duplicate_fingerprint_tol": 0.03, "align_individuals": True, "immigrants": 0,
     "image_guided_moves": 1,

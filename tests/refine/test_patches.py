@@ -10,8 +10,15 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from refine.search.geometry import NEIGHBOUR_FACTOR
-from refine.search.sites import depth_sides, interior_vacancies, surface_patches, surface_sites, transfer_patch
-from refine.search.sweeps import dark_site_sweep, far_site_sweep, image_guided_sweep, transfer_patches
+from refine.search.sites import (
+    depth_sides,
+    interior_vacancies,
+    surface_hollows,
+    surface_patches,
+    surface_sites,
+    transfer_patch,
+)
+from refine.search.sweeps import adatom_flip, dark_site_sweep, far_site_sweep, image_guided_sweep, transfer_patches
 
 NN = 2.77  # Å, Pt
 ISLAND = 7
@@ -269,6 +276,73 @@ def test_far_site_sweep_carries_single_adatoms_to_the_hollow_under_them_on_the_o
     # on the truth no move lowers the cost: nothing is kept
     again, again_cost, _, kept = far_site_sweep(truth, relaxed.append, cost, NN, min_distance=0.75 * NN, atoms=10,
                                                 cost=0.0)
+    assert (kept, again_cost) == (0, 0.0)
+    np.testing.assert_array_equal(again.positions, truth.positions)
+
+
+def test_surface_hollows_hold_both_hollows_of_a_facet_where_surface_sites_hold_one():
+    base = _fcc_111_along_z()
+    pos = base.positions
+    top = pos[:, 2].max()
+    hollows = surface_hollows(pos, NN)
+    lattice = surface_sites(pos, NN)
+    on_top = hollows[hollows[:, 2] > top + 0.5]
+    lattice_top = lattice[lattice[:, 2] > top + 0.5]
+    # every hollow is one bond from three atoms of the facet and closer to none
+    d, _ = cKDTree(pos).query(on_top, k=4)
+    np.testing.assert_allclose(d[:, :3], NN, atol=1e-6)
+    assert np.all(d[:, 3] > 1.2 * NN)
+    # the stacking-continuing hollows (what continued bonds give) are among them ...
+    assert cKDTree(on_top).query(lattice_top)[0].max() < 1e-6
+    # ... and so are the other ones, nn/√3 = 1.6 Å from every lattice site
+    other = cKDTree(lattice_top).query(on_top)[0]
+    np.testing.assert_allclose(other[other > 0.5], NN / np.sqrt(3), atol=1e-6)
+    assert np.count_nonzero(other > 0.5) >= 0.5 * len(lattice_top)
+    assert cKDTree(pos).query(hollows)[0].min() >= 0.85 * NN
+
+
+def test_adatom_flip_carries_an_island_whose_single_moves_do_not_pay():
+    # The truth has a 3-atom island on the bottom facet and a lone adatom on top; the wrong structure has the
+    # island on the top facet, over the same hollows (8 layers: a bottom hollow lies under each top one), and the
+    # same lone adatom. The cost: a truth atom unmatched costs 1, an island atom with no island neighbour 2 (bonds).
+    # Each island atom moved alone leaves it unbonded (+2 for -1), two leave the third alone (3, no gain): only
+    # the three together pay, so every single-atom sweep stops short while the joint flip does not. The flip also
+    # carries the lone adatom over (it is an adatom too); putting it back is what makes the answer exact.
+    base = _fcc_111_along_z()
+    n = len(base)
+    wrong_island = _with_top_island(base, 3).positions[n:]
+    top = base.positions[:, 2].max()
+    lattice = surface_sites(base.positions, NN)
+    lattice = lattice[lattice[:, 2] > top + 0.5]
+    lone = lattice[np.argmin(np.where(cKDTree(wrong_island).query(lattice)[0] > 1.5 * NN,
+                                      np.hypot(*lattice[:, :2].T), np.inf))]
+    hollows = surface_hollows(base.positions, NN)
+    bottom = hollows[hollows[:, 2] < base.positions[:, 2].min() - 0.5]
+    gap, under = cKDTree(bottom[:, :2]).query(wrong_island[:, :2])
+    assert gap.max() < 0.3
+    truth = Atoms(f"Pt{n + 4}", positions=np.vstack([base.positions, bottom[under], lone]))
+    wrong = Atoms(f"Pt{n + 4}", positions=np.vstack([base.positions, wrong_island, lone]))
+
+    def cost(atoms):
+        pos = atoms.positions
+        unmatched = np.count_nonzero(cKDTree(pos).query(truth.positions)[0] > 0.5)
+        island = pos[n:n + 3]
+        alone = np.count_nonzero(np.sort(np.linalg.norm(island[:, None] - island[None], axis=2), axis=1)[:, 1]
+                                 > 1.2 * NN)
+        return float(unmatched + 2 * alone)
+
+    assert (cost(truth), cost(wrong)) == (0.0, 3.0)
+    relaxed = []
+    _, single_cost, _, single_kept = far_site_sweep(wrong, relaxed.append, cost, NN, min_distance=0.75 * NN, atoms=10)
+    assert (single_kept, single_cost) == (0, 3.0)  # no single far-side move pays
+    best, best_cost, n_trials, n_accepted = adatom_flip(wrong, relaxed.append, cost, NN, min_distance=0.75 * NN)
+    assert (n_accepted, best_cost) == (1, 0.0) and cost(best) == 0.0
+    d, _ = cKDTree(best.positions).query(truth.positions)
+    assert d.max() < 1e-6
+    assert n_trials > 4 + 4  # several far hollows ranked per adatom, the joint trial, the put-backs
+    np.testing.assert_array_equal(wrong.positions[n:n + 3], wrong_island)  # the input is untouched
+    # on the truth the flip is tried and refused: the answer stays as it is
+    again, again_cost, _, kept = adatom_flip(truth, relaxed.append, cost, NN, min_distance=0.75 * NN)
     assert (kept, again_cost) == (0, 0.0)
     np.testing.assert_array_equal(again.positions, truth.positions)
 

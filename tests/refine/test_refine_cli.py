@@ -455,7 +455,8 @@ def test_the_default_search_is_the_anneal_recipe(image_file, model_file, tmp_pat
     # the anneal recipe (refine.search.recipes), by the flat names summary.json keeps
     anneal = {"relax_image": True, "beam_parallel_cuts": 0.8, "anneal_every": 3, "anneal_count": 2,
               "anneal_steps": 20000, "polish_every": 5, "polish_atoms": 60, "polish_patches": 4,
-              "polish_image_moves": 16, "polish_dark_sites": 6, "polish_annealed": True, "polish_shifts": 2,
+              "polish_image_moves": 16, "polish_dark_sites": 6, "polish_adatom_flips": True, "polish_annealed": True,
+              "polish_shifts": 2,
               "mutation_weights": {"depth_flip": 1.0, "depth_move": 4.0},
               "finish_fraction": 0.15, "finish_alpha": "thermal", "finish_weights": {"image_guided": 4.0}}
     for key, value in anneal.items():

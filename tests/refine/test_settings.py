@@ -29,7 +29,7 @@ OLD_NAMES = [
     "stagnation_tol", "time_limit", "checkpoint_every", "multi_objective", "alpha", "min_distance", "rattle_sigma",
     "rotation_max_angle", "relax_steps", "relax_fmax", "relax_image", "beam_parallel_cuts", "anneal_every",
     "anneal_count", "anneal_steps", "anneal_temperature", "anneal_image_weight", "polish_every", "polish_atoms", "polish_patches",
-    "polish_image_moves", "polish_dark_sites", "polish_annealed", "polish_shifts", "polish_seed", "finish_fraction", "finish_alpha",
+    "polish_image_moves", "polish_dark_sites", "polish_adatom_flips", "polish_annealed", "polish_shifts", "polish_seed", "finish_fraction", "finish_alpha",
     "finish_weights", "duplicate_cost_tol", "duplicate_fingerprint_tol", "align_individuals", "immigrants",
     "image_guided_moves", "progress",
 ]
@@ -82,6 +82,7 @@ def test_flat_names_round_trip_and_copies():
     (GASettings(annealing=AnnealingSettings(image_weight=1.5)), "anneal_image_weight"),
     (GASettings(polish=PolishSettings(image_moves=-1)), "polish_image_moves"),
     (GASettings(polish=PolishSettings(dark_sites=-1)), "polish_dark_sites"),
+    (GASettings(polish=PolishSettings(adatom_flips="yes")), "polish_adatom_flips"),
     (GASettings(finishing=FinishingSettings(fraction=-0.1)), "finish_fraction"),
 ])
 def test_a_bad_value_is_reported_by_its_flat_name(settings, name):

@@ -70,6 +70,9 @@ def add_arguments(parser):
                    help="fraction of host atoms replaced by the solute (default 0.2)")
     p.add_argument("--sizes", metavar="MIN:MAX", help="atoms per particle (default 120:200)")
     p.add_argument("--particles", type=int, metavar="N", help="number of particles (default 6)")
+    p.add_argument("--rods", type=int, default=0, metavar="N",
+                   help="column rods added (a zone axis along the beam, 8-16 atoms per column): for images of "
+                        "particles thicker than the size range's compact shapes (default 0)")
     add_sampling(p, "the model's pixel size; default 0.1")
     p.add_argument("--interpolation", type=int, metavar="F", help="PRISM interpolation factor (default 4)")
     p.add_argument("--phonons", type=int, metavar="N", help="frozen-phonon configurations (default 3)")
@@ -155,6 +158,7 @@ def settings_from_args(args):
         solute_fraction=DEFAULTS["solute_fraction"] if args.solute_fraction is None else args.solute_fraction,
         sizes=_sizes(args.sizes) if args.sizes else DEFAULTS["sizes"],
         particles=DEFAULTS["particles"] if args.particles is None else args.particles,
+        rods=args.rods,
         sampling=DEFAULTS["sampling"] if args.sampling is None else args.sampling,
         interpolation=DEFAULTS["interpolation"] if args.interpolation is None else args.interpolation,
         phonons=DEFAULTS["phonons"] if args.phonons is None else args.phonons,

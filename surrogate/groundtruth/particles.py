@@ -7,6 +7,13 @@ purely crystalline"):
 ``marks_decahedron``
     fcc/multiply-twinned shapes from :mod:`ase.cluster`, trimmed to exactly
     the requested number of atoms by removing low-coordinated surface atoms.
+``column_rod``
+    A cylinder of fcc crystal with a zone axis (⟨110⟩ or ⟨100⟩) along the
+    beam and 8–16 atoms in every column: narrow (its cross-section is the
+    number of atoms over the column height), so PRISM, whose cost follows
+    the area, simulates it quickly, while its columns are as tall as those
+    of a particle three times the size. For models of images of thicker
+    particles than the compact shapes of a size range give.
 ``disordered``
     A crystalline shape rattled by ``rattle`` Å rms and partly relaxed
     (a few FIRE steps), i.e. crystalline with frozen-in disorder.
@@ -59,6 +66,7 @@ __all__ = [
     "MIN_DISTANCE",
     "make_particle",
     "crystalline_particle",
+    "column_rod",
     "disorder",
     "melt_quench",
     "alloy",
@@ -71,7 +79,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CRYSTALLINE_FAMILIES = ("cuboctahedron", "truncated_octahedron", "icosahedron", "decahedron", "marks_decahedron")
-FAMILIES = CRYSTALLINE_FAMILIES + ("disordered", "amorphous")
+FAMILIES = CRYSTALLINE_FAMILIES + ("disordered", "amorphous", "column_rod")
+#: atoms per column of a ``column_rod`` (drawn uniformly, inclusive)
+ROD_COLUMN_HEIGHTS = (8, 16)
 #: Å; no two atoms of a generated particle are closer. Pt–Pt nearest
 #: neighbours are 2.77 Å in the bulk, ~2.6 Å at surfaces; 2.2 Å is far
 #: inside any physical configuration yet excludes overlaps.
@@ -184,6 +194,62 @@ def crystalline_particle(family: str, n_atoms: int, rng: np.random.Generator, sy
     atoms.positions = atoms.positions - atoms.positions.mean(axis=0)
     atoms.cell = None
     atoms.pbc = False
+    return atoms
+
+
+def column_rod(n_atoms: int, rng: np.random.Generator, symbol: str = "Pt", *, axis: str | None = None,
+               heights: tuple[int, int] = ROD_COLUMN_HEIGHTS) -> Atoms:
+    """A cylinder of fcc crystal with ``n_atoms`` atoms and a zone axis along z (the beam).
+
+    ``axis`` "110" or "100" (default: drawn); the column height, in atoms,
+    is drawn from ``heights`` (inclusive); the cylinder's radius is the
+    smallest that holds ``n_atoms`` atoms at that height, and surplus atoms
+    are removed from the ends of the outermost columns (so that no column
+    has a hole and the inner ones keep the drawn height). Centered at the origin; ``info`` holds
+    ``family``, ``axis`` and ``column_height`` (atoms).
+    """
+    from ase.build import bulk
+    from scipy.spatial import cKDTree
+    from scipy.spatial.transform import Rotation
+
+    n_atoms = _validate_n(n_atoms)
+    a = LATTICE_CONSTANTS.get(symbol, 3.9)
+    axis = str(rng.choice(["110", "100"])) if axis is None else str(axis)
+    if axis not in ("110", "100"):
+        raise InputError(f"column_rod axis must be '110' or '100', got {axis!r}")
+    lo, hi = (int(v) for v in heights)
+    if not 2 <= lo <= hi:
+        raise InputError(f"column heights must be 2 <= lo <= hi atoms, got {heights!r}")
+    height = int(rng.integers(lo, hi + 1))
+    spacing = a / math.sqrt(2.0) if axis == "110" else a  # atoms along a column, Å
+    # a block of crystal large enough for any radius needed, the zone axis turned onto z
+    reach = math.sqrt(n_atoms / height) * a + 2.0 * a
+    m = int(math.ceil(max(reach, 0.5 * height * spacing + a) / a)) + 1
+    block = bulk(symbol, "fcc", a=a, cubic=True).repeat((2 * m, 2 * m, 2 * m))
+    pos = block.positions - block.positions.mean(axis=0)
+    pos -= pos[np.argmin(np.linalg.norm(pos, axis=1))]  # an atom at the origin: columns through it are whole
+    direction = [1.0, 1.0, 0.0] if axis == "110" else [0.0, 0.0, 1.0]
+    rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [direction])
+    pos = rot.apply(pos)
+    half = 0.5 * (height - 1) * spacing + 0.25 * spacing
+    slab = pos[np.abs(pos[:, 2]) <= half]
+    r_xy = np.hypot(slab[:, 0], slab[:, 1])
+    order = np.sort(r_xy)
+    if len(order) < n_atoms:  # pragma: no cover - the block is sized for it
+        raise RuntimeError("column_rod: block too small")
+    inside = slab[r_xy <= order[n_atoms - 1] + 1e-6]
+    nn = a / math.sqrt(2.0)
+    keep = np.ones(len(inside), bool)
+    step = np.array([0.0, 0.0, spacing])
+    while keep.sum() > n_atoms:
+        # surplus atoms leave from the ends of the outermost columns: no column gets a hole, inner ones stay whole
+        idx = np.flatnonzero(keep)
+        tree = cKDTree(inside[idx])
+        end = (tree.query(inside[idx] + step)[0] > 0.1) | (tree.query(inside[idx] - step)[0] > 0.1)
+        r = np.where(end, np.round(np.hypot(inside[idx, 0], inside[idx, 1]), 3), -np.inf)
+        keep[rng.choice(idx[r == r.max()])] = False
+    atoms = Atoms([symbol] * n_atoms, positions=inside[keep] - inside[keep].mean(axis=0))
+    atoms.info.update(family="column_rod", axis=axis, column_height=height)
     return atoms
 
 
@@ -386,6 +452,10 @@ def make_particle(family: str, n_atoms: int, rng: np.random.Generator, *, mo_fra
     if family in CRYSTALLINE_FAMILIES:
         atoms = crystalline_particle(family, n_atoms, rng, base)
         alloy(atoms, mo_fraction, rng)
+    elif family == "column_rod":
+        atoms = column_rod(n_atoms, rng, base)
+        alloy(atoms, mo_fraction, rng)
+        info.update(axis=atoms.info["axis"], column_height=atoms.info["column_height"])
     elif family == "disordered":
         shape = CRYSTALLINE_FAMILIES[rng.integers(len(CRYSTALLINE_FAMILIES))]
         atoms = crystalline_particle(shape, n_atoms, rng, base)

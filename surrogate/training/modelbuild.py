@@ -83,6 +83,11 @@ class BuildSettings:
         Atoms per particle, drawn per particle from [lo, hi].
     particles : int
         Number of particles (≥ 2: the cross-validation holds out whole images).
+    rods : int
+        Column rods added to them (``column_rod`` of
+        :mod:`surrogate.groundtruth.particles`: a zone axis along the beam,
+        8–16 atoms per column, ``sizes`` atoms): for images of particles
+        thicker than compact shapes of ``sizes`` atoms (≤ ~7 per column).
     sampling : float
         Probe step in Å of the training images: the model's pixel size.
     interpolation, phonons : int
@@ -103,6 +108,7 @@ class BuildSettings:
     solute_fraction: float = DEFAULTS["solute_fraction"]
     sizes: tuple = DEFAULTS["sizes"]
     particles: int = DEFAULTS["particles"]
+    rods: int = 0
     sampling: float = DEFAULTS["sampling"]
     interpolation: int = DEFAULTS["interpolation"]
     phonons: int = DEFAULTS["phonons"]
@@ -139,6 +145,8 @@ class BuildSettings:
             raise InputError(f"--sizes must be MIN:MAX atoms with 2 <= MIN <= MAX, got {lo}:{hi}")
         if int(self.particles) != self.particles or self.particles < 2:
             raise InputError(f"a model needs at least 2 particles (the CV holds out images), got {self.particles}")
+        if int(self.rods) != self.rods or self.rods < 0:
+            raise InputError(f"--rods must be a whole number >= 0, got {self.rods}")
         if not (math.isfinite(self.sampling) and self.sampling > 0):
             raise InputError(f"probe step (--sampling) must be > 0 Å, got {self.sampling:g}")
         if int(self.interpolation) != self.interpolation or self.interpolation < 1:
@@ -212,7 +220,7 @@ def build_spec(settings: BuildSettings, device: str = "cpu") -> dict:
            "energy": energy, "semiangle": m.convergence, "Cs": m.cs * 1e4, "detector": list(m.detector),
            "source_fwhm": m.source_size, "potential_sampling": _potential_sampling(energy, m.detector[1])}
     parts = []
-    for family in particle_families(settings.elements, int(settings.particles)):
+    for family in particle_families(settings.elements, int(settings.particles)) + ["column_rod"] * int(settings.rods):
         p = {"family": family, "count": 1, "n_atoms": [int(v) for v in settings.sizes], "element": settings.elements[0]}
         if len(settings.elements) == 2:
             p.update(solute=settings.elements[1], solute_fraction=float(settings.solute_fraction))
@@ -343,7 +351,9 @@ def _check_settings(work: str, settings: BuildSettings) -> None:
     mine = json.loads(json.dumps(settings.to_dict()))
     if os.path.exists(path):
         with open(path) as fh:
-            if json.load(fh) != mine:
+            theirs = json.load(fh)
+            theirs.setdefault("rods", 0)  # builds from before column rods existed had none
+            if theirs != mine:
                 raise InputError(f"{work} holds a build with other settings; delete it or choose another output")
     else:
         write_json(path, mine, indent=1, sort_keys=True)

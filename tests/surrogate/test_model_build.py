@@ -45,6 +45,7 @@ def tiny_build(tmp_path_factory):
     (["--preset", "tem-9000"], "unknown preset"),
     (["--sizes", "200:100"], "MIN:MAX"),
     (["--particles", "1"], "at least 2 particles"),
+    (["--rods", "-1"], "--rods"),
     (["--defocus", "30"], "focused probe"),
     (["--source-size", "-1"], "source size"),
 ])
@@ -88,6 +89,21 @@ def test_spec_simulates_the_microscope_with_a_fine_enough_potential():
     _, tasks = expand_spec(spec)
     assert len(tasks) == 6 and {t["solute"] for t in tasks} == {"Ir"}
     assert len({t["family"] for t in tasks}) == 6  # four shapes, disordered, amorphous
+
+
+def test_rods_are_added_to_the_particles_with_the_host_and_solute():
+    from surrogate.training.builder import _make_particle, expand_spec
+    from surrogate.training.modelbuild import BuildSettings, build_spec
+    from surrogate.training.presets import preset
+
+    spec = build_spec(BuildSettings(microscope=preset("combs2019-200kv"), elements=("Pt", "Ir"), particles=4,
+                                    rods=3, sizes=(60, 80)))
+    _, tasks = expand_spec(spec)
+    families = [t["family"] for t in tasks]
+    assert len(tasks) == 7 and families.count("column_rod") == 3 and "column_rod" not in families[:4]
+    rod = _make_particle(next(t for t in tasks if t["family"] == "column_rod"), np.random.default_rng(0))
+    assert 60 <= len(rod) <= 80 and rod.get_chemical_symbols().count("Ir") == round(0.2 * len(rod))
+    assert rod.info["column_height"] >= 8
 
 
 def test_a_pt_ir_particle_has_the_solute_fraction(seed):

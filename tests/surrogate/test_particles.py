@@ -23,6 +23,40 @@ def test_crystalline_exact_size_composition_and_distance(family, rng):
     assert minimum_distance(atoms) == pytest.approx(3.924 / np.sqrt(2), abs=1e-6)
 
 
+@pytest.mark.parametrize("axis, spacing", [("110", 3.924 / np.sqrt(2)), ("100", 3.924)])
+def test_column_rod_has_tall_columns_along_the_beam(axis, spacing):
+    from collections import Counter
+
+    from surrogate.groundtruth.particles import column_rod
+
+    for seed in range(3):
+        atoms = column_rod(150, np.random.default_rng(seed), axis=axis, heights=(10, 14))
+        assert len(atoms) == 150 and atoms.info["axis"] == axis
+        height = atoms.info["column_height"]
+        assert 10 <= height <= 14
+        pos = atoms.positions
+        assert minimum_distance(atoms) == pytest.approx(3.924 / np.sqrt(2), abs=1e-6)  # an ideal crystal
+        # atoms share x, y in columns along z, one lattice period apart; the tallest hold the drawn height
+        columns = Counter(map(tuple, np.round(pos[:, :2], 3)))
+        assert max(columns.values()) == height
+        for xy, count in columns.items():
+            if count > 1:
+                z = np.sort(pos[np.all(np.isclose(pos[:, :2], xy, atol=2e-3), axis=1), 2])
+                np.testing.assert_allclose(np.diff(z), spacing, atol=1e-6)
+        # a rod, not a blob: far longer along the beam than across
+        assert np.ptp(pos[:, 2]) > 1.5 * np.ptp(pos[:, :2], axis=0).max()
+    with pytest.raises(InputError, match="axis"):
+        column_rod(150, np.random.default_rng(0), axis="111")
+
+
+def test_column_rod_is_a_family_of_make_particle(rng):
+    atoms = make_particle("column_rod", 120, rng, mo_fraction=0.1)
+    assert len(atoms) == 120 and atoms.get_chemical_symbols().count("Mo") == 12
+    assert atoms.info["family"] == "column_rod" and atoms.info["axis"] in ("110", "100")
+    assert 8 <= atoms.info["column_height"] <= 16
+    assert minimum_distance(atoms) >= MIN_DISTANCE
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.5, 1.0])
 def test_disordered_alloy_composition_exact(fraction, rng):
     atoms = make_particle("disordered", 80, rng, mo_fraction=fraction, rattle=0.3)

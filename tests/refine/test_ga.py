@@ -539,3 +539,35 @@ def test_image_guided_moves_sets_atoms_moved_per_mutation(moves):
         assert max(moved) >= 2 and max(moved) <= moves
     with pytest.raises(InputError, match="image_guided_moves"):
         _settings(image_guided_moves=0).validate()
+
+
+def test_the_last_polish_that_fits_the_time_limit_is_taken_once():
+    # a timeline: generations of 10 s, a polish of 30 s, a limit of 200 s, polish due every 5 generations. The due
+    # polishes run while they fit; the one due at 200 s would not, so the last generation in which a polish still
+    # fits polishes its best instead, exactly once
+    from refine.search.ga import polish_now
+
+    every, gen_s, polish_s, limit = 5, 10.0, 30.0, 200.0
+    elapsed, timed, polished = 0.0, 0.0, []
+    for generation in range(1, 40):
+        if elapsed >= limit:
+            break
+        if polish_now(generation, every, elapsed, gen_s, timed, limit):
+            polished.append(generation)
+            elapsed += polish_s
+            timed = polish_s
+        elapsed += gen_s
+    # due at 5, 10 (then 20 s + 30 s a polish, 10 s a generation): 0-40, 40-80 after generation 5's polish, ...
+    assert polished[:2] == [5, 10]
+    last = polished[-1]
+    assert last % every != 0  # the extra one, not a due one
+    assert len([g for g in polished if g % every != 0]) == 1
+    # it was the last chance: one generation later a polish would have ended past the limit
+    assert all(g % every == 0 for g in polished[:-1])
+    # without a time limit only the due ones; with none timed yet, no extra one (its length is unknown)
+    assert [g for g in range(1, 30) if polish_now(g, every, 0.0, gen_s, 0.0, None)] == [5, 10, 15, 20, 25]
+    assert not polish_now(7, every, 175.0, gen_s, 0.0, limit)
+    assert polish_now(7, every, 165.0, gen_s, 30.0, limit)  # 165 + 30 fits, 175 + 30 would not
+    assert not polish_now(7, every, 150.0, gen_s, 30.0, limit)  # 160 + 30 still fits next generation
+    assert not polish_now(10, every, 175.0, gen_s, 30.0, limit)  # due, but past the limit
+    assert not polish_now(7, 0, 165.0, gen_s, 30.0, limit)  # no polish at all

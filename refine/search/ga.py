@@ -30,8 +30,8 @@ is cloned and mutated (one mutation drawn by weight). Every offspring is
 repaired to the minimum distance (inside the operators) and optionally
 relaxed (FIRE, few steps). Every ``anneal_every`` generations annealed
 individuals join the offspring, every ``polish_every`` the polished best,
-and once more in the last generation where a polish still fits the time
-limit (:func:`polish_now`; :mod:`refine.search.anneal_tasks`,
+and always in a time-limited run's last generation, for which room is kept
+(:func:`polish_now`, :func:`generations_end`; :mod:`refine.search.anneal_tasks`,
 :mod:`refine.search.polish`). Offspring
 are evaluated with ``toolbox.map`` in list order (results are assigned by
 position, so a Dask map gives the same run). Survival: duplicates
@@ -91,7 +91,7 @@ from refine.search.selection import SimilarityCriterion
 from refine.search.settings import GAResult, GASettings
 from refine.search.toolbox import make_toolbox
 
-__all__ = ["run_ga", "polish_now"]
+__all__ = ["run_ga", "polish_now", "generations_end"]
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +336,8 @@ def _stop_reason(run: _Run, settings: GASettings) -> str | None:
         return "generations"
     if stop.stagnation is not None and run.stale >= stop.stagnation:
         return "stagnation"
-    if stop.time_limit is not None and run.elapsed() >= stop.time_limit:
-        return "time_limit"
+    if stop.time_limit is not None and run.elapsed() >= generations_end(stop.time_limit, run.polish_seconds):
+        return "time_limit"  # the limit, less the room kept for the last generation's polish
     return None
 
 
@@ -392,28 +392,44 @@ def _annealed_if_due(run: _Run, toolbox, settings, rng, anneal_map, search_end) 
     return annealed
 
 
+#: time kept at the end of a time-limited run for its last polish, in units of the last polish's duration
+FINAL_POLISH_RESERVE = 1.2
+
+
+def generations_end(time_limit: float | None, polish_seconds: float) -> float | None:
+    """s after which a time-limited run makes no more generations: the limit, less room for its last polish.
+
+    ``polish_seconds``: the last polish's duration (0 before the first: no
+    room kept). None without a time limit.
+    """
+    if time_limit is None:
+        return None
+    return float(time_limit) - FINAL_POLISH_RESERVE * float(polish_seconds)
+
+
 def polish_now(generation: int, every: int, elapsed: float, generation_seconds: float, polish_seconds: float,
                time_limit: float | None) -> bool:
-    """Whether this generation polishes its best: when due, and once more as the last one that fits.
+    """Whether this generation polishes its best: when due, and always in the run's last generation.
 
-    Due every ``every`` generations, unless it would end past ``time_limit``
-    (s; judged by the last polish's duration ``polish_seconds``). With a
-    time limit and a polish already timed, the last generation in which a
-    polish still fits (``elapsed`` + ``polish_seconds`` ≤ the limit, but no
-    longer after one more generation of ``generation_seconds``) polishes
-    too: the answer is the best of the run's last generations, and without
-    it no polish would have seen it (on case (c) of the independent
-    benchmark the answer of one run was 1.5 eV above what one more polish
-    gave it). Fires at most once: after a polish, another one no longer fits.
+    Due every ``every`` generations. With a time limit and a polish already
+    timed (``polish_seconds``), generations stop at :func:`generations_end`
+    (the limit less room for one polish): a due polish that would end
+    past it is skipped, and the last generation — the one after which
+    another of ``generation_seconds`` would start past it — polishes its
+    best whatever its number. The answer is the best of the run's last
+    generations: without this no polish might have seen it (on case (c) of
+    the independent benchmark a run ended 1.5 eV above what one more
+    polish of its answer gave).
     """
     if not every:
         return False
-    if time_limit is None:
-        return generation % every == 0
-    fits = elapsed + polish_seconds <= time_limit
-    if generation % every == 0:
-        return fits
-    return polish_seconds > 0 and fits and elapsed + generation_seconds + polish_seconds > time_limit
+    due = generation % every == 0
+    if time_limit is None or polish_seconds <= 0:
+        return due and (time_limit is None or elapsed <= time_limit)
+    end = generations_end(time_limit, polish_seconds)
+    if elapsed + generation_seconds >= end:
+        return True
+    return due and elapsed + polish_seconds <= end
 
 
 def _polished_if_due(run: _Run, toolbox, settings) -> list:

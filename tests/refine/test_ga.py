@@ -541,33 +541,31 @@ def test_image_guided_moves_sets_atoms_moved_per_mutation(moves):
         _settings(image_guided_moves=0).validate()
 
 
-def test_the_last_polish_that_fits_the_time_limit_is_taken_once():
-    # a timeline: generations of 10 s, a polish of 30 s, a limit of 200 s, polish due every 5 generations. The due
-    # polishes run while they fit; the one due at 200 s would not, so the last generation in which a polish still
-    # fits polishes its best instead, exactly once
-    from refine.search.ga import polish_now
+def test_a_time_limited_run_keeps_room_to_polish_its_last_generation():
+    # a timeline: generations of 10 s, polishes of 30 s, a limit of 200 s, polish due every 5 generations, run
+    # as the GA's loop runs it (stop check before each generation, the polish decided within it)
+    from refine.search.ga import FINAL_POLISH_RESERVE, generations_end, polish_now
 
     every, gen_s, polish_s, limit = 5, 10.0, 30.0, 200.0
-    elapsed, timed, polished = 0.0, 0.0, []
-    for generation in range(1, 40):
-        if elapsed >= limit:
-            break
+    elapsed, timed, polished, generation = 0.0, 0.0, [], 0
+    while elapsed < generations_end(limit, timed):
+        generation += 1
         if polish_now(generation, every, elapsed, gen_s, timed, limit):
             polished.append(generation)
             elapsed += polish_s
             timed = polish_s
         elapsed += gen_s
-    # due at 5, 10 (then 20 s + 30 s a polish, 10 s a generation): 0-40, 40-80 after generation 5's polish, ...
-    assert polished[:2] == [5, 10]
-    last = polished[-1]
-    assert last % every != 0  # the extra one, not a due one
-    assert len([g for g in polished if g % every != 0]) == 1
-    # it was the last chance: one generation later a polish would have ended past the limit
-    assert all(g % every == 0 for g in polished[:-1])
-    # without a time limit only the due ones; with none timed yet, no extra one (its length is unknown)
+    assert elapsed <= limit  # the room kept was enough
+    assert polished[-1] == generation  # the answer (the last generation's best) was polished
+    assert polished[0] == every and all(g % every == 0 for g in polished[:-1])  # the others were the due ones
+    assert generation % every != 0  # here the last one is not a due one: it polished because it was the last
+    # the rules one by one: the end of generations is the limit less 1.2 polishes (none before one is timed)
+    assert generations_end(limit, 30.0) == limit - FINAL_POLISH_RESERVE * 30.0 == 164.0
+    assert generations_end(limit, 0.0) == limit and generations_end(None, 30.0) is None
+    assert polish_now(7, every, 155.0, gen_s, 30.0, limit)  # 155 + 10 passes 164: the last generation
+    assert not polish_now(7, every, 150.0, gen_s, 30.0, limit)  # another generation still starts before 164
+    assert not polish_now(10, every, 140.0, gen_s, 30.0, limit)  # due, but it would eat into the room kept
+    assert polish_now(10, every, 130.0, gen_s, 30.0, limit)  # due, and 160 leaves the room
+    assert not polish_now(7, every, 195.0, gen_s, 0.0, limit)  # no polish timed yet: only the due ones
     assert [g for g in range(1, 30) if polish_now(g, every, 0.0, gen_s, 0.0, None)] == [5, 10, 15, 20, 25]
-    assert not polish_now(7, every, 175.0, gen_s, 0.0, limit)
-    assert polish_now(7, every, 165.0, gen_s, 30.0, limit)  # 165 + 30 fits, 175 + 30 would not
-    assert not polish_now(7, every, 150.0, gen_s, 30.0, limit)  # 160 + 30 still fits next generation
-    assert not polish_now(10, every, 175.0, gen_s, 30.0, limit)  # due, but past the limit
-    assert not polish_now(7, 0, 165.0, gen_s, 30.0, limit)  # no polish at all
+    assert not polish_now(7, 0, 155.0, gen_s, 30.0, limit)  # no polish at all

@@ -407,6 +407,18 @@ def generations_end(time_limit: float | None, polish_seconds: float) -> float | 
     return float(time_limit) - FINAL_POLISH_RESERVE * float(polish_seconds)
 
 
+def typical_generation_seconds(elapsed) -> float:
+    """A generation's usual duration (s): the median of the last five, from the logbook's ``elapsed_s`` column.
+
+    The next polish decision comes one generation later. A generation with
+    an annealing round or a polish takes 40–160 s, the others a few: the
+    mean, or the last one, would end a run's finishing stage early with
+    polishes. 0 with fewer than two records.
+    """
+    times = np.asarray(list(elapsed)[-6:], dtype=float)
+    return float(np.median(np.diff(times))) if len(times) >= 2 else 0.0
+
+
 def polish_now(generation: int, every: int, elapsed: float, generation_seconds: float, polish_seconds: float,
                time_limit: float | None) -> bool:
     """Whether this generation polishes its best: when due, and always in the run's last generation.
@@ -436,10 +448,8 @@ def _polished_if_due(run: _Run, toolbox, settings) -> list:
     """This generation's polished best (:func:`polish_now`; single objective, with a relaxation)."""
     if not (settings.polish.every and hasattr(toolbox, "relax") and not settings.multi_objective):
         return []
-    # the next decision comes one generation later: the last generation's duration estimates it
-    times = [float(t) for t in run.logbook.select("elapsed_s")[-2:]]
-    generation_seconds = times[1] - times[0] if len(times) == 2 else 0.0
-    if not polish_now(run.generation, settings.polish.every, run.elapsed(), generation_seconds, run.polish_seconds,
+    if not polish_now(run.generation, settings.polish.every, run.elapsed(),
+                      typical_generation_seconds(run.logbook.select("elapsed_s")), run.polish_seconds,
                       settings.stopping.time_limit):
         return []
     t_polish = time.perf_counter()

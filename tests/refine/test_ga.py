@@ -569,3 +569,14 @@ def test_a_time_limited_run_keeps_room_to_polish_its_last_generation():
     assert not polish_now(7, every, 195.0, gen_s, 0.0, limit)  # no polish timed yet: only the due ones
     assert [g for g in range(1, 30) if polish_now(g, every, 0.0, gen_s, 0.0, None)] == [5, 10, 15, 20, 25]
     assert not polish_now(7, 0, 155.0, gen_s, 30.0, limit)  # no polish at all
+
+
+def test_a_generations_usual_duration_ignores_the_annealing_and_polish_ones():
+    from refine.search.ga import typical_generation_seconds
+
+    # the end of the (c) 5e5 seed-2 run: annealing + polish generations of 120-162 s between ones of 3 s
+    elapsed = [0, 4, 8, 130, 133, 176, 300, 303, 306, 427, 471, 474, 594, 597, 600, 763]
+    assert typical_generation_seconds(elapsed) == 3.0  # the last five: 3, 120, 3, 3, 163; their mean is 58
+    assert typical_generation_seconds([0.0, 5.0]) == 5.0
+    assert typical_generation_seconds([7.0]) == typical_generation_seconds([]) == 0.0
+

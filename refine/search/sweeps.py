@@ -71,6 +71,22 @@ def _best_trial(trials, relax: Callable, evaluate: Callable):
     return best, n
 
 
+def _with_atom_at(ind, positions, k: int, site):
+    """A copy of ``ind`` with ``positions`` (Å, shape ``(n, 3)``) and atom ``k`` put on ``site``."""
+    trial = ind.copy()
+    p = np.array(positions, dtype=float)
+    p[k] = site
+    trial.positions = p
+    return trial
+
+
+def _settle(trial, relax: Callable, evaluate: Callable, min_distance: float, rng, nn_distance: float) -> float:
+    """Repair ``trial`` to ``min_distance``, relax it (in place) and return its cost."""
+    repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
+    relax(trial)
+    return evaluate(trial)
+
+
 def _greedy_rounds(best, best_cost: float, rounds: int, trials_of: Callable, relax: Callable, evaluate: Callable):
     """Rounds of a sweep: the best of ``trials_of(best)`` (relaxed, scored) replaces ``best`` while it is better.
 
@@ -324,22 +340,13 @@ def dark_site_sweep(ind, relax: Callable, evaluate: Callable, difference: Callab
         ranked = []
         for end in ends:
             for k in movers:
-                trial = best.copy()
-                p = pos.copy()
-                p[k] = empty[end]
-                trial.positions = p
-                ranked.append((evaluate(trial), len(ranked), int(k), end))
+                ranked.append((evaluate(_with_atom_at(best, pos, k, empty[end])), len(ranked), int(k), end))
         n_trials += len(ranked)
         ranked.sort()
         found = None
         for _, _, k, end in ranked[:max(1, int(keep))]:
-            trial = best.copy()
-            p = pos.copy()
-            p[k] = empty[end]
-            trial.positions = p
-            repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-            relax(trial)
-            c = evaluate(trial)
+            trial = _with_atom_at(best, pos, k, empty[end])
+            c = _settle(trial, relax, evaluate, min_distance, rng, nn_distance)
             n_trials += 1
             if found is None or c < found[0]:
                 found = (c, trial)
@@ -390,22 +397,13 @@ def far_site_sweep(ind, relax: Callable, evaluate: Callable, nn_distance: float,
         near &= depth_sides(empty, others, line) == -side
         ranked = []
         for site in empty[near]:
-            trial = best.copy()
-            p = pos.copy()
-            p[k] = site
-            trial.positions = p
-            ranked.append((evaluate(trial), len(ranked), site))
+            ranked.append((evaluate(_with_atom_at(best, pos, k, site)), len(ranked), site))
         if not ranked:
             continue
         n_trials += len(ranked) + 1
         _, _, site = min(ranked)
-        trial = best.copy()
-        p = pos.copy()
-        p[k] = site
-        trial.positions = p
-        repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-        relax(trial)
-        c = evaluate(trial)
+        trial = _with_atom_at(best, pos, k, site)
+        c = _settle(trial, relax, evaluate, min_distance, rng, nn_distance)
         if c < best_cost:
             best, best_cost = trial, c
             n_accepted += 1
@@ -476,11 +474,7 @@ def adatom_flip(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,
         for site in hollows[far]:
             if any(np.linalg.norm(site - t) < min_distance for t in taken):
                 continue
-            trial = best.copy()
-            p = pos.copy()
-            p[k] = site
-            trial.positions = p
-            ranked.append((evaluate(trial), len(ranked), site))
+            ranked.append((evaluate(_with_atom_at(best, pos, k, site)), len(ranked), site))
         n_trials += len(ranked)
         if ranked:
             site = min(ranked, key=lambda r: (r[0], r[1]))[2]
@@ -506,12 +500,8 @@ def adatom_flip(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,
         if np.linalg.norm(p[k] - moved[k]) > 0.5 * nn_distance or np.any(
                 np.linalg.norm(np.delete(p, k, axis=0) - pos[k], axis=1) < min_distance):
             continue  # moved on by the dark-site sweep, or its old place taken
-        back = trial.copy()
-        p[k] = pos[k]
-        back.positions = p
-        repair_min_distance(back, min_distance, rng, nn_distance=nn_distance)
-        relax(back)
-        c = evaluate(back)
+        back = _with_atom_at(trial, p, k, pos[k])
+        c = _settle(back, relax, evaluate, min_distance, rng, nn_distance)
         n_trials += 1
         if c < trial_cost:
             trial, trial_cost = back, c

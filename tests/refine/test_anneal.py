@@ -249,20 +249,24 @@ def _polish_settings(generations):
 
 def test_a_polish_that_would_end_past_the_time_limit_is_skipped(tmp_path, fitness, slow_polishes):
     # a polish takes a minute on a real particle: the run skips one when the last one's duration would carry it
-    # past the time limit, as it does for a round of annealings
+    # past the time limit, as it does for a round of annealings; and it keeps room (1.2 polishes) for the polish of
+    # its last generation, so no generation starts once that room is reached
     from refine.search import run_ga
+    from refine.search.ga import generations_end
     from refine.search.population import make_population
 
     rng = np.random.default_rng(0)
     res = run_ga(fitness, make_population("Pt55", 4, rng), _polish_settings(4), tmp_path, rng=rng, calculator="emt")
-    # the first polish runs (its length unknown) and ends at ~100 s; a second would end at ~200 s: skipped
-    assert slow_polishes == [0] and res.stop_reason == "generations"
+    # the first polish runs (its length unknown) and ends at ~100 s; a second would end at ~200 s: skipped, and past
+    # 150 - 1.2 x 100 = 30 s no generation starts: the run ends after the one that polished
+    assert slow_polishes == [0] and res.stop_reason == "time_limit" and res.generation == 1
+    assert generations_end(150.0, 100.0) == pytest.approx(30.0)
     assert res.logbook[-1]["elapsed_s"] < 150.0
 
 
 def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness, slow_polishes):
-    # the skip rule above needs the last polish's duration: it is checkpointed, so a run interrupted after its
-    # first polish and resumed skips the second, as the uninterrupted run does
+    # the rules above need the last polish's duration: it is checkpointed, so a run interrupted after its first
+    # polish and resumed makes no second one and no further generation, as the uninterrupted run does
     from refine.search import load_checkpoint, run_ga
     from refine.search.population import make_population
 
@@ -271,7 +275,7 @@ def test_a_resumed_run_remembers_how_long_the_last_polish_took(tmp_path, fitness
     assert slow_polishes == [0] and load_checkpoint(tmp_path / "checkpoint.npz")["polish_seconds"] >= 100.0
     res = run_ga(fitness, None, _polish_settings(4), tmp_path, rng=np.random.default_rng(0), calculator="emt",
                  resume=True)
-    assert slow_polishes == [0] and res.generation == 4
+    assert slow_polishes == [0] and res.generation == 1 and res.stop_reason == "time_limit"
 
 
 def test_polish_with_image_moves_counts_every_trial_and_needs_a_difference(tmp_path, fitness, monkeypatch):

@@ -38,6 +38,17 @@ __all__ = [
 ]
 
 
+def _merged(points: np.ndarray, distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points linked by steps shorter than ``distance`` Å merged into one (their mean); returns (sites, label of each point)."""
+    links = cKDTree(points).query_pairs(distance, output_type="ndarray").reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(points), len(points)))
+    n_sites, label = connected_components(graph, directed=False)
+    sites = np.zeros((n_sites, points.shape[1]))
+    np.add.at(sites, label, points)
+    sites /= np.bincount(label, minlength=n_sites)[:, None]
+    return sites, label
+
+
 def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neighbours: int | None = None) -> np.ndarray:
     """Empty lattice sites next to a particle: continued nearest-neighbour bonds, shape ``(m, 3)`` in Å.
 
@@ -71,13 +82,8 @@ def _lattice_sites(positions, nn_distance: float, min_neighbours: int, max_neigh
     ends, count = ends[keep], count[keep]
     if not len(ends):
         return np.empty((0, 3))
-    links = cKDTree(ends).query_pairs(1.0, output_type="ndarray").reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(ends), len(ends)))
-    n_sites, label = connected_components(graph, directed=False)
-    sites = np.zeros((n_sites, 3))
-    np.add.at(sites, label, ends)
-    sites /= np.bincount(label, minlength=n_sites)[:, None]
-    site_count = np.zeros(n_sites)
+    sites, label = _merged(ends, 1.0)
+    site_count = np.zeros(len(sites))
     np.maximum.at(site_count, label, count)
     return sites[np.argsort(-site_count, kind="stable")]
 
@@ -150,12 +156,7 @@ def surface_hollows(positions, nn_distance: float, *, clearance: float = 0.85, m
     points = points[tree.query(points)[0] >= clearance * nn_distance]
     if not len(points):
         return np.empty((0, 3))
-    links = cKDTree(points).query_pairs(merge, output_type="ndarray").reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(len(points), len(points)))
-    n_sites, label = connected_components(graph, directed=False)
-    sites = np.zeros((n_sites, 3))
-    np.add.at(sites, label, points)
-    sites /= np.bincount(label, minlength=n_sites)[:, None]
+    sites, _ = _merged(points, merge)
     count = np.asarray(tree.query_ball_point(sites, cutoff, return_length=True))
     keep = count >= min_neighbours
     sites, count = sites[keep], count[keep]

@@ -485,9 +485,7 @@ def adatom_flip(ind, relax: Callable, evaluate: Callable, nn_distance: float, *,
         return best, best_cost, n_trials, 0
     trial = best.copy()
     trial.positions = moved
-    repair_min_distance(trial, min_distance, rng, nn_distance=nn_distance)
-    relax(trial)
-    trial_cost = evaluate(trial)
+    trial_cost = _settle(trial, relax, evaluate, min_distance, rng, nn_distance)
     n_trials += 1
     if difference is not None and dark_sites > 0:
         trial, trial_cost, n, _ = dark_site_sweep(trial, relax, evaluate, difference, nn_distance,

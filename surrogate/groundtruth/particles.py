@@ -238,7 +238,6 @@ def column_rod(n_atoms: int, rng: np.random.Generator, symbol: str = "Pt", *, ax
     if len(order) < n_atoms:  # pragma: no cover - the block is sized for it
         raise RuntimeError("column_rod: block too small")
     inside = slab[r_xy <= order[n_atoms - 1] + 1e-6]
-    nn = a / math.sqrt(2.0)
     keep = np.ones(len(inside), bool)
     step = np.array([0.0, 0.0, spacing])
     while keep.sum() > n_atoms:

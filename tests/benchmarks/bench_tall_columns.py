@@ -59,18 +59,6 @@ def test_particle(axis: str, n_atoms: int):
     return Atoms(atoms.get_chemical_symbols(), positions=pos)
 
 
-def columns(atoms, tol: float = 0.3):
-    """Atom columns along z: (x, y) of each (Å) and its number of atoms; atoms within ``tol`` Å in x, y share one."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    xy = atoms.positions[:, :2]
-    label = fcluster(linkage(xy, "single"), tol, criterion="distance")
-    ids = np.unique(label)
-    centres = np.array([xy[label == k].mean(axis=0) for k in ids])
-    heights = np.array([np.count_nonzero(label == k) for k in ids])
-    return centres, heights
-
-
 def disc_sums(image, grid, centres, radius: float):
     """Integrated intensity (sum over pixels) within ``radius`` Å of each centre."""
     gx, gy = np.meshgrid(grid.x, grid.y, indexing="ij")
@@ -85,6 +73,7 @@ def _save_npy(path: Path, array) -> None:
 
 def main(argv=None) -> int:
     import surrogate
+    from refine.analysis.cross_sections import projected_columns
     from surrogate.groundtruth import haadf_image
     from surrogate.imaging import ProbeGrid
     from surrogate.imaging.model import load_model
@@ -119,7 +108,7 @@ def main(argv=None) -> int:
             _save_npy(ref_path, reference)
             print(f"abTEM <{axis}>, {len(atoms)} atoms, {grid.shape} px: {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)
-        centres, heights = columns(atoms)
+        centres, heights, _ = projected_columns(atoms.positions, tolerance=0.3)
         gx, gy = np.meshgrid(grid.x, grid.y, indexing="ij")
         near = np.zeros(grid.shape, bool)
         for cx, cy in centres:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -60,7 +61,8 @@ IMAGES = {
     # intensity (-c Au refuses): a 3.2 nm Au sphere holds ≈ 1000 atoms (59 atoms/nm³)
     "au": {"file": SHARED / "au-temul" / "example_Au_nanoparticle.emd", "element": "Au1000",
            "refine": ["--background", "vacuum", "--crop", "auto", "--mask", "auto"],
-           "model": ["--preset", "probe-corrected-300kv", "--elements", "Au", "--source-size", "0.8"]},
+           "model": ["--from-image", str(SHARED / "au-temul" / "example_Au_nanoparticle.emd"),
+                     "--preset", "probe-corrected-300kv", "--elements", "Au", "--source-size", "0.8"]},
 }
 #: side (Å) of the crop of the answer simulated by multislice
 MULTISLICE_CROP = 24.0
@@ -113,9 +115,10 @@ def run_image(name: str, args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     times, commands = {}, {}
     model_args = []
-    if spec["model"] is not None:
+    build = shlex.split(args.model_build) if getattr(args, "model_build", None) else spec["model"]
+    if build is not None:
         model = work / "model.npz"
-        cmd = ["model", "build", "-o", str(model), "--from-image", str(spec["file"]), *spec["model"], "--json"]
+        cmd = ["model", "build", "-o", str(model), *build, "--json"]
         commands["model build"] = "stem-refine " + " ".join(cmd)
         if not model.is_file():
             times["model build"] = _timed(cmd, work / "model_build.log")
@@ -215,6 +218,10 @@ def main(argv=None) -> int:
     p.add_argument("--start", default=None, help="refine's --start (default: refine's own default)")
     p.add_argument("--undistort", action="store_true", help="refine's --undistort (scan distortion undone)")
     p.add_argument("--multislice", action="store_true", help="also compare the answer with abTEM on a crop")
+    p.add_argument("--model-build", default=None, metavar="ARGS",
+                   help="flags of `stem-refine model build` for the image's own model, replacing the image's "
+                        "default (Pt-Ir: the shipped model), e.g. \"--elements Pt --rods 4\"; the model is built "
+                        "once into WORK/IMAGE/model.npz")
     p.add_argument("--report", action="store_true", help="print the table of what exists and stop")
     args = p.parse_args(argv)
     if not args.report:

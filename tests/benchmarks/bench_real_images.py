@@ -31,7 +31,11 @@ whose output exists is not run again, so an interrupted run resumes::
 ``--start counts`` starts the search from the image's own column counts
 (:mod:`refine.search.column_start`) instead of random clusters;
 ``--undistort`` undoes the scan's linear distortion first
-(:mod:`refine.io.distortion`).
+(:mod:`refine.io.distortion`). ``--model-build "FLAGS"`` builds the image's
+own model with those ``stem-refine model build`` flags instead of its
+default (e.g. ``--model-build "--elements Pt --rods 4"`` for Pt–Ir); like
+every step, a ``WORK/IMAGE/model.npz`` that exists is reused, whatever
+flags made it.
 
 Goals (issue 18): E/atom within 0.05 eV of the best cluster shape; counts
 equal on ≥ 90 % of the columns and within ±1 on ≥ 98 %.
@@ -54,15 +58,16 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data" / "experimental"
 
+AU_EMD = SHARED / "au-temul" / "example_Au_nanoparticle.emd"
 IMAGES = {
     "ptir": {"file": SHARED / "ptir-statstem" / "ExamplePtIr_dx0_1211.txt", "element": "Pt",
              "refine": ["--pixel-size", "0.1211", "--crop", "auto", "--mask", "auto"], "model": None},
     # no detector levels are known for the Au image, so its number of atoms cannot be estimated from its
     # intensity (-c Au refuses): a 3.2 nm Au sphere holds ≈ 1000 atoms (59 atoms/nm³)
-    "au": {"file": SHARED / "au-temul" / "example_Au_nanoparticle.emd", "element": "Au1000",
+    "au": {"file": AU_EMD, "element": "Au1000",
            "refine": ["--background", "vacuum", "--crop", "auto", "--mask", "auto"],
-           "model": ["--from-image", str(SHARED / "au-temul" / "example_Au_nanoparticle.emd"),
-                     "--preset", "probe-corrected-300kv", "--elements", "Au", "--source-size", "0.8"]},
+           "model": ["--from-image", str(AU_EMD), "--preset", "probe-corrected-300kv", "--elements", "Au",
+                     "--source-size", "0.8"]},
 }
 #: side (Å) of the crop of the answer simulated by multislice
 MULTISLICE_CROP = 24.0

@@ -6,7 +6,9 @@
                    [--scheme image|block|pixel --folds K --repeats R --seed S] [--parity PNG] [--json]
 
 Prints the pooled 1 - R² and fractional RMS error over the held-out pixels,
-and per fold; ``--parity`` also draws multislice against predicted pixels
+per fold and, for the image scheme, per image (its formula and particle
+family when read from a dataset), so that one kind of particle the model
+renders badly shows; ``--parity`` also draws multislice against predicted pixels
 (like the paper's Fig. 5). It writes no other file.
 """
 
@@ -64,6 +66,10 @@ def run(args) -> int:
         parity_plot(res.targets, res.predictions, args.parity,
                     title=f"{res.n_terms}-term model, {res.scheme} CV: 1-R2 = {res.one_minus_r2:.4f}")
     out = res.to_dict()
+    labels = info.get("labels") or []
+    for row in out["per_image"]:
+        if row["image"] < len(labels):
+            row["label"] = labels[row["image"]]
     if args.json:
         print_json(out)
     else:
@@ -72,4 +78,7 @@ def run(args) -> int:
         for row in res.per_fold:
             print(f"  repeat {row['repeat']} fold {row['fold']}: n_test={row['n_test']} "
                   f"1-R2={row['one_minus_r2']:.5f} FRMS={row['frms']:.4f}")
+        for row in out["per_image"]:
+            print(f"  image {row['image']} ({row.get('label', '')}): held out {row['held_out']}x, "
+                  f"1-R2={row['one_minus_r2']:.5f} FRMS={row['frms']:.4f} RMSE={row['rmse']:.2e}")
     return 0

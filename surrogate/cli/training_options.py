@@ -61,8 +61,10 @@ def load_training_data(args, progress=True):
         Paired images, each pair of one shape.
     info : dict
         ``source`` (what was read, for the model's provenance), ``elements``
-        (list of str) and ``convolution``
-        (:class:`~surrogate.imaging.ConvolutionParameters` or None).
+        (list of str), ``convolution``
+        (:class:`~surrogate.imaging.ConvolutionParameters` or None) and
+        ``labels`` (one short description per pair: a dataset's formula and
+        particle family, or a folder pair's file number).
     """
     from surrogate.imaging import ConvolutionParameters
 
@@ -74,8 +76,10 @@ def load_training_data(args, progress=True):
         ds = read_dataset(args.dataset)
         elements = sorted({s for a in ds.atoms for s in a.get_chemical_symbols()})
         conv_params = ConvolutionParameters.from_dict(ds.meta["convolution"]) if "convolution" in ds.meta else None
+        labels = [" ".join(str(x) for x in (p.get("formula"), (p.get("recipe") or {}).get("family")) if x)
+                  or f"pair {k}" for k, p in enumerate(ds.meta["pairs"])]
         info = {"source": {"dataset": str(args.dataset), "n_pairs": len(ds)}, "elements": elements,
-                "convolution": conv_params}
+                "convolution": conv_params, "labels": labels}
         return list(ds.convolution_images), list(ds.multislice_images), info
     if not (args.convolution_dir and args.multislice_dir):
         raise InputError("training data needed: --convolution-dir DIR --multislice-dir DIR, or --dataset FILE")
@@ -91,7 +95,7 @@ def load_training_data(args, progress=True):
     pixel = args.pixel_size if args.pixel_size is not None else 0.1
     info = {"source": {"convolution": str(args.convolution_dir), "multislice": str(args.multislice_dir),
                        "numbers": nums}, "elements": elements,
-            "convolution": ConvolutionParameters(pixel_size=pixel)}
+            "convolution": ConvolutionParameters(pixel_size=pixel), "labels": [f"file {n}" for n in nums]}
     return conv, ms, info
 
 

@@ -47,6 +47,25 @@ def test_cross_validation_is_seeded_and_pools_repeats(pairs):
     json.dumps(a.to_dict())
 
 
+def test_image_cv_scores_each_image_and_singles_out_the_one_the_model_gets_wrong(pairs):
+    conv, ms = pairs
+    ms = [m.copy() for m in ms]
+    # image 2 gets a contrast law the others do not share: a model fitted on the rest cannot predict it
+    ms[2] = ms[2] + 0.5 * ms[2] ** 2 / ms[2].max()
+    res = cross_validate(PolynomialSurrogate(size=3, degree=2), conv, ms, scheme="image", folds=2, repeats=3, seed=0)
+    rows = res.per_image
+    assert [r["image"] for r in rows] == list(range(len(conv)))
+    assert all(r["held_out"] == 3 for r in rows)
+    assert sum(r["n_pixels"] for r in rows) == res.n_pixels
+    worst = max(rows, key=lambda r: r["one_minus_r2"])
+    assert worst["image"] == 2
+    clean = cross_validate(PolynomialSurrogate(size=3, degree=2), conv, pairs[1], scheme="image", folds=2,
+                           repeats=3, seed=0).per_image
+    assert worst["one_minus_r2"] > 10 * clean[2]["one_minus_r2"]
+    # other schemes hold out pixels of every image at once: no per-image rows
+    assert cross_validate(PolynomialSurrogate(size=1), conv, ms, scheme="block", repeats=1).per_image == []
+
+
 def test_block_cv_error_exceeds_training_error(pairs):
     conv, ms = pairs
     m = PolynomialSurrogate(size=3, degree=2)
@@ -98,3 +117,7 @@ def test_paper_number_on_published_pt_mo5_data(combs_dir):
     assert res["one_minus_r2"] <= 0.0115
     assert res["frms"] <= 0.11
     assert res["n_pixels"] > 2_000_000
+    # each image held out once per repeat, labelled by its file number
+    assert {r["held_out"] for r in res["per_image"]} == {2}
+    assert all(r["label"].startswith("file ") for r in res["per_image"])
+    assert sum(r["n_pixels"] for r in res["per_image"]) == res["n_pixels"]

@@ -73,6 +73,8 @@ def add_arguments(parser):
     p.add_argument("--rods", type=int, default=0, metavar="N",
                    help="column rods added (a zone axis along the beam, 8-16 atoms per column): for images of "
                         "particles thicker than the size range's compact shapes (default 0)")
+    p.add_argument("--rod-heights", metavar="MIN:MAX",
+                   help="atoms per column of the rods (default 8:16); cover the tallest columns of your images")
     add_sampling(p, "the model's pixel size; default 0.1")
     p.add_argument("--interpolation", type=int, metavar="F", help="PRISM interpolation factor (default 4)")
     p.add_argument("--phonons", type=int, metavar="N", help="frozen-phonon configurations (default 3)")
@@ -104,13 +106,13 @@ def add_arguments(parser):
     add_json(f, "the fit")
 
 
-def _sizes(text):
+def _sizes(text, flag="--sizes", example="120:200"):
     from surrogate.common import InputError
 
     try:
         lo, hi = (int(v) for v in text.split(":"))
     except ValueError:
-        raise InputError(f"--sizes takes MIN:MAX atoms, e.g. 120:200, got {text!r}") from None
+        raise InputError(f"{flag} takes MIN:MAX atoms, e.g. {example}, got {text!r}") from None
     return lo, hi
 
 
@@ -124,6 +126,7 @@ def settings_from_args(args):
     """The :class:`~surrogate.training.modelbuild.BuildSettings` and the image-metadata report of ``build``'s flags."""
     from surrogate.common import InputError
     from surrogate.common.microscope import Microscope, parse_detector, read_image_microscope
+    from surrogate.groundtruth.particles import ROD_COLUMN_HEIGHTS
     from surrogate.training.modelbuild import DEFAULTS, BuildSettings
     from surrogate.training.presets import DEFAULT_PRESET, preset
 
@@ -159,6 +162,7 @@ def settings_from_args(args):
         sizes=_sizes(args.sizes) if args.sizes else DEFAULTS["sizes"],
         particles=DEFAULTS["particles"] if args.particles is None else args.particles,
         rods=args.rods,
+        rod_heights=_sizes(args.rod_heights, "--rod-heights", "8:16") if args.rod_heights else ROD_COLUMN_HEIGHTS,
         sampling=DEFAULTS["sampling"] if args.sampling is None else args.sampling,
         interpolation=DEFAULTS["interpolation"] if args.interpolation is None else args.interpolation,
         phonons=DEFAULTS["phonons"] if args.phonons is None else args.phonons,

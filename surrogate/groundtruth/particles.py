@@ -410,7 +410,7 @@ def _validate_n(n_atoms) -> int:
 def make_particle(family: str, n_atoms: int, rng: np.random.Generator, *, mo_fraction: float = 0.0,
                   base: str = "Pt", rattle: float = 0.25, cooling_rate: float = 100.0,
                   melt_temperature: float = 2200.0, orientation: str = "zone",
-                  min_distance: float = MIN_DISTANCE) -> Atoms:
+                  column_heights: tuple = ROD_COLUMN_HEIGHTS, min_distance: float = MIN_DISTANCE) -> Atoms:
     """One nanoparticle of a family, size and composition.
 
     Parameters
@@ -427,6 +427,8 @@ def make_particle(family: str, n_atoms: int, rng: np.random.Generator, *, mo_fra
         Å rms displacement for ``disordered``.
     cooling_rate : float
         K/ps for ``amorphous``.
+    column_heights : (int, int)
+        Atoms per column of a ``column_rod``, drawn from [lo, hi].
     orientation : {"zone", "random"}
         "zone": as built by ``ase.cluster`` (a low-index/symmetry axis along
         the beam) with a random rotation about z; "random": uniform 3-D
@@ -452,7 +454,7 @@ def make_particle(family: str, n_atoms: int, rng: np.random.Generator, *, mo_fra
         atoms = crystalline_particle(family, n_atoms, rng, base)
         alloy(atoms, mo_fraction, rng)
     elif family == "column_rod":
-        atoms = column_rod(n_atoms, rng, base)
+        atoms = column_rod(n_atoms, rng, base, heights=tuple(column_heights))
         alloy(atoms, mo_fraction, rng)
         info.update(axis=atoms.info["axis"], column_height=atoms.info["column_height"])
     elif family == "disordered":

@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 _SPEC_KEYS = {"name", "seed", "pixel_size", "margin", "simulation", "convolution", "particles", "device"}
 _PARTICLE_KEYS = {"family", "count", "n_atoms", "mo_fraction", "rattle", "cooling_rate", "melt_temperature",
-                  "orientation", "element", "solute", "solute_fraction"}
+                  "orientation", "element", "solute", "solute_fraction", "column_heights"}
 #: particle keys a task carries only when the spec gives them (older specs expand unchanged)
 _ELEMENT_KEYS = ("element", "solute", "solute_fraction")
 
@@ -131,6 +131,16 @@ def _normalized_spec(spec: dict) -> dict:
         if len(n) != 2 or n[0] < 2 or n[1] < n[0]:
             raise InputError(f"n_atoms must be an integer or [lo, hi] with 2 <= lo <= hi, got {p.get('n_atoms')!r}")
         q = dict(p, n_atoms=n, count=int(p.get("count", 1)), mo_fraction=float(p.get("mo_fraction", 0.0)))
+        if "column_heights" in p:
+            h = p["column_heights"]
+            try:
+                h = [int(v) for v in h]
+            except (TypeError, ValueError):
+                h = []
+            if len(h) != 2 or not 2 <= h[0] <= h[1]:
+                raise InputError(f"column_heights must be [lo, hi] atoms per column with 2 <= lo <= hi, "
+                                 f"got {p['column_heights']!r}")
+            q["column_heights"] = h
         _check_elements(q)
         if q["count"] < 1:
             raise InputError(f"particle count must be >= 1, got {q['count']}")
@@ -168,7 +178,8 @@ def expand_spec(spec: dict) -> tuple[dict, list[dict]]:
     rng = np.random.default_rng([spec["seed"], 2**31 - 1])  # sizes only; particles use their own streams
     tasks = []
     for p in spec["particles"]:
-        opts = {k: p[k] for k in ("rattle", "cooling_rate", "melt_temperature", "orientation") if k in p}
+        opts = {k: p[k] for k in ("rattle", "cooling_rate", "melt_temperature", "orientation", "column_heights")
+                if k in p}
         for _ in range(p["count"]):
             lo, hi = p["n_atoms"]
             k = len(tasks)

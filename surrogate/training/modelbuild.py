@@ -49,6 +49,7 @@ import numpy as np
 
 from surrogate.common import InputError, write_json
 from surrogate.common.microscope import Microscope
+from surrogate.groundtruth.particles import ROD_COLUMN_HEIGHTS
 
 __all__ = ["BuildSettings", "DEFAULTS", "build_model", "build_spec", "particle_families", "psf_sigma",
            "detect_device", "work_dir_for_model"]
@@ -86,8 +87,12 @@ class BuildSettings:
     rods : int
         Column rods added to them (``column_rod`` of
         :mod:`surrogate.groundtruth.particles`: a zone axis along the beam,
-        8–16 atoms per column, ``sizes`` atoms): for images of particles
+        ``rod_heights`` atoms per column, ``sizes`` atoms): for images of particles
         thicker than compact shapes of ``sizes`` atoms (≤ ~7 per column).
+    rod_heights : (int, int)
+        Atoms per column of the rods, drawn per rod from [lo, hi]; the
+        model should see the tallest columns of the images it will render
+        (its polynomial bends over beyond its data).
     sampling : float
         Probe step in Å of the training images: the model's pixel size.
     interpolation, phonons : int
@@ -109,6 +114,7 @@ class BuildSettings:
     sizes: tuple = DEFAULTS["sizes"]
     particles: int = DEFAULTS["particles"]
     rods: int = 0
+    rod_heights: tuple = ROD_COLUMN_HEIGHTS
     sampling: float = DEFAULTS["sampling"]
     interpolation: int = DEFAULTS["interpolation"]
     phonons: int = DEFAULTS["phonons"]
@@ -147,6 +153,9 @@ class BuildSettings:
             raise InputError(f"a model needs at least 2 particles (the CV holds out images), got {self.particles}")
         if int(self.rods) != self.rods or self.rods < 0:
             raise InputError(f"--rods must be a whole number >= 0, got {self.rods}")
+        lo, hi = self.rod_heights
+        if not (int(lo) == lo and int(hi) == hi and 2 <= lo <= hi):
+            raise InputError(f"--rod-heights must be MIN:MAX atoms per column with 2 <= MIN <= MAX, got {lo}:{hi}")
         if not (math.isfinite(self.sampling) and self.sampling > 0):
             raise InputError(f"probe step (--sampling) must be > 0 Å, got {self.sampling:g}")
         if int(self.interpolation) != self.interpolation or self.interpolation < 1:
@@ -224,6 +233,9 @@ def build_spec(settings: BuildSettings, device: str = "cpu") -> dict:
         p = {"family": family, "count": 1, "n_atoms": [int(v) for v in settings.sizes], "element": settings.elements[0]}
         if len(settings.elements) == 2:
             p.update(solute=settings.elements[1], solute_fraction=float(settings.solute_fraction))
+        if family == "column_rod" and tuple(settings.rod_heights) != tuple(ROD_COLUMN_HEIGHTS):
+            # only when not the default, so that a build from before this option resumes with its spec
+            p["column_heights"] = [int(v) for v in settings.rod_heights]
         parts.append(p)
     return {"name": "model-build", "seed": int(settings.seed), "pixel_size": float(settings.sampling), "margin": 3.0,
             "device": device, "simulation": sim, "convolution": {"sigma": psf_sigma(m)}, "particles": parts}
@@ -353,6 +365,7 @@ def _check_settings(work: str, settings: BuildSettings) -> None:
         with open(path) as fh:
             theirs = json.load(fh)
             theirs.setdefault("rods", 0)  # builds from before column rods existed had none
+            theirs.setdefault("rod_heights", list(ROD_COLUMN_HEIGHTS))
             if theirs != mine:
                 raise InputError(f"{work} holds a build with other settings; delete it or choose another output")
     else:

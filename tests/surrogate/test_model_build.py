@@ -46,6 +46,8 @@ def tiny_build(tmp_path_factory):
     (["--sizes", "200:100"], "MIN:MAX"),
     (["--particles", "1"], "at least 2 particles"),
     (["--rods", "-1"], "--rods"),
+    (["--rods", "2", "--rod-heights", "16:8"], "--rod-heights"),
+    (["--rods", "2", "--rod-heights", "tall"], "--rod-heights takes MIN:MAX"),
     (["--defocus", "30"], "focused probe"),
     (["--source-size", "-1"], "source size"),
 ])
@@ -104,6 +106,21 @@ def test_rods_are_added_to_the_particles_with_the_host_and_solute():
     rod = _make_particle(next(t for t in tasks if t["family"] == "column_rod"), np.random.default_rng(0))
     assert 60 <= len(rod) <= 80 and rod.get_chemical_symbols().count("Ir") == round(0.2 * len(rod))
     assert rod.info["column_height"] >= 8
+
+
+def test_rod_heights_reach_the_rods_and_leave_default_specs_as_they_were():
+    from surrogate.training.builder import _make_particle, expand_spec
+    from surrogate.training.modelbuild import BuildSettings, build_spec
+    from surrogate.training.presets import preset
+
+    scope = preset("combs2019-200kv")
+    tall = build_spec(BuildSettings(microscope=scope, particles=2, rods=3, sizes=(150, 200), rod_heights=(20, 22)))
+    _, tasks = expand_spec(tall)
+    rods = [_make_particle(t, np.random.default_rng(k)) for k, t in enumerate(tasks) if t["family"] == "column_rod"]
+    assert len(rods) == 3 and all(20 <= r.info["column_height"] <= 22 for r in rods)
+    # the default heights add nothing to the spec: a build from before the option resumes unchanged
+    plain = build_spec(BuildSettings(microscope=scope, particles=2, rods=3, sizes=(150, 200)))
+    assert all("column_heights" not in p for p in plain["particles"])
 
 
 def test_a_pt_ir_particle_has_the_solute_fraction(seed):

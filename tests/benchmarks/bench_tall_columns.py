@@ -25,6 +25,14 @@ the project's own code:
 
 A model built with ``stem-refine model build --rods N`` (column rods in its
 training set) is meant to close the gap for tall columns.
+
+``--counts`` also counts atoms from the abTEM image with each model, as a
+user of ``-c Pt`` and ``counts.csv`` would, where the truth is known: the
+number of atoms estimated from the image (:mod:`refine.analysis.atom_number`)
+against the particle's, and the columns' counts from their cross-sections
+(:func:`refine.analysis.cross_sections.column_count_table` with the true
+structure's columns) against their true heights: fraction equal, within
+±1, and the counts' sum.
 """
 
 from __future__ import annotations
@@ -65,6 +73,22 @@ def disc_sums(image, grid, centres, radius: float):
     return np.array([image[np.hypot(gx - cx, gy - cy) <= radius].sum() for cx, cy in centres])
 
 
+def count_check(atoms, reference, grid, model) -> dict:
+    """Atoms counted from the clean abTEM ``reference`` with ``model``, against the truth ``atoms``."""
+    from refine.analysis.atom_number import estimate_atom_number
+    from refine.analysis.cross_sections import column_count_table
+    from refine.io.images import ExperimentalImage
+
+    image = ExperimentalImage(data=np.asarray(reference, dtype=float), pixel_size=grid.pixel_size,
+                              mask=np.ones(grid.shape, bool), origin=tuple(grid.origin))
+    est = estimate_atom_number(image, model, atoms.get_chemical_symbols()[0])
+    table = column_count_table(atoms, image, model)  # atoms_3d: the true heights; atoms_image: the count
+    diff = table.atoms_image - table.atoms_3d
+    return {"atoms": len(atoms), "estimate": est.n, "estimate_uncertainty": float(est.uncertainty),
+            "columns": int(len(diff)), "equal": float(np.mean(diff == 0)), "within_1": float(np.mean(np.abs(diff) <= 1)),
+            "counted_sum": int(table.atoms_image.sum()), "mean_difference": float(diff.mean())}
+
+
 def _save_npy(path: Path, array) -> None:
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, array)
@@ -88,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--interpolation", type=int, default=4, help="PRISM interpolation of the reference (default 4)")
     p.add_argument("--phonons", type=int, default=3, help="frozen phonons of the reference (default 3)")
     p.add_argument("--radius", type=float, default=1.0, help="disc radius of a column's integrated intensity, Å")
+    p.add_argument("--counts", action="store_true",
+                   help="also count atoms from the abTEM image with each model (the number, and per column)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
 
@@ -125,6 +151,8 @@ def main(argv=None) -> int:
                 if sel.any():
                     row["columns"][f"{lo}-{hi}"] = {"n": int(sel.sum()), "mean_error": float(rel[sel].mean()),
                                                     "rms_error": float(np.sqrt(np.mean(rel[sel] ** 2)))}
+            if args.counts:
+                row["counts"] = count_check(atoms, reference, grid, model)
             results.append(row)
     if args.json:
         print(json.dumps(results, indent=1))
@@ -134,6 +162,11 @@ def main(argv=None) -> int:
         bins = "  ".join(f"{k}: {v['mean_error']:+.3f}, {v['rms_error']:.3f} (n={v['n']})"
                          for k, v in r["columns"].items())
         print(f"<{r['axis']}> {Path(r['model']).name[:28]:28s} {r['one_minus_r2']:7.4f}  {bins}")
+        if "counts" in r:
+            c = r["counts"]
+            print(f"      atoms estimated {c['estimate']} ± {c['estimate_uncertainty']:.0f} (truth {c['atoms']}); "
+                  f"columns counted from cross-sections: {c['equal']:.1%} equal, {c['within_1']:.1%} within ±1, "
+                  f"sum {c['counted_sum']} (truth {c['atoms']}), mean count − truth {c['mean_difference']:+.2f}")
     return 0
 
 

@@ -84,9 +84,16 @@ def count_check(atoms, reference, grid, model) -> dict:
     est = estimate_atom_number(image, model, atoms.get_chemical_symbols()[0])
     table = column_count_table(atoms, image, model)  # atoms_3d: the true heights; atoms_image: the count
     diff = table.atoms_image - table.atoms_3d
+    # the same with the library scaled so that the counts add up to the true number (what a known total buys)
+    total = column_count_table(atoms, image, model, scale="total")
+    diff_total = total.atoms_image - total.atoms_3d
     return {"atoms": len(atoms), "estimate": est.n, "estimate_uncertainty": float(est.uncertainty),
             "columns": int(len(diff)), "equal": float(np.mean(diff == 0)), "within_1": float(np.mean(np.abs(diff) <= 1)),
-            "counted_sum": int(table.atoms_image.sum()), "mean_difference": float(diff.mean())}
+            "counted_sum": int(table.atoms_image.sum()), "mean_difference": float(diff.mean()),
+            "equal_by_height": {int(h): float(np.mean(diff[table.atoms_3d == h] == 0))
+                                for h in np.unique(table.atoms_3d)},
+            "equal_total_scale": float(np.mean(diff_total == 0)),
+            "within_1_total_scale": float(np.mean(np.abs(diff_total) <= 1))}
 
 
 def _save_npy(path: Path, array) -> None:
@@ -167,6 +174,9 @@ def main(argv=None) -> int:
             print(f"      atoms estimated {c['estimate']} ± {c['estimate_uncertainty']:.0f} (truth {c['atoms']}); "
                   f"columns counted from cross-sections: {c['equal']:.1%} equal, {c['within_1']:.1%} within ±1, "
                   f"sum {c['counted_sum']} (truth {c['atoms']}), mean count − truth {c['mean_difference']:+.2f}")
+            print("      equal by height: " + " ".join(f"{h}: {v:.0%}" for h, v in c["equal_by_height"].items())
+                  + f"; scaled to the true total: {c['equal_total_scale']:.1%} equal, "
+                    f"{c['within_1_total_scale']:.1%} within ±1")
     return 0
 
 

@@ -126,26 +126,31 @@ def _normalized_spec(spec: dict) -> dict:
             raise InputError(f"unknown particle keys {sorted(bad)}; expected {sorted(_PARTICLE_KEYS)}")
         if p.get("family") not in FAMILIES:
             raise InputError(f"particle family must be one of {FAMILIES}, got {p.get('family')!r}")
-        n = p.get("n_atoms", 250)
-        n = [int(n), int(n)] if np.isscalar(n) else [int(v) for v in n]
-        if len(n) != 2 or n[0] < 2 or n[1] < n[0]:
-            raise InputError(f"n_atoms must be an integer or [lo, hi] with 2 <= lo <= hi, got {p.get('n_atoms')!r}")
+        n = _atom_range(p.get("n_atoms", 250), "n_atoms must be an integer or [lo, hi] with 2 <= lo <= hi",
+                        scalar=True)
         q = dict(p, n_atoms=n, count=int(p.get("count", 1)), mo_fraction=float(p.get("mo_fraction", 0.0)))
         if "column_heights" in p:
-            h = p["column_heights"]
-            try:
-                h = [int(v) for v in h]
-            except (TypeError, ValueError):
-                h = []
-            if len(h) != 2 or not 2 <= h[0] <= h[1]:
-                raise InputError(f"column_heights must be [lo, hi] atoms per column with 2 <= lo <= hi, "
-                                 f"got {p['column_heights']!r}")
-            q["column_heights"] = h
+            q["column_heights"] = _atom_range(p["column_heights"],
+                                              "column_heights must be [lo, hi] atoms per column with 2 <= lo <= hi")
         _check_elements(q)
         if q["count"] < 1:
             raise InputError(f"particle count must be >= 1, got {q['count']}")
         out["particles"].append(q)
     return out
+
+
+def _atom_range(value, message: str, *, scalar: bool = False) -> list:
+    """``[lo, hi]`` atoms with 2 <= lo <= hi from a spec value (also a single integer where ``scalar``).
+
+    Anything else raises :class:`InputError` with ``message`` and the value given.
+    """
+    try:
+        pair = [int(value)] * 2 if scalar and np.isscalar(value) else [int(v) for v in value]
+    except (TypeError, ValueError):
+        pair = []
+    if len(pair) != 2 or not 2 <= pair[0] <= pair[1]:
+        raise InputError(f"{message}, got {value!r}")
+    return pair
 
 
 def _check_elements(p: dict) -> None:

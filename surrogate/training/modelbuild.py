@@ -146,16 +146,12 @@ class BuildSettings:
             raise InputError(f"the particle generators build fcc metals; {host} is not fcc (put it second, as solute)")
         if not 0 <= self.solute_fraction <= 1:
             raise InputError(f"solute fraction must be in [0, 1], got {self.solute_fraction:g}")
-        lo, hi = self.sizes
-        if not (int(lo) == lo and int(hi) == hi and 2 <= lo <= hi):
-            raise InputError(f"--sizes must be MIN:MAX atoms with 2 <= MIN <= MAX, got {lo}:{hi}")
+        _check_atom_range(self.sizes, "--sizes must be MIN:MAX atoms")
         if int(self.particles) != self.particles or self.particles < 2:
             raise InputError(f"a model needs at least 2 particles (the CV holds out images), got {self.particles}")
         if int(self.rods) != self.rods or self.rods < 0:
             raise InputError(f"--rods must be a whole number >= 0, got {self.rods}")
-        lo, hi = self.rod_heights
-        if not (int(lo) == lo and int(hi) == hi and 2 <= lo <= hi):
-            raise InputError(f"--rod-heights must be MIN:MAX atoms per column with 2 <= MIN <= MAX, got {lo}:{hi}")
+        _check_atom_range(self.rod_heights, "--rod-heights must be MIN:MAX atoms per column")
         if not (math.isfinite(self.sampling) and self.sampling > 0):
             raise InputError(f"probe step (--sampling) must be > 0 Å, got {self.sampling:g}")
         if int(self.interpolation) != self.interpolation or self.interpolation < 1:
@@ -209,6 +205,13 @@ def _potential_sampling(energy: float, outer: float) -> float:
     from surrogate.groundtruth.multislice import _sampling_for_angle
 
     return min(0.05, math.floor(0.98 * _sampling_for_angle(energy, outer) * 1e4) / 1e4)
+
+
+def _check_atom_range(pair, what: str) -> None:
+    """Raise :class:`InputError` ("``what`` with 2 <= MIN <= MAX, got lo:hi") unless ``pair`` is whole 2 <= lo <= hi."""
+    lo, hi = pair
+    if not (int(lo) == lo and int(hi) == hi and 2 <= lo <= hi):
+        raise InputError(f"{what} with 2 <= MIN <= MAX, got {lo}:{hi}")
 
 
 def detect_device() -> str:

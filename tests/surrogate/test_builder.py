@@ -42,6 +42,7 @@ def test_expand_spec_is_deterministic_and_complete():
 
 @pytest.mark.parametrize("bad", [{"particles": []}, {"particles": [{"family": "blob"}]},
                                  {"particles": [{"family": "icosahedron", "n_atoms": [30, 10]}]},
+                                 {"particles": [{"family": "icosahedron", "n_atoms": "tall"}]},
                                  {"particles": [{"family": "icosahedron"}], "colour": 1},
                                  {"particles": [{"family": "icosahedron"}], "simulation": {"voltage": 3}},
                                  {"particles": [{"family": "column_rod", "column_heights": [16, 8]}]},

@@ -74,7 +74,8 @@ def add_arguments(parser):
                    help="column rods added (a zone axis along the beam, 8-16 atoms per column): for images of "
                         "particles thicker than the size range's compact shapes (default 0)")
     p.add_argument("--rod-heights", metavar="MIN:MAX",
-                   help="atoms per column of the rods (default 8:16); cover the tallest columns of your images")
+                   help="atoms per column of the rods (default 8:16; taller rods, longer than the probe's "
+                        "depth of focus, make the model worse)")
     add_sampling(p, "the model's pixel size; default 0.1")
     p.add_argument("--interpolation", type=int, metavar="F", help="PRISM interpolation factor (default 4)")
     p.add_argument("--phonons", type=int, metavar="N", help="frozen-phonon configurations (default 3)")

@@ -90,9 +90,10 @@ class BuildSettings:
         ``rod_heights`` atoms per column, ``sizes`` atoms): for images of particles
         thicker than compact shapes of ``sizes`` atoms (≤ ~7 per column).
     rod_heights : (int, int)
-        Atoms per column of the rods, drawn per rod from [lo, hi]; the
-        model should see the tallest columns of the images it will render
-        (its polynomial bends over beyond its data).
+        Atoms per column of the rods, drawn per rod from [lo, hi]. Columns
+        longer than the probe's depth of focus are not a function of the
+        convolution image: at 200 kV, 8–24 made the model worse everywhere
+        (docs/benchmarks.md).
     sampling : float
         Probe step in Å of the training images: the model's pixel size.
     interpolation, phonons : int

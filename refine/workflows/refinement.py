@@ -249,8 +249,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     Random compact clusters, :mod:`ase.cluster` shapes (both in random
     orientations), clusters following the image, the image's columns
     stacked with its own atom counts (``"counts"``,
-    :mod:`refine.search.column_start`: the first member as built, the others
-    rattled), or the frames of a structure file; FIRE-relaxed for
+    :mod:`refine.search.column_start`, then relaxed with every atom tied to
+    its column, :mod:`refine.search.column_restraint`: the first member as
+    built, the others rattled), or the frames of a structure file; FIRE-relaxed for
     ``start_relax_steps`` steps when asked. All but the image-following and
     counted ones are moved by the image's intensity centroid (x, y in Å).
     """
@@ -264,9 +265,13 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         relax = LocalRelaxation(make_calculator(inputs.calculator or "auto", tuple(comp)),
                                 steps=int(inputs.start_relax_steps))
     if start == "counts":
+        from refine.cost import make_calculator
+        from refine.search.column_restraint import relax_in_columns
         from refine.search.column_start import counted_structure
 
-        start = [counted_structure(img, inputs.model, comp, rng)]
+        # relaxed on the energy with every atom tied to its column: a crystal that keeps the image's counts
+        start = [relax_in_columns(counted_structure(img, inputs.model, comp, rng),
+                                  make_calculator(inputs.calculator or "auto", tuple(comp)))]
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,

@@ -72,3 +72,35 @@ def test_a_population_of_given_structures_keeps_their_frame_and_rattles_the_copi
     assert [p.info["origin"] for p in pop] == ["counts"] * 3
     moved = np.linalg.norm(pop[1].positions - atoms.positions, axis=1)
     assert 0.0 < np.median(moved) < 0.5
+
+
+def test_refine_from_counts_starts_from_the_counted_crystal_relaxed_in_its_columns(zone_axis, tmp_path):
+    """``--start counts --generations 0``: the answer is the counted structure relaxed with column springs."""
+    from ase.io import read
+
+    from refine.cli.main import main
+    from refine.cost import make_calculator
+    from surrogate import default_model
+
+    atoms, image = zone_axis
+    path = tmp_path / "image.npy"
+    np.save(path, image.data)
+    out = tmp_path / "run"
+    assert main(["refine", str(path), "-c", f"Pt{len(atoms)}", "--pixel-size", str(image.pixel_size),
+                 "--start", "counts", "--generations", "0", "--population", "4", "-o", str(out),
+                 "--no-progress"]) == 0
+    best = read(out / "best.xyz")
+    stacked = counted_structure(image, default_model(), {"Pt": len(atoms)}, np.random.default_rng(0))
+
+    def energy(a):
+        a = a.copy()
+        a.cell = np.diag(np.ptp(a.positions, axis=0) + 20.0)
+        a.calc = make_calculator("auto", ("Pt",))
+        return a.get_potential_energy()
+
+    assert energy(best) < energy(stacked) - 0.05 * len(atoms)  # relaxed: well below the stacked lattice
+    # and still in the stacked structure's columns: the same heights where the columns are
+    xy_s, n_s, _ = projected_columns(stacked.positions)
+    xy_b, n_b, _ = projected_columns(best.positions)
+    d, k = cKDTree(xy_b).query(xy_s)
+    assert np.median(d) < 0.3 and np.mean(n_b[k] == n_s) >= 0.9

@@ -373,6 +373,10 @@ class CountTable:
                  "disagree": bool(a != b)}
                 for (x, y), a, b, s in zip(self.xy, self.atoms_3d, self.atoms_image, self.cross_section)]
 
+    def counts_at(self, scale: float) -> np.ndarray:
+        """The image's counts (int, shape (n_columns,)) had the library been scaled by ``scale`` instead."""
+        return _nearest(self.cross_section, self.library, float(scale)).astype(int)
+
     def summary(self) -> dict:
         """n_columns, fraction_equal, fraction_within_1 and the library (median σ(n) over columns, per n)."""
         lib = self.scale * self.library

@@ -30,6 +30,13 @@ search only has to settle the surfaces. Steps (:func:`counted_structure`):
    (breadth first; where the graph is not two-colourable, e.g. [111], the
    first colour wins and the relaxation sorts it out).
 
+Where the number of atoms is not given (``-c Pt``), :func:`column_count_total`
+takes it from the same counts with the model's own cross-section scale:
+the total that the counted structure and the image's ``counts.csv`` agree
+on (the integrated-intensity estimate of :mod:`refine.analysis.atom_number`
+differs from it by 3–9 % on the Pt–Ir image, and a structure forced to that
+total disagrees with the image's count on a quarter of its columns).
+
 Species are assigned at random from the composition. Lengths in Å; the
 structure is in the image's frame (x, y as the image's probe positions).
 """
@@ -48,12 +55,17 @@ from refine.io.peaks import find_columns
 from refine.search.geometry import nearest_neighbour_distance
 from refine.search.population import validate_composition
 
-__all__ = ["column_sublattices", "stack_columns", "counted_structure", "COUNT_ROUNDS", "ZONE_AXES"]
+__all__ = ["column_sublattices", "stack_columns", "counted_structure", "column_count_total", "COUNT_ROUNDS",
+           "CALIBRATION_ERROR", "RELAXED_COUNT_ROUNDS", "ZONE_AXES"]
 
 log = logging.getLogger(__name__)
 
 #: rounds of cross-section counting, each on the structure of the previous round's counts
 COUNT_ROUNDS = 2
+#: rounds at most when each round's structure is relaxed first (they stop once the counts repeat)
+RELAXED_COUNT_ROUNDS = 4
+#: relative error of the model's cross-sections behind the uncertainty of :func:`column_count_total`
+CALIBRATION_ERROR = 0.02
 #: close-packed (fcc) zone axes with two sublattices: nearest projected column distance and column period, in
 #: bond lengths (sqrt(p² + (d/2)²) = 1)
 ZONE_AXES = {"[110]": (np.sqrt(3.0) / 2.0, 1.0), "[100]": (1.0 / np.sqrt(2.0), np.sqrt(2.0))}
@@ -131,8 +143,56 @@ def _adjust_total(counts: np.ndarray, excess: np.ndarray, total: int) -> np.ndar
     return counts
 
 
-def counted_structure(image, model, composition, rng: np.random.Generator, *, rounds: int = COUNT_ROUNDS
-                      ) -> Atoms:
+def _columns(image, comp: dict, total: int):
+    """The image's columns (at most ``total``), their sublattices, the period and a first count ∝ peak height."""
+    nn = nearest_neighbour_distance(comp)
+    xy, height = find_columns(image, nn)
+    if len(xy) > total:
+        xy, height = xy[:total], height[:total]  # the faintest peaks would be columns of less than one atom
+    sublattice, period = column_sublattices(xy, nn)
+    counts = _adjust_total(np.floor(total * height / height.sum()).astype(int), height, total)
+    return xy, sublattice, period, counts
+
+
+def _count_rounds(image, model, symbol: str, xy, sublattice, period: float, counts, rounds: int, scale,
+                  relax=None):
+    """Up to ``rounds`` cross-section counts, each on the structure stacked from the previous counts.
+
+    ``scale="total"`` keeps Σ counts (the last atoms go to the columns most
+    above their library value); ``"model"`` (or a number) lets the total
+    follow the image. With ``relax`` (Atoms → Atoms) each stacked structure
+    is relaxed before it is counted, so that the counts are those of the
+    structure that will be used; the rounds stop early once the counts no
+    longer change. Returns the counts and the last round's
+    :class:`~refine.analysis.cross_sections.CountTable` (None when ``rounds`` is 0).
+    """
+    from refine.analysis.cross_sections import column_count_table
+
+    table = None
+    for _ in range(max(0, int(rounds))):
+        total = int(counts.sum())
+        guess = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
+        if relax is not None:
+            guess = relax(guess)
+        table = column_count_table(guess, image, model, scale=scale)
+        # the table's columns are the structure's (exactly one x, y per column): match them back by position
+        _, where = cKDTree(table.xy).query(xy)
+        n_img = table.atoms_image[where]
+        if scale == "total":
+            lib = table.scale * table.library
+            level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
+            step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
+            new = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
+        else:
+            new = np.asarray(n_img, dtype=int)
+        if relax is not None and np.array_equal(new, counts):
+            break
+        counts = new
+    return counts, table
+
+
+def counted_structure(image, model, composition, rng: np.random.Generator, *, rounds: int = COUNT_ROUNDS,
+                      relax=None) -> Atoms:
     """A structure of exactly ``composition`` with the image's columns and counts (see the module docstring).
 
     Parameters
@@ -144,33 +204,22 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
     composition : str or mapping
     rng : numpy.random.Generator
         Species assignment only.
+    rounds : int
+        Counting rounds (at most, with ``relax``).
+    relax : callable, optional
+        Atoms → Atoms, e.g. :func:`refine.search.column_restraint.relax_in_columns` with a
+        calculator: every round counts the relaxed structure, and the result is relaxed.
 
     Returns
     -------
     ase.Atoms
         In the image's frame (Å), no cell; ``info["origin"] = "counts"`` and ``info["columns"]``.
     """
-    from refine.analysis.cross_sections import column_count_table
-
     comp = validate_composition(composition)
     total = sum(comp.values())
     symbol = max(comp, key=comp.get)
-    nn = nearest_neighbour_distance(comp)
-    xy, height = find_columns(image, nn)
-    if len(xy) > total:
-        xy, height = xy[:total], height[:total]  # the faintest peaks would be columns of less than one atom
-    sublattice, period = column_sublattices(xy, nn)
-    counts = _adjust_total(np.floor(total * height / height.sum()).astype(int), height, total)
-    for _ in range(max(0, int(rounds))):
-        guess = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
-        table = column_count_table(guess, image, model, scale="total")
-        # the table's columns are the structure's (exactly one x, y per column): match them back by position
-        _, where = cKDTree(table.xy).query(xy)
-        lib = table.scale * table.library
-        n_img = table.atoms_image[where]
-        level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
-        step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
-        counts = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
+    xy, sublattice, period, counts = _columns(image, comp, total)
+    counts, _ = _count_rounds(image, model, symbol, xy, sublattice, period, counts, rounds, "total", relax)
     atoms = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
     species = np.repeat([s for s in comp], [comp[s] for s in comp])
     atoms.numbers = Atoms("".join(rng.permutation(species))).numbers if len(comp) > 1 else atoms.numbers
@@ -178,4 +227,28 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
              "%d to %d atoms per column", len(xy), float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
              if len(xy) > 1 else 0.0, period, int(counts[counts > 0].min()), int(counts.max()))
     atoms.info = {"origin": "counts", "columns": int(np.count_nonzero(counts))}
+    if relax is not None:
+        atoms = relax(atoms)
+        atoms.info.update(origin="counts", columns=int(np.count_nonzero(counts)))
     return atoms
+
+
+def column_count_total(image, model, element: str, guess: int, *, rounds: int = COUNT_ROUNDS,
+                       calibration: float = CALIBRATION_ERROR, relax=None) -> tuple[int, float]:
+    """The number of atoms as the sum of the image's column counts, and its one-σ uncertainty (atoms).
+
+    The columns are counted as :func:`counted_structure` does, with the
+    model's own cross-section scale (the image in units of the incident
+    beam) instead of a given total; ``guess`` (e.g. the integrated-intensity
+    estimate) only seeds the first round. This is the total that a counted
+    structure and the image's own ``counts.csv`` agree on. The uncertainty is
+    half the change of the sum when the model's cross-sections are scaled by
+    1 ± ``calibration`` (its error on tall columns against abTEM is ~1 % in
+    the mean, 4 % rms: docs/benchmarks.md). ``relax`` as in :func:`counted_structure`.
+    """
+    comp = {element: int(guess)}
+    xy, sublattice, period, counts = _columns(image, comp, int(guess))
+    counts, table = _count_rounds(image, model, element, xy, sublattice, period, counts, max(1, int(rounds)), "model",
+                                  relax)
+    low, high = (int(table.counts_at(1.0 + d).sum()) for d in (calibration, -calibration))
+    return int(counts.sum()), 0.5 * abs(high - low)

@@ -182,14 +182,16 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
                              resample=image_settings.resample, preparation=image_settings.preparation(),
                              undistort=image_settings.undistort)
         estimate = None
+        source = validate_start(start.source)
         if comp is None:
             from refine.search import composition_string
 
             comp, estimate = composition_from_image(composition, mdl, img)
+            if source == "counts":  # the counted start's own total: the one it and counts.csv agree on
+                comp, estimate = composition_from_columns(comp, estimate, mdl, img, cost.calculator)
             text = composition_string(comp)
             log.warning("composition estimated from the image: %s ± %.0f atoms (%s); refining %s",
                         text, estimate.uncertainty, estimate.method, text)
-        source = validate_start(start.source)
         noise_model, dose = validate_noise(cost.noise, cost.dose, img)
         out = validate_out_dir(out_dir, run.resume)
         settings = ga_settings(search, cost, run)
@@ -204,6 +206,43 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
             workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}),
             composition_estimate=estimate)
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
+
+
+def column_relaxation(calculator, composition):
+    """Atoms → Atoms: the counted start's relaxation on the energy with every atom tied to its column.
+
+    A crystal that keeps the image's counts (:mod:`refine.search.column_restraint`); the counting
+    rounds count the relaxed structure, so the start and its ``counts.csv`` agree.
+    """
+    from functools import partial
+
+    from refine.cost import make_calculator
+    from refine.search.column_restraint import relax_in_columns
+
+    return partial(relax_in_columns, calculator=make_calculator(calculator or "auto", tuple(composition)))
+
+
+def composition_from_columns(comp: dict, estimate, model, image, calculator=None):
+    """``(composition, estimate)`` with the number of atoms from the image's column counts.
+
+    For ``--start counts`` without a given number: the sum of the columns'
+    cross-section counts (:func:`refine.search.column_start.column_count_total`,
+    seeded by the integrated-intensity ``estimate``), which the estimate's
+    record keeps (``method``) with its own number and uncertainty.
+    """
+    from dataclasses import replace
+
+    from refine.search.column_start import CALIBRATION_ERROR, RELAXED_COUNT_ROUNDS, column_count_total
+
+    (element, guess), = comp.items()
+    total, sigma = column_count_total(image, model, element, guess, rounds=RELAXED_COUNT_ROUNDS,
+                                      relax=column_relaxation(calculator, comp))
+    method = (f"sum of the column counts from their cross-sections (± from a {100 * CALIBRATION_ERROR:.0f} % "
+              f"error of the model's cross-sections); the integrated intensity gave {estimate.n} ± "
+              f"{estimate.uncertainty:.0f} ({estimate.method})")
+    return {element: total}, replace(estimate, n=total, n_exact=float(total), uncertainty=float(sigma),
+                                     per_atom_cross_section=estimate.integrated_intensity / max(total, 1),
+                                     method=method)
 
 
 def _run_refinement(inputs: RefinementInputs, *, t_start: float, folder_log=None) -> RefinementResult:
@@ -250,8 +289,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     orientations), clusters following the image, the image's columns
     stacked with its own atom counts (``"counts"``,
     :mod:`refine.search.column_start`, then relaxed with every atom tied to
-    its column, :mod:`refine.search.column_restraint`: the first member as
-    built, the others rattled), or the frames of a structure file; FIRE-relaxed for
+    its column and its columns slid along the beam to lower the energy,
+    :mod:`refine.search.column_restraint`: the first member as built, the
+    others rattled), or the frames of a structure file; FIRE-relaxed for
     ``start_relax_steps`` steps when asked. All but the image-following and
     counted ones are moved by the image's intensity centroid (x, y in Å).
     """
@@ -265,13 +305,14 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         relax = LocalRelaxation(make_calculator(inputs.calculator or "auto", tuple(comp)),
                                 steps=int(inputs.start_relax_steps))
     if start == "counts":
-        from refine.cost import make_calculator
-        from refine.search.column_restraint import relax_in_columns
-        from refine.search.column_start import counted_structure
+        from refine.search.column_restraint import slide_columns
+        from refine.search.column_start import RELAXED_COUNT_ROUNDS, counted_structure
 
-        # relaxed on the energy with every atom tied to its column: a crystal that keeps the image's counts
-        start = [relax_in_columns(counted_structure(img, inputs.model, comp, rng),
-                                  make_calculator(inputs.calculator or "auto", tuple(comp)))]
+        relax = column_relaxation(inputs.calculator, comp)
+        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS, relax=relax)
+        start = [slide_columns(counted, relax.keywords["calculator"], rng)]
+        log.info("counted start relaxed in its columns: %d slides along the beam accepted",
+                 start[0].info["column_slides"])
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,

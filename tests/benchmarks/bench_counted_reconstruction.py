@@ -11,8 +11,11 @@ octahedron of ``bench_tall_columns.py`` (made there, or here, once, into
 ``--work``), clean or with Poisson noise (``--dose``).
 
 For each stiffness (``--stiffness``; 0 = a free FIRE relaxation, ``none`` =
-the stacked structure unrelaxed), with the number of atoms estimated from
-the image as ``-c Pt`` does (``--known-total`` gives the truth's instead):
+the stacked structure unrelaxed; every counting round counts the relaxed
+structure), with the number of atoms taken from the image as ``-c Pt
+--start counts`` does (the sum of the column counts; ``--known-total`` gives
+the truth's instead), and for k > 0 with the columns then slid along the
+beam as the product does (``--no-slides`` leaves that out), it reports:
 
 * E/atom (EMT) against the truth relaxed on EMT;
 * atoms within 0.5 Å of the truth after alignment (``compare_structures``);
@@ -73,19 +76,22 @@ def reference_image(work: Path, atoms, grid, phonons: int, interpolation: int = 
     return image
 
 
-def reconstruct(image, model, n_atoms: int, stiffness, seed: int = 0):
-    """The counted structure, relaxed in columns (stiffness k), freely (0), or not at all (None)."""
+def _relaxer(stiffness):
+    """Atoms → Atoms: relaxed in columns (k > 0), freely (k = 0), or None (no relaxation)."""
+    if stiffness is None:
+        return None
+    from functools import partial
+
     from ase.optimize import FIRE
 
     from refine.cost import make_calculator
     from refine.search.column_restraint import relax_in_columns
-    from refine.search.column_start import counted_structure
 
-    atoms = counted_structure(image, model, f"Pt{n_atoms}", np.random.default_rng(seed))
-    if stiffness is None:
-        return atoms
     calc = make_calculator("auto", ("Pt",))
-    if stiffness == 0:
+    if stiffness > 0:
+        return partial(relax_in_columns, calculator=calc, stiffness=float(stiffness))
+
+    def free(atoms):
         a = atoms.copy()
         a.cell = np.diag(np.ptp(a.positions, axis=0) + 20.0)
         a.calc = calc
@@ -93,7 +99,29 @@ def reconstruct(image, model, n_atoms: int, stiffness, seed: int = 0):
         a.calc = None
         a.cell = np.zeros((3, 3))
         return a
-    return relax_in_columns(atoms, calc, stiffness=float(stiffness))
+
+    return free
+
+
+def reconstruct(image, model, guess: int, stiffness, *, known_total: bool = False, seed: int = 0,
+                slides: bool = True):
+    """What ``refine -c Pt --start counts --generations 0`` builds: the number of atoms from the column counts
+    (unless ``known_total``), then the counted structure, each counting round on the relaxed structure, then
+    (with a stiffness > 0 and ``slides``) its columns slid along the beam."""
+    from refine.search.column_start import (COUNT_ROUNDS, RELAXED_COUNT_ROUNDS, column_count_total,
+                                            counted_structure)
+
+    relax = _relaxer(stiffness)
+    rounds = COUNT_ROUNDS if relax is None else RELAXED_COUNT_ROUNDS
+    n = guess if known_total else column_count_total(image, model, "Pt", guess, rounds=rounds, relax=relax)[0]
+    rng = np.random.default_rng(seed)
+    atoms = counted_structure(image, model, f"Pt{n}", rng, rounds=rounds, relax=relax)
+    if stiffness and slides:  # the product's last step: columns slid along the beam
+        from refine.cost import make_calculator
+        from refine.search.column_restraint import slide_columns
+
+        atoms = slide_columns(atoms, make_calculator("auto", ("Pt",)), rng, stiffness=float(stiffness))
+    return atoms
 
 
 def measure(rec, truth, image, model, e_truth: float) -> dict:
@@ -127,6 +155,7 @@ def main(argv=None) -> int:
     p.add_argument("--stiffness", default="none,0,0.5,1,1.5,2,8",
                    help="eV/Å², comma-separated; 0 = free relaxation, none = unrelaxed (default none,0,0.5,1,1.5,2,8)")
     p.add_argument("--known-total", action="store_true", help="use the truth's number of atoms, not the estimate")
+    p.add_argument("--no-slides", action="store_true", help="leave out the column slides (k > 0 only)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -147,7 +176,7 @@ def main(argv=None) -> int:
         n = len(truth) if args.known_total else int(estimate_atom_number(image, model, "Pt").n)
         for k in ks:
             t0 = time.perf_counter()
-            rec = reconstruct(image, model, n, k)
+            rec = reconstruct(image, model, n, k, known_total=args.known_total, slides=not args.no_slides)
             row = {"seed": seed, "dose": args.dose, "stiffness": k, **measure(rec, truth, image, model, e_truth),
                    "seconds": time.perf_counter() - t0}
             rows.append(row)

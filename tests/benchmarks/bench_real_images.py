@@ -31,7 +31,9 @@ whose output exists is not run again, so an interrupted run resumes::
 ``--start counts`` starts the search from the image's own column counts
 (:mod:`refine.search.column_start`) instead of random clusters;
 ``--undistort`` undoes the scan's linear distortion first
-(:mod:`refine.io.distortion`). ``--model-build "FLAGS"`` builds the image's
+(:mod:`refine.io.distortion`); ``--generations 0`` with ``--start counts``
+scores the counted reconstruction itself (the start relaxed in its
+columns, :mod:`refine.search.column_restraint`). ``--model-build "FLAGS"`` builds the image's
 own model with those ``stem-refine model build`` flags instead of its
 default (e.g. ``--model-build "--elements Pt --rods 4"`` for Pt–Ir); like
 every step, a ``WORK/IMAGE/model.npz`` that exists is reused, whatever
@@ -135,6 +137,8 @@ def run_image(name: str, args) -> dict:
         cmd += ["--start", args.start]
     if getattr(args, "undistort", False):
         cmd += ["--undistort"]
+    if getattr(args, "generations", None) is not None:
+        cmd += ["--generations", str(args.generations)]
     commands["refine"] = "stem-refine " + " ".join(cmd)
     if not (run / "summary.json").is_file():
         times["refine"] = _timed(cmd + (["--resume"] if (run / "checkpoint.npz").exists() else []),
@@ -222,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", default=None, help="refine's --start (default: refine's own default)")
     p.add_argument("--undistort", action="store_true", help="refine's --undistort (scan distortion undone)")
+    p.add_argument("--generations", type=int, default=None,
+                   help="refine's --generations (0 with --start counts: the counted reconstruction alone, no search)")
     p.add_argument("--multislice", action="store_true", help="also compare the answer with abTEM on a crop")
     p.add_argument("--model-build", default=None, metavar="ARGS",
                    help="flags of `stem-refine model build` for the image's own model, replacing the image's "

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 from ase.cluster import Octahedron
 
 from refine.cost import make_calculator
@@ -82,3 +83,31 @@ def test_no_steps_is_a_plain_copy_and_bad_settings_are_input_errors(strained):
         ColumnRestraint(_emt(), strained.positions[:, :2], float("nan"))
     with pytest.raises(InputError, match="steps"):
         relax_in_columns(strained, _emt(), steps=-1)
+
+
+def test_sliding_columns_along_the_beam_finds_the_compact_stacking_and_keeps_every_count():
+    """A [110] octahedron with two columns pushed out of it by whole periods: the slides put them back."""
+    from refine.analysis.cross_sections import projected_columns
+    from refine.search.column_restraint import slide_columns
+
+    atoms = Octahedron("Pt", 5, cutoff=1)
+    atoms.rotate([1, 1, 0], [0, 0, 1])
+    atoms.positions -= atoms.positions.mean(axis=0)
+    centres, heights, label = projected_columns(atoms.positions, tolerance=0.8)
+    period = 3.92 / np.sqrt(2)
+    pushed = atoms.copy()
+    middle = np.argsort(np.linalg.norm(centres, axis=1))[:2]  # two central columns, out by two periods
+    for c, sign in zip(middle, (1, -1)):
+        pushed.positions[label == c, 2] += sign * 2 * period
+    start = relax_in_columns(pushed, _emt())
+    e_ideal = _energy(relax_in_columns(atoms, _emt()))
+    assert _energy(start) > e_ideal + 2.0  # the pushed columns cost eV
+    centres, heights, _ = projected_columns(start.positions, tolerance=0.8)  # relaxed: the surface contracts
+    for seed in range(3):
+        slid = slide_columns(start, _emt(), np.random.default_rng(seed))
+        assert _energy(slid) < e_ideal + 0.2 and slid.info["column_slides"] >= 2
+        # the projection is untouched: the same columns with the same heights
+        c2, h2, lab2 = projected_columns(slid.positions, tolerance=0.8)
+        d, k = cKDTree(c2).query(centres)
+        assert len(c2) == len(centres) and d.max() < 0.1
+        np.testing.assert_array_equal(h2[k], heights)

@@ -73,9 +73,10 @@ def add_arguments(parser):
                    help="stop after N generations without improvement")
     g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|counts|FILE",
                    help="starting population: random compact clusters, ase.cluster shapes, half of each, clusters "
-                        "following the image, the image's columns stacked with their counted atoms about a "
-                        "mid-plane (zone-axis images of large particles), or the frames of a structure file "
-                        f"(default {defaults.START})")
+                        "following the image, a counted reconstruction (zone-axis images: each column counted "
+                        "from its cross-section, stacked, relaxed with its atoms tied to the column; with -c "
+                        "ELEMENT the number of atoms is the sum of the counts; --generations 0 for it alone), or "
+                        f"the frames of a structure file (default {defaults.START})")
     g.add_argument("--search", choices=sorted(SEARCHES), default=defaults.SEARCH,
                    help=f"search recipe (default {defaults.SEARCH}): 'anneal' = offspring relaxed on E + α·χ² "
                         "(image forces), depth moves, beam-parallel cuts, image-restrained simulated annealing of 2 individuals "

@@ -104,3 +104,40 @@ def test_refine_from_counts_starts_from_the_counted_crystal_relaxed_in_its_colum
     xy_b, n_b, _ = projected_columns(best.positions)
     d, k = cKDTree(xy_b).query(xy_s)
     assert np.median(d) < 0.3 and np.mean(n_b[k] == n_s) >= 0.9
+
+
+def test_the_column_count_total_follows_the_image_not_the_guess(zone_axis):
+    from surrogate import default_model
+
+    from refine.search.column_start import column_count_total
+
+    atoms, image = zone_axis
+    n = len(atoms)
+    low = column_count_total(image, default_model(), "Pt", int(0.8 * n))
+    high = column_count_total(image, default_model(), "Pt", int(1.25 * n))
+    assert low == high  # the guess only seeds the first round
+    total, sigma = low
+    assert abs(total - n) <= 0.05 * n and 0 <= sigma < 0.1 * n  # short columns: a 2 % scale error moves no count
+
+
+def test_refine_with_an_element_only_takes_the_number_of_atoms_from_the_column_counts(zone_axis, tmp_path):
+    import json
+
+    from ase.io import read
+
+    from refine.cli.main import main
+
+    atoms, image = zone_axis
+    path = tmp_path / "image.npy"
+    np.save(path, image.data)
+    out = tmp_path / "run"
+    assert main(["refine", str(path), "-c", "Pt", "--pixel-size", str(image.pixel_size), "--start", "counts",
+                 "--generations", "0", "--population", "4", "-o", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    estimate = summary["composition_estimate"]
+    best = read(out / "best.xyz")
+    assert estimate["method"].startswith("sum of the column counts") and "integrated intensity gave" in estimate["method"]
+    assert estimate["n"] == len(best) == summary["n_atoms"]
+    # the structure and the image's own count agree: that total is the one they share
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["atoms_3d"] == len(best) and counts["fraction_equal"] >= 0.9

@@ -299,6 +299,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
 
     comp, img, start = inputs.composition, inputs.image, inputs.start
     relax = None
+    if inputs.start_relax_steps and start not in ("random", "mixed", "image"):
+        log.warning("--start-relax-steps relaxes random starting clusters only; the %s start is used as built",
+                    "counted" if start == "counts" else repr(start))
     if inputs.start_relax_steps:
         from refine.cost import make_calculator
 
@@ -308,9 +311,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         from refine.search.column_restraint import slide_columns
         from refine.search.column_start import RELAXED_COUNT_ROUNDS, counted_structure
 
-        relax = column_relaxation(inputs.calculator, comp)
-        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS, relax=relax)
-        start = [slide_columns(counted, relax.keywords["calculator"], rng)]
+        in_columns = column_relaxation(inputs.calculator, comp)
+        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS, relax=in_columns)
+        start = [slide_columns(counted, in_columns.keywords["calculator"], rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,

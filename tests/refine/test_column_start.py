@@ -74,7 +74,7 @@ def test_a_population_of_given_structures_keeps_their_frame_and_rattles_the_copi
     assert 0.0 < np.median(moved) < 0.5
 
 
-def test_refine_from_counts_starts_from_the_counted_crystal_relaxed_in_its_columns(zone_axis, tmp_path):
+def test_refine_from_counts_starts_from_the_counted_crystal_relaxed_in_its_columns(zone_axis, tmp_path, caplog):
     """``--start counts --generations 0``: the answer is the counted structure relaxed with column springs."""
     from ase.io import read
 
@@ -86,9 +86,12 @@ def test_refine_from_counts_starts_from_the_counted_crystal_relaxed_in_its_colum
     path = tmp_path / "image.npy"
     np.save(path, image.data)
     out = tmp_path / "run"
-    assert main(["refine", str(path), "-c", f"Pt{len(atoms)}", "--pixel-size", str(image.pixel_size),
-                 "--start", "counts", "--generations", "0", "--population", "4", "-o", str(out),
-                 "--no-progress"]) == 0
+    with caplog.at_level("WARNING"):
+        assert main(["refine", str(path), "-c", f"Pt{len(atoms)}", "--pixel-size", str(image.pixel_size),
+                     "--start", "counts", "--generations", "0", "--population", "4", "-o", str(out),
+                     "--start-relax-steps", "5", "--no-progress"]) == 0
+    # the option relaxes random clusters only: it says so instead of doing nothing silently
+    assert any("--start-relax-steps relaxes random starting clusters only" in r.getMessage() for r in caplog.records)
     best = read(out / "best.xyz")
     stacked = counted_structure(image, default_model(), {"Pt": len(atoms)}, np.random.default_rng(0))
 

@@ -71,3 +71,23 @@ def model_file(small_model, tmp_path_factory):
     from surrogate.imaging.model import save_model
 
     return save_model(small_model, tmp_path_factory.mktemp("model") / "small.npz")
+
+
+def _central_difference_force(atoms, i: int, c: int, h: float = 1e-5) -> float:
+    """−∂E/∂x of atom ``i`` along axis ``c`` (eV/Å) by central differences; ``atoms`` is left where it was."""
+    p = atoms.positions.copy()
+    p[i, c] += h
+    atoms.positions = p
+    up = atoms.get_potential_energy()
+    p[i, c] -= 2 * h
+    atoms.positions = p
+    down = atoms.get_potential_energy()
+    p[i, c] += h
+    atoms.positions = p
+    return -(up - down) / (2 * h)
+
+
+@pytest.fixture
+def numerical_force():
+    """The central-difference force of one coordinate (:func:`_central_difference_force`), for force checks."""
+    return _central_difference_force

@@ -119,15 +119,25 @@ def compare_with_image(atoms, image, model, *, multislice: bool = True, method: 
     images = {"experimental": np.where(mask, exp, np.nan), "surrogate": sur_mapped}
     if multislice:
         from surrogate.groundtruth import haadf_image
+        from surrogate.groundtruth.multislice import HAADFParameters
+        from surrogate.training.modelinfo import model_simulation
 
         overrides = {k: v for k, v in (("method", method), ("phonons", phonons), ("interpolation", interpolation))
                      if v is not None}
+        # the model's own microscope (voltage, convergence, Cs, detector, source size, phonon amplitudes,
+        # sampling); the accuracy settings (method, PRISM factor, phonons) stay the comparison's own
+        trained = model_simulation(model)
+        params = None if trained is None else HAADFParameters.from_dict(
+            {k: v for k, v in trained.items() if k not in ("method", "interpolation", "phonons")})
+        if params is None:
+            log.warning("the model records no microscope: the multislice image uses the paper's 200 kV settings")
         t0 = time.perf_counter()
         # abTEM's (Dask's) progress bar writes to stdout: keep stdout for results
         with contextlib.redirect_stdout(sys.stderr):
-            ms = haadf_image(moved, grid, seed=seed, device=device, progress=progress, **overrides)
+            ms = haadf_image(moved, grid, params, seed=seed, device=device, progress=progress, **overrides)
         out["multislice_seconds"] = time.perf_counter() - t0
-        out["multislice"] = dict(overrides, device=device, seed=seed)
+        out["multislice"] = dict(overrides, device=device, seed=seed,
+                                 microscope="the model's" if params is not None else "paper defaults (model unknown)")
         out["multislice_vs_image"], ms_mapped = versus_image(ms)
         out["surrogate_vs_multislice"] = pooled_metrics(ms[mask], sur[mask])
         images["multislice"] = ms_mapped

@@ -10,7 +10,9 @@ The first aligns REFINED onto TRUTH (rotation, mirror z → −z allowed by
 default, one-to-one assignment per element) and reports RMSD, maximum
 displacement, the fractions of atoms within 0.3 / 0.5 / 1.0 Å, atom counts
 per projected column and coordination numbers. The second simulates REFINED
-with abTEM on the image's grid and reports 1 − R² and fractional RMS against
+with abTEM on the image's grid, for the microscope MODEL was built for (its
+voltage, convergence, Cs, detector, source size; PRISM f = 4 and 16
+phonons unless ``--method``/``--phonons`` say otherwise), and reports 1 − R² and fractional RMS against
 the image, plus the surrogate's own error on this structure (surrogate image
 vs multislice image of the same atoms). Without ``--with-multislice`` only
 the surrogate image is compared with IMAGE.

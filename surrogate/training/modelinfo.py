@@ -22,7 +22,7 @@ import numpy as np
 
 from surrogate.common.microscope import Microscope, microscope_from_haadf, microscope_from_metadata
 
-__all__ = ["model_microscope", "microscope_mismatch", "model_record", "TOLERANCES"]
+__all__ = ["model_microscope", "model_simulation", "microscope_mismatch", "model_record", "TOLERANCES"]
 
 #: setting -> (absolute, relative) tolerance: a difference counts when it exceeds both.
 #: Voltage: 1 kV; convergence: 5 % (≈ 1 mrad at 24.5 mrad); detector angles: 10 % each
@@ -32,7 +32,8 @@ TOLERANCES = {"voltage": (1.0, 0.01), "convergence": (0.5, 0.05), "detector": (2
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def _dataset_microscope(path) -> Microscope | None:
+def _dataset_simulation(path) -> dict | None:
+    """The abTEM settings (``HAADFParameters`` dict) recorded in a training dataset file, or None."""
     if not path:
         return None
     candidates = [Path(path)] if Path(path).is_absolute() else [Path(path), _REPO / path]
@@ -41,10 +42,30 @@ def _dataset_microscope(path) -> Microscope | None:
             try:
                 with np.load(p, allow_pickle=False) as z:
                     meta = json.loads(z["meta"].tobytes().decode())
-                return microscope_from_haadf(meta["microscope"])
+                return dict(meta["microscope"])
             except Exception:  # not a dataset we can read: the model's microscope stays unknown
                 return None
     return None
+
+
+def _dataset_microscope(path) -> Microscope | None:
+    sim = _dataset_simulation(path)
+    return None if sim is None else microscope_from_haadf(sim)
+
+
+def model_simulation(model) -> dict | None:
+    """The abTEM settings of a model's training images (a ``HAADFParameters`` dict), or None where unknown.
+
+    ``model build`` records them in the model file (``provenance_["simulation"]``);
+    the shipped model names its training dataset, which records them. What
+    simulates a model's structures by multislice to compare with the model
+    (``stem-refine compare --with-multislice``) uses these: the same
+    microscope, source size and phonon amplitudes as the model's training.
+    """
+    prov = getattr(model, "provenance_", None) or {}
+    if isinstance(prov.get("simulation"), dict):
+        return dict(prov["simulation"])
+    return _dataset_simulation(prov.get("dataset"))
 
 
 def model_microscope(model) -> Microscope | None:

@@ -197,6 +197,40 @@ def test_image_comparison_with_stand_in_multislice(model, experiment, monkeypatc
     assert rw["multislice_vs_image"]["one_minus_r2"] > 10 * max(r["multislice_vs_image"]["one_minus_r2"], 1e-4)
 
 
+def test_the_multislice_image_is_made_for_the_model_s_own_microscope(model, experiment, monkeypatch):
+    """A model built for a 300 kV microscope with a 1.2 Å source is compared with abTEM at those settings."""
+    import copy
+
+    import surrogate.groundtruth
+    from refine.analysis.image_comparison import compare_with_image
+    from refine.io.images import read_image
+
+    seen = []
+
+    def spy(atoms, grid=None, params=None, **kw):
+        seen.append((params, kw))
+        return _fake_haadf(atoms, grid, params, **kw)
+
+    monkeypatch.setattr(surrogate.groundtruth, "haadf_image", spy)
+    placed, path = experiment
+    image = read_image(path, pixel_size=PIXEL, target_pixel_size=PIXEL)
+    built = copy.deepcopy(model)
+    built.provenance_ = {"simulation": {"method": "prism", "interpolation": 8, "phonons": 3, "energy": 300e3,
+                                        "semiangle": 17.9, "Cs": 0.0, "detector": [41.0, 248.0],
+                                        "source_fwhm": 1.2, "potential_sampling": 0.025}}
+    r = compare_with_image(placed, image, built, phonons=2)
+    params, kw = seen[-1]
+    assert (params.energy, params.semiangle, params.detector, params.source_fwhm) == (300e3, 17.9, (41.0, 248.0), 1.2)
+    # the comparison's own accuracy settings, not the build's: PRISM f and phonons as asked or by default
+    assert params.interpolation == 4 and kw["phonons"] == 2
+    assert r["multislice"]["microscope"] == "the model's"
+    # a model that records no microscope: the paper's defaults, said so
+    bare = copy.deepcopy(model)
+    bare.provenance_ = {}
+    r = compare_with_image(placed, image, bare)
+    assert seen[-1][0] is None and r["multislice"]["microscope"].startswith("paper defaults")
+
+
 def test_cli_image_form(model, experiment, monkeypatch, tmp_path, capsys):
     import surrogate.groundtruth
     from surrogate.imaging.model import save_model

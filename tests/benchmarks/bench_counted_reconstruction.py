@@ -7,8 +7,9 @@ from their cross-sections, stacked about a mid-plane
 to its column by a spring of stiffness k (:mod:`refine.search.column_restraint`).
 This measures that structure where the truth is known, on an image the
 surrogate did not make: the abTEM image of the 800-atom ⟨110⟩ Pt truncated
-octahedron of ``bench_tall_columns.py`` (made there, or here, once, into
-``--work``), clean or with Poisson noise (``--dose``).
+octahedron of ``bench_tall_columns.py`` for the model's microscope (made
+there, or here, once, into ``--work``), clean or with Poisson noise
+(``--dose``).
 
 For each stiffness (``--stiffness``; 0 = a free FIRE relaxation, ``none`` =
 the stacked structure unrelaxed; every counting round counts the relaxed
@@ -59,17 +60,18 @@ def _energy_per_atom(atoms, relax: bool = False) -> float:
     return float(a.get_potential_energy()) / len(a)
 
 
-def reference_image(work: Path, atoms, grid, phonons: int, interpolation: int = 4) -> np.ndarray:
-    """The abTEM image of ``bench_tall_columns.py`` (same file name), simulated once."""
-    from bench_tall_columns import _save_npy
+def reference_image(work: Path, atoms, grid, model, phonons: int, interpolation: int = 4) -> np.ndarray:
+    """The abTEM image of ``bench_tall_columns.py`` (same file name, the model's microscope), simulated once."""
+    from bench_tall_columns import _save_npy, reference_settings
 
-    path = work / f"abtem_110_{len(atoms)}_f{interpolation}_p{phonons}.npy"
+    params, tag = reference_settings(model)
+    path = work / f"abtem_110_{len(atoms)}_f{interpolation}_p{phonons}{tag}.npy"
     if path.is_file():
         return np.load(path)
     from surrogate.groundtruth import haadf_image
 
     t0 = time.perf_counter()
-    image = haadf_image(atoms, grid, seed=0, interpolation=interpolation, phonons=phonons)
+    image = haadf_image(atoms, grid, params, seed=0, interpolation=interpolation, phonons=phonons)
     work.mkdir(parents=True, exist_ok=True)
     _save_npy(path, image)
     print(f"abTEM, {len(atoms)} atoms, {grid.shape} px: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -162,7 +164,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     truth = test_particle("110", 800)
     grid = ProbeGrid.around(truth, pixel_size=model.convolution_parameters.pixel_size)
-    clean = reference_image(args.work, truth, grid, args.phonons)
+    clean = reference_image(args.work, truth, grid, model, args.phonons)
     e_truth = _energy_per_atom(truth, relax=True)
     ks = [None if s.strip() == "none" else float(s) for s in args.stiffness.split(",") if s.strip()]
     rows = []

@@ -10,9 +10,10 @@ the project's own code:
   Pt–Ir particle's size; seed 0) with ⟨110⟩ along the beam (``--axes
   110,100`` adds ⟨100⟩, ``ase.cluster`` Octahedron's own axis): a compact
   particle whose central columns hold 9–10 atoms (⟨110⟩) or 7–8 (⟨100⟩);
-* each is simulated once with abTEM PRISM (the model microscope's settings
-  from the model file; ``--interpolation``, ``--phonons``) and the image is
-  kept in ``--work`` (atomic write; a rerun reuses it);
+* each is simulated once with abTEM PRISM (the first model's microscope,
+  as its file records it; ``--interpolation``, ``--phonons``) and the image
+  is kept in ``--work`` (atomic write; a rerun reuses it; the file name
+  names any microscope other than the paper's);
 * each model given (default: the shipped one) predicts the same probe grid;
   reported: 1 − R² over the particle's pixels, and the error of the
   integrated intensity of each column (a disc of ``--radius`` Å around its
@@ -65,6 +66,28 @@ def test_particle(axis: str, n_atoms: int):
         rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [[1.0, 1.0, 0.0]])
         pos = rot.apply(pos)
     return Atoms(atoms.get_chemical_symbols(), positions=pos)
+
+
+def reference_settings(model):
+    """The abTEM microscope of ``model`` (HAADFParameters, accuracy settings left to the caller) and a file tag.
+
+    The tag is empty for the paper's microscope (the shipped and the default-preset models), so that the
+    reference images of earlier runs are found again; any other microscope gets its own files.
+    """
+    from surrogate.groundtruth.multislice import HAADFParameters
+    from surrogate.training.modelinfo import model_simulation
+
+    trained = model_simulation(model)
+    if trained is None:
+        return None, ""
+    params = HAADFParameters.from_dict({k: v for k, v in trained.items()
+                                        if k not in ("method", "interpolation", "phonons")})
+    default = HAADFParameters()
+    same = all(getattr(params, k) == getattr(default, k) for k in ("energy", "semiangle", "Cs", "detector",
+                                                                     "source_fwhm", "phonon_sigmas"))
+    tag = "" if same else (f"_{params.energy / 1e3:g}kV_{params.semiangle:g}mrad_{params.detector[0]:g}-"
+                           f"{params.detector[1]:g}_s{params.source_fwhm:g}")
+    return params, tag
 
 
 def disc_sums(image, grid, centres, radius: float):
@@ -132,12 +155,14 @@ def main(argv=None) -> int:
         atoms = test_particle(axis, args.atoms)
         first = next(iter(models.values()))
         grid = ProbeGrid.around(atoms, pixel_size=first.convolution_parameters.pixel_size)
-        ref_path = args.work / f"abtem_{axis}_{args.atoms}_f{args.interpolation}_p{args.phonons}.npy"
+        params, tag = reference_settings(first)
+        ref_path = args.work / f"abtem_{axis}_{args.atoms}_f{args.interpolation}_p{args.phonons}{tag}.npy"
         if ref_path.is_file():
             reference = np.load(ref_path)
         else:
             t0 = time.perf_counter()
-            reference = haadf_image(atoms, grid, seed=0, interpolation=args.interpolation, phonons=args.phonons)
+            reference = haadf_image(atoms, grid, params, seed=0, interpolation=args.interpolation,
+                                    phonons=args.phonons)
             _save_npy(ref_path, reference)
             print(f"abTEM <{axis}>, {len(atoms)} atoms, {grid.shape} px: {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)

@@ -150,7 +150,8 @@ def _columns(image, comp: dict, total: int):
     if len(xy) > total:
         xy, height = xy[:total], height[:total]  # the faintest peaks would be columns of less than one atom
     sublattice, period = column_sublattices(xy, nn)
-    counts = _adjust_total(np.floor(total * height / height.sum()).astype(int), height, total)
+    # every peak found holds at least one atom to begin with: a column left empty here would never be counted
+    counts = _adjust_total(np.maximum(np.floor(total * height / height.sum()), 1).astype(int), height, total)
     return xy, sublattice, period, counts
 
 
@@ -171,18 +172,24 @@ def _count_rounds(image, model, symbol: str, xy, sublattice, period: float, coun
     table = None
     for _ in range(max(0, int(rounds))):
         total = int(counts.sum())
+        if total <= 0:
+            raise InputError("no atoms counted in the image's columns (is the image in units of the incident beam, "
+                             "with the particle in view?)")
         guess = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
         if relax is not None:
             guess = relax(guess)
         table = column_count_table(guess, image, model, scale=scale)
-        # the table's columns are the structure's (exactly one x, y per column): match them back by position
+        # the table's columns are the structure's (exactly one x, y per column): match them back by position;
+        # a column counted empty is not in the structure and stays empty (its nearest match is a neighbour)
         _, where = cKDTree(table.xy).query(xy)
-        n_img = table.atoms_image[where]
+        present = counts > 0
+        n_img = np.where(present, table.atoms_image[where], 0)
         if scale == "total":
             lib = table.scale * table.library
             level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
             step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
-            new = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
+            excess = np.where(present, (table.cross_section[where] - level) / step, -np.inf)
+            new = _adjust_total(n_img, excess, total)
         else:
             new = np.asarray(n_img, dtype=int)
         if relax is not None and np.array_equal(new, counts):

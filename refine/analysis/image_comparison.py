@@ -119,16 +119,13 @@ def compare_with_image(atoms, image, model, *, multislice: bool = True, method: 
     images = {"experimental": np.where(mask, exp, np.nan), "surrogate": sur_mapped}
     if multislice:
         from surrogate.groundtruth import haadf_image
-        from surrogate.groundtruth.multislice import HAADFParameters
-        from surrogate.training.modelinfo import model_simulation
+        from surrogate.training.modelinfo import model_haadf_parameters
 
         overrides = {k: v for k, v in (("method", method), ("phonons", phonons), ("interpolation", interpolation))
                      if v is not None}
         # the model's own microscope (voltage, convergence, Cs, detector, source size, phonon amplitudes,
         # sampling); the accuracy settings (method, PRISM factor, phonons) stay the comparison's own
-        trained = model_simulation(model)
-        params = None if trained is None else HAADFParameters.from_dict(
-            {k: v for k, v in trained.items() if k not in ("method", "interpolation", "phonons")})
+        params = model_haadf_parameters(model)
         if params is None:
             log.warning("the model records no microscope: the multislice image uses the paper's 200 kV settings")
         t0 = time.perf_counter()

@@ -22,7 +22,8 @@ import numpy as np
 
 from surrogate.common.microscope import Microscope, microscope_from_haadf, microscope_from_metadata
 
-__all__ = ["model_microscope", "model_simulation", "microscope_mismatch", "model_record", "TOLERANCES"]
+__all__ = ["model_microscope", "model_simulation", "model_haadf_parameters", "microscope_mismatch",
+           "model_record", "TOLERANCES"]
 
 #: setting -> (absolute, relative) tolerance: a difference counts when it exceeds both.
 #: Voltage: 1 kV; convergence: 5 % (≈ 1 mrad at 24.5 mrad); detector angles: 10 % each
@@ -66,6 +67,23 @@ def model_simulation(model) -> dict | None:
     if isinstance(prov.get("simulation"), dict):
         return dict(prov["simulation"])
     return _dataset_simulation(prov.get("dataset"))
+
+
+def model_haadf_parameters(model):
+    """The model's microscope as :class:`~surrogate.groundtruth.multislice.HAADFParameters`, or None where unknown.
+
+    Voltage, convergence, Cs, detector, source size, phonon amplitudes and
+    sampling are the model's training settings (:func:`model_simulation`);
+    the accuracy settings (method, PRISM factor, phonons) are left at the
+    defaults, for the caller to set.
+    """
+    from surrogate.groundtruth.multislice import HAADFParameters
+
+    trained = model_simulation(model)
+    if trained is None:
+        return None
+    return HAADFParameters.from_dict({k: v for k, v in trained.items()
+                                      if k not in ("method", "interpolation", "phonons")})
 
 
 def model_microscope(model) -> Microscope | None:

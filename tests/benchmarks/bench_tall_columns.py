@@ -75,13 +75,11 @@ def reference_settings(model):
     reference images of earlier runs are found again; any other microscope gets its own files.
     """
     from surrogate.groundtruth.multislice import HAADFParameters
-    from surrogate.training.modelinfo import model_simulation
+    from surrogate.training.modelinfo import model_haadf_parameters
 
-    trained = model_simulation(model)
-    if trained is None:
+    params = model_haadf_parameters(model)
+    if params is None:
         return None, ""
-    params = HAADFParameters.from_dict({k: v for k, v in trained.items()
-                                        if k not in ("method", "interpolation", "phonons")})
     default = HAADFParameters()
     same = all(getattr(params, k) == getattr(default, k) for k in ("energy", "semiangle", "Cs", "detector",
                                                                      "source_fwhm", "phonon_sigmas"))

@@ -318,9 +318,29 @@ def _nearest(sigma: np.ndarray, library: np.ndarray, scale: float) -> np.ndarray
 
 
 def _total_scale(sigma: np.ndarray, library: np.ndarray, n_atoms: int) -> float:
-    """The scale (near 1) whose counts add up to ``n_atoms``; the middle of the range that does, or the closest."""
-    grid = np.linspace(0.7, 1.3, 601)
-    totals = np.array([_nearest(sigma, library, s).sum() for s in grid])
+    """The scale whose counts add up to ``n_atoms``; the middle of the range that does, or the closest.
+
+    Searched within ±30 % of 1 (an image in units of the incident beam,
+    whose detector is a little off); where no scale there reaches
+    ``n_atoms`` (an image in detector counts: thousands of units per beam),
+    within ±30 % of the scale found by bisection on its logarithm (the total
+    falls as the scale grows).
+    """
+    def window(centre: float):
+        grid = centre * np.linspace(0.7, 1.3, 601)
+        totals = np.array([_nearest(sigma, library, s).sum() for s in grid])
+        return grid, totals
+
+    grid, totals = window(1.0)
+    if not totals.min() <= n_atoms <= totals.max() and np.any(sigma > 0):
+        lo, hi = -12.0, 12.0  # log10 of the scale
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            if _nearest(sigma, library, 10.0 ** mid).sum() > n_atoms:
+                lo = mid
+            else:
+                hi = mid
+        grid, totals = window(10.0 ** (0.5 * (lo + hi)))
     miss = np.abs(totals - n_atoms)
     best = grid[miss == miss.min()]
     return float(0.5 * (best.min() + best.max()))

@@ -226,6 +226,7 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
     total = sum(comp.values())
     symbol = max(comp, key=comp.get)
     xy, sublattice, period, counts = _columns(image, comp, total)
+    lattice = _check_one_crystal(xy, nearest_neighbour_distance(comp))
     counts, _ = _count_rounds(image, model, symbol, xy, sublattice, period, counts, rounds, "total", relax)
     atoms = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
     species = np.repeat([s for s in comp], [comp[s] for s in comp])
@@ -234,10 +235,26 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
              "%d to %d atoms per column", len(xy), float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
              if len(xy) > 1 else 0.0, period, int(counts[counts > 0].min()), int(counts.max()))
     atoms.info = {"origin": "counts", "columns": int(np.count_nonzero(counts))}
+    if lattice is not None:
+        atoms.info["on_one_lattice"] = lattice.fraction
     if relax is not None:
+        info = dict(atoms.info)
         atoms = relax(atoms)
-        atoms.info.update(origin="counts", columns=int(np.count_nonzero(counts)))
+        atoms.info.update(info)
     return atoms
+
+
+def _check_one_crystal(xy, nn_distance: float):
+    """The columns' :class:`~refine.io.lattice.LatticeFit` (None: too few to tell); warns where they are not one crystal."""
+    from refine.io.lattice import ONE_LATTICE, check_columns
+
+    fit = check_columns(xy, nn_distance)
+    if fit is not None and not fit.one_crystal:
+        log.warning("start from the image's counts: only %.0f %% of the %d columns lie on one lattice (%.0f %% "
+                    "expected of one crystal): a twinned particle, or grains in several orientations; the counted "
+                    "start stacks one crystal and will be wrong for it (--start shapes searches other shapes)",
+                    100 * fit.fraction, len(xy), 100 * ONE_LATTICE)
+    return fit
 
 
 def column_count_total(image, model, element: str, guess: int, *, rounds: int = COUNT_ROUNDS,

@@ -24,7 +24,10 @@ complete files or none:
     ``x,y,atoms_3d,atoms_image,cross_section,disagree``), the overlay
     figure, and the table's summary (n_columns, fraction_equal,
     fraction_within_1, the library) that ``summary.json`` repeats under
-    ``counts``. Written after every other result: a failure here is logged
+    ``counts``. An image in units of the incident beam is counted on the
+    model's cross-section scale; one in detector units on the scale at
+    which its columns add up to the answer's number of atoms (``scale_rule``
+    ``"total"``). Written after every other result: a failure here is logged
     and recorded (``counts.json`` then holds ``{"error": ...}``) and loses
     nothing else.
 ``progress.xyz``
@@ -169,8 +172,10 @@ def write_outputs(out: Path, fitness, img: ExperimentalImage, ga, best: Atoms, r
     if preparation_measured(img.metadata) and img.source != "<array>" and Path(img.source).is_file():
         files.update(_write_preparation_figure(out, img))
     # last: everything above is already on disk if the counting fails
-    # an image in detector units is counted with the fitness's fitted scale a of a·I_sim + b
-    scale = "model" if in_detector_units(img) is None else float(r.scale)
+    # an image in detector units has no cross-section scale of its own: it is counted on the scale at which its
+    # columns hold the answer's number of atoms (the given composition). The fitness's fitted a of a·I_sim + b is
+    # no scale to count with: it follows the answer's rendering, and a counted stack read 16 on every Au column
+    scale = "model" if in_detector_units(img) is None else "total"
     files.update(write_column_counts(out, fitness.model, img, best, scale=scale))
     return files
 

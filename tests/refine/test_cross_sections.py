@@ -132,6 +132,14 @@ def test_total_scale_makes_the_counts_add_up(model, truth, small_clean):
     assert int(table.atoms_image.sum()) == len(truth)
 
 
+def test_total_scale_counts_an_image_in_detector_units_as_one_in_beam_units(model, truth, small_clean):
+    beam = column_count_table(truth, _image(small_clean), model, scale="total")
+    detector = column_count_table(truth, _image(3600.0 * small_clean), model, scale="total")  # counts per beam
+    assert detector.scale == pytest.approx(3600.0 * beam.scale, rel=0.05)
+    assert int(detector.atoms_image.sum()) == len(truth)
+    np.testing.assert_array_equal(detector.atoms_image, beam.atoms_image)
+
+
 def test_counts_csv_has_the_exact_header_and_the_rows(model, truth, small_clean, tmp_path):
     table = column_count_table(truth, _image(small_clean), model)
     files = write_counts(table, _image(small_clean), tmp_path)

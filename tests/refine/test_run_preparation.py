@@ -86,6 +86,29 @@ def test_an_unprepared_image_draws_no_preparation_figure(raw_file, model_file, t
     assert [s["step"] for s in summary["image"]["preparation"]][0] == "read"
 
 
+def test_an_image_in_detector_counts_is_counted_on_the_scale_of_the_answers_atoms(small_model, truth, model_file,
+                                                                                  tmp_path):
+    from ase.io import write
+
+    # as a Velox file holds it: thousands of counts per beam fraction on an offset of 15,000
+    grid = ProbeGrid(origin=(0.0, 0.0), shape=(200, 200), pixel_size=PIXEL)
+    counts_per_beam = 3600.0
+    raw = counts_per_beam * small_model.simulate(truth, grid) + 15000.0
+    np.save(path := tmp_path / "counts.npy", raw + np.random.default_rng(3).normal(0.0, 2.0, grid.shape))
+    write(start := tmp_path / "truth.xyz", truth)
+    out = tmp_path / "out"
+    refine_image(path, "Pt13", model=model_file, out_dir=out, **refinement_settings(
+        population=4, generations=0, seed=2, pixel_size=PIXEL, noise=2.0, progress=False, search="plain",
+        background="vacuum", start=str(start)))
+    assert json.loads((out / "summary.json").read_text())["image"]["beam_units"] is False
+    counts = json.loads((out / "counts.json").read_text())
+    # counted where the columns hold the answer's 13 atoms: at the file's counts per beam (the model's own error
+    # aside), not at the model's scale of 1 that would read every column empty
+    assert counts["library"]["scale_rule"] == "total"
+    assert counts["library"]["scale"] == pytest.approx(counts_per_beam, rel=0.3)
+    assert counts["atoms_image"] == 13
+
+
 def test_the_cost_command_takes_the_preparation_options(raw_file, model_file, truth, tmp_path, capsys):
     from ase.io import write
 

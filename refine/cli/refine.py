@@ -4,7 +4,7 @@
 
     stem-refine refine IMAGE --composition Pt309 -o DIR [-m MODEL]
         [--population N --generations N --seed S --alpha auto|thermal|X --time-limit SECONDS]
-        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|counts|FILE --dose e/Å² --noise MODEL|FILE --no-model-error]
+        [--pixel-size Å --mask FILE --start random|shapes|mixed|image|counts|matched|FILE --dose e/Å² --noise MODEL|FILE --no-model-error]
         [--pareto --resume --checkpoint-every N]
         [--search anneal|plain --workers N --finish-fraction F --finish-alpha thermal|X]
         [--json] [--no-progress]
@@ -71,11 +71,13 @@ def add_arguments(parser):
                    help="stop after this much GA wall time (summed over resumed runs)")
     g.add_argument("--stagnation", type=int, default=None, metavar="N",
                    help="stop after N generations without improvement")
-    g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|counts|FILE",
+    g.add_argument("--start", default=defaults.START, metavar="random|shapes|mixed|image|counts|matched|FILE",
                    help="starting population: random compact clusters, ase.cluster shapes, half of each, clusters "
                         "following the image, a counted reconstruction (zone-axis images: each column counted "
                         "from its cross-section, stacked, relaxed with its atoms tied to the column; with -c "
-                        "ELEMENT the number of atoms is the sum of the counts; --generations 0 for it alone), or "
+                        "ELEMENT the number of atoms is the sum of the counts; --generations 0 for it alone), the "
+                        "ase.cluster shape, zone axis and angle whose image fits best (twinned particles; "
+                        "--generations 0 for it alone), or "
                         f"the frames of a structure file (default {defaults.START})")
     g.add_argument("--search", choices=sorted(SEARCHES), default=defaults.SEARCH,
                    help=f"search recipe (default {defaults.SEARCH}): 'anneal' = offspring relaxed on E + α·χ² "

@@ -62,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: named starting populations (anything else is a structure file)
-START_SOURCES = ("random", "shapes", "mixed", "image", "counts")
+START_SOURCES = ("random", "shapes", "mixed", "image", "counts", "matched")
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     :mod:`refine.search.column_start`, then relaxed with every atom tied to
     its column and its columns slid along the beam to lower the energy,
     :mod:`refine.search.column_restraint`: the first member as built, the
-    others rattled), or the frames of a structure file; FIRE-relaxed for
+    others rattled), the relaxed shape whose zone-axis image fits the image
+    best (``"matched"``, :mod:`refine.search.shape_match`, likewise), or the
+    frames of a structure file; FIRE-relaxed for
     ``start_relax_steps`` steps when asked. All but the image-following and
     counted ones are moved by the image's intensity centroid (x, y in Å).
     """
@@ -301,7 +303,7 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     relax = None
     if inputs.start_relax_steps and start not in ("random", "mixed", "image"):
         log.warning("--start-relax-steps relaxes random starting clusters only; the %s start is used as built",
-                    "counted" if start == "counts" else repr(start))
+                    {"counts": "counted", "matched": "matched"}.get(start, repr(start)))
     if inputs.start_relax_steps:
         from refine.cost import make_calculator
 
@@ -316,6 +318,11 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         start = [slide_columns(counted, in_columns.keywords["calculator"], rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])
+    elif start == "matched":
+        from refine.cost import make_calculator
+        from refine.search.shape_match import matched_structure
+
+        start = [matched_structure(img, inputs.model, comp, make_calculator(inputs.calculator or "auto", tuple(comp)))]
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,

@@ -1,0 +1,256 @@
+"""A starting structure matched to the image: the cluster shape, zone axis and in-plane angle that fit it best.
+
+Small gold and platinum particles are often twinned: decahedra and
+icosahedra, whose grains show different lattices in one image (the column
+check of :mod:`refine.io.lattice` tells). A counted reconstruction stacks one
+crystal and cannot make them; a search from random clusters of ~1000 atoms
+does not find them in minutes. Microscopists match such images against
+simulated images of model shapes in their zone-axis orientations (template
+matching); :func:`matched_structure` does that with the surrogate, in
+seconds:
+
+1. **Shapes**: each :data:`refine.search.population.SHAPES` cluster of the
+   composition's number of atoms, relaxed (FIRE on the calculator's energy).
+2. **Zone axes** (:func:`zone_axes`): a zone-axis image shows columns, and a
+   column runs along a short interatomic vector; the candidate beam
+   directions are the directions of each shape's nearest- and
+   second-nearest-neighbour vectors (one of each ± pair, merged within
+   2°), one of each set that projects the same columns (equivalent by the
+   shape's symmetry), ranked by how few columns the shape projects into
+   along them, the best :data:`AXES_PER_SHAPE` kept. For an fcc shape they are ⟨110⟩, ⟨100⟩
+   (and ⟨111⟩'s neighbours); for a decahedron its five-fold axis among them.
+3. **Angle** (:func:`match_orientation`): the shape, turned so that the axis
+   is the beam, is rotated about the beam in :data:`ANGLE_STEP` steps and
+   scored by χ² of its surrogate image (aligned in x, y and scaled a·I + b
+   by the fitness); the best angle of the best axes is refined by a local
+   search over all three rotation angles (small tilts included).
+4. The shape with the lowest χ² is the start, in the image's frame at its
+   best-fitting position; the log has a line per shape.
+
+χ² is the fitness's (:meth:`refine.cost.Fitness.image_terms`): the energy
+plays no part in the choice (every shape is relaxed; they differ by a few
+meV/atom, their images by far more). Lengths in Å, angles in degrees.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from scipy.optimize import minimize
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from refine.search.geometry import nearest_neighbour_distance
+from refine.search.population import SHAPES, shape_cluster, validate_composition
+
+__all__ = ["zone_axes", "match_orientation", "matched_structure", "ShapeMatch", "AXES_PER_SHAPE", "ANGLE_STEP"]
+
+log = logging.getLogger(__name__)
+
+#: candidate zone axes tried per shape
+AXES_PER_SHAPE = 6
+#: degrees between the in-plane angles of the scan
+ANGLE_STEP = 2.0
+#: degrees; directions closer than this are one candidate axis
+MERGE_ANGLE = 2.0
+#: Å; atoms projected closer than this are one column when the axes are ranked
+COLUMN_TOLERANCE = 0.5
+
+
+@dataclass(frozen=True)
+class ShapeMatch:
+    """The best orientation of one shape: χ², the rotation (applied about the shape's centre) and the shift.
+
+    Attributes
+    ----------
+    shape : str
+    chi2 : float
+        The fitness's χ² at the best orientation and position.
+    rotation : scipy.spatial.transform.Rotation
+        Shape frame → image frame (beam along z).
+    axis : ndarray, shape (3,)
+        The zone axis (unit vector, shape frame) that the rotation puts along the beam.
+    centre : ndarray, shape (3,)
+        Å, where the shape's centre goes in the image's frame (the alignment's shift included).
+    """
+
+    shape: str
+    chi2: float
+    rotation: Rotation
+    axis: np.ndarray
+    centre: np.ndarray
+
+    def place(self, atoms: Atoms) -> Atoms:
+        """A copy of ``atoms`` (the shape, any frame) turned and moved into the image's frame."""
+        out = atoms.copy()
+        out.positions = self.rotation.apply(atoms.positions - atoms.positions.mean(axis=0)) + self.centre
+        return out
+
+
+def _columns_along(positions: np.ndarray, axis: np.ndarray, tolerance: float) -> tuple:
+    """The atoms of each column ``positions`` project into along ``axis``, sorted (greedy clustering)."""
+    rot = _to_beam(axis)
+    xy = rot.apply(positions)[:, :2]
+    tree = cKDTree(xy)
+    seen = np.zeros(len(xy), dtype=bool)
+    sizes = []
+    for i in range(len(xy)):
+        if not seen[i]:
+            members = [j for j in tree.query_ball_point(xy[i], tolerance) if not seen[j]]
+            seen[members] = True
+            sizes.append(len(members))
+    return tuple(sorted(sizes))
+
+
+def _to_beam(axis) -> Rotation:
+    """A rotation taking unit vector ``axis`` to +z."""
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [axis])
+    return rot
+
+
+def zone_axes(atoms: Atoms, n_axes: int = AXES_PER_SHAPE, *, nn_distance: float | None = None) -> np.ndarray:
+    """Candidate beam directions of ``atoms``: its neighbour-vector directions, most columnar first, shape (k, 3).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    n_axes : int
+        How many to keep.
+    nn_distance : float, optional
+        Å; default: the median nearest-neighbour distance of ``atoms``.
+    """
+    pos = atoms.positions - atoms.positions.mean(axis=0)
+    tree = cKDTree(pos)
+    if nn_distance is None:
+        nn_distance = float(np.median(tree.query(pos, k=2)[0][:, 1]))
+    # first and second neighbours (fcc: 1 and √2 bonds): the column directions of the common zone axes
+    pairs = tree.query_pairs(1.55 * nn_distance, output_type="ndarray")
+    vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    vec /= np.linalg.norm(vec, axis=1)[:, None]
+    vec *= np.where(vec @ np.array([0.3, 0.5, 0.81]) < 0, -1.0, 1.0)[:, None]  # one of each ± pair
+    cos_merge = np.cos(np.radians(MERGE_ANGLE))
+    axes, weights = [], []
+    order = np.random.default_rng(0).permutation(len(vec))  # merge order only; the result is a set of directions
+    for v in vec[order]:
+        for k, a in enumerate(axes):
+            if abs(v @ a) >= cos_merge:
+                weights[k] += 1
+                break
+        else:
+            axes.append(v)
+            weights.append(1)
+    axes = np.array(axes)
+    # the common directions first (a few hundred at most), then ranked by how columnar the projection is
+    common = axes[np.argsort(-np.array(weights), kind="stable")[:max(8 * n_axes, 24)]]
+    # axes that the shape's symmetry makes equivalent project the same columns: one of each is enough
+    distinct = {}
+    for a in common:
+        distinct.setdefault(_columns_along(pos, a, COLUMN_TOLERANCE), a)
+    ranked = sorted(distinct.items(), key=lambda kv: len(kv[0]))
+    return np.array([a for _, a in ranked[:n_axes]])
+
+
+def match_orientation(atoms: Atoms, fitness, centre, axes, *, angle_step: float = ANGLE_STEP,
+                      shape: str = "") -> ShapeMatch:
+    """The orientation of ``atoms`` (a shape, any frame) whose surrogate image best fits ``fitness``'s image.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+    fitness : refine.cost.Fitness
+        Its :meth:`~refine.cost.Fitness.image_terms` scores each orientation (χ², shift fitted).
+    centre : (float, float)
+        Å, where the shape's centre is put first (e.g. the image's intensity centroid).
+    axes : array_like, shape (k, 3)
+        Candidate zone axes (:func:`zone_axes`).
+    angle_step : float
+        Degrees between the in-plane angles scanned.
+    shape : str
+        A label for the result.
+    """
+    pos0 = atoms.positions - atoms.positions.mean(axis=0)
+    numbers = atoms.numbers
+    c = np.array([float(centre[0]), float(centre[1]), 0.0])
+
+    def chi2_of(rot: Rotation):
+        _, _, chi2, shift = fitness.image_terms(rot.apply(pos0) + c, numbers)
+        return float(chi2), shift
+
+    angles = np.arange(0.0, 360.0, float(angle_step))
+    best = (np.inf, None, None)
+    for axis in np.asarray(axes, dtype=float).reshape(-1, 3):
+        to_beam = _to_beam(axis)
+        for angle in angles:
+            rot = Rotation.from_euler("z", angle, degrees=True) * to_beam
+            chi2, _ = chi2_of(rot)
+            if chi2 < best[0]:
+                best = (chi2, rot, axis)
+    # the best angle, refined with small tilts: a rotation vector δ about the best orientation (degrees)
+    chi2_0, rot_0, axis = best
+
+    def objective(delta):
+        return chi2_of(Rotation.from_rotvec(np.radians(delta)) * rot_0)[0]
+
+    res = minimize(objective, np.zeros(3), method="Nelder-Mead",
+                   options={"initial_simplex": np.vstack([np.zeros(3), np.eye(3) * angle_step]), "xatol": 0.1,
+                            "fatol": 1e-3 * max(abs(chi2_0), 1.0), "maxfev": 150})
+    rot = Rotation.from_rotvec(np.radians(res.x)) * rot_0 if res.fun < chi2_0 else rot_0
+    chi2, shift = chi2_of(rot)
+    return ShapeMatch(shape, chi2, rot, np.asarray(axis), c + np.array([shift[0], shift[1], 0.0]))
+
+
+def matched_structure(image, model, composition, calculator, *, shapes=SHAPES, relax_steps: int = 1000,
+                      noise="estimate", n_axes: int = AXES_PER_SHAPE) -> Atoms:
+    """The relaxed cluster shape, zone axis and angle whose surrogate image best fits ``image`` (module docstring).
+
+    Parameters
+    ----------
+    image : refine.io.ExperimentalImage
+        At the model's pixel size.
+    model : PolynomialSurrogate
+    composition : str or mapping
+        Its number of atoms makes every shape (species at random, seed 0).
+    calculator : ase calculator
+        Relaxes each shape (FIRE to 0.05 eV/Å or ``relax_steps``).
+    shapes : iterable of str
+    noise
+        The noise model of the χ² that scores the orientations (:class:`refine.cost.Fitness`).
+
+    Returns
+    -------
+    ase.Atoms
+        In the image's frame (Å), no cell; ``info``: origin "matched", the shape, its zone axis (shape frame),
+        χ²/pixel of every shape tried.
+    """
+    from ase.optimize import FIRE
+
+    from refine.cost.fitness import Fitness
+
+    comp = validate_composition(composition)
+    fitness = Fitness(model, image, alpha=1.0, calculator=None, noise=noise)
+    centre = image.centroid()
+    nn = nearest_neighbour_distance(comp)
+    matches, built = {}, {}
+    for shape in shapes:
+        atoms = shape_cluster(comp, shape, np.random.default_rng(0))
+        atoms.pbc = False
+        atoms.cell = np.diag(np.ptp(atoms.positions, axis=0) + 20.0)  # asap3 needs a cell; the particle is isolated
+        atoms.calc = calculator
+        FIRE(atoms, logfile=None).run(fmax=0.05, steps=int(relax_steps))
+        energy = float(atoms.get_potential_energy()) / len(atoms)
+        atoms = Atoms(atoms.numbers, positions=atoms.positions)
+        axes = zone_axes(atoms, n_axes, nn_distance=nn)
+        m = match_orientation(atoms, fitness, centre, axes, shape=shape)
+        matches[shape], built[shape] = m, atoms
+        log.info("matched start: %-22s E/atom %.4f eV, χ²/px %.4g along its %s axis", shape, energy,
+                 m.chi2 / fitness.n_valid, np.round(m.axis, 3).tolist())
+    best = min(matches.values(), key=lambda m: m.chi2)
+    out = best.place(built[best.shape])
+    out.info = {"origin": "matched", "shape": best.shape, "zone_axis": np.round(best.axis, 4).tolist(),
+                "chi2_per_pixel": {s: m.chi2 / fitness.n_valid for s, m in matches.items()}}
+    log.info("matched start: the %s, χ²/px %.4g", best.shape, best.chi2 / fitness.n_valid)
+    return out

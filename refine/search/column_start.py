@@ -252,7 +252,7 @@ def _check_one_crystal(xy, nn_distance: float):
     if fit is not None and not fit.one_crystal:
         log.warning("start from the image's counts: only %.0f %% of the %d columns lie on one lattice (%.0f %% "
                     "expected of one crystal): a twinned particle, or grains in several orientations; the counted "
-                    "start stacks one crystal and will be wrong for it (--start shapes searches other shapes)",
+                    "start stacks one crystal and will be wrong for it (--start matched fits twinned shapes)",
                     100 * fit.fraction, len(xy), 100 * ONE_LATTICE)
     return fit
 

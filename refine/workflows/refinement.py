@@ -292,7 +292,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     its column and its columns slid along the beam to lower the energy,
     :mod:`refine.search.column_restraint`: the first member as built, the
     others rattled), the relaxed shape whose zone-axis image fits the image
-    best (``"matched"``, :mod:`refine.search.shape_match`, likewise), or the
+    best with its columns given the image's counts (``"matched"``,
+    :mod:`refine.search.shape_match`, :mod:`refine.search.template_counts`,
+    likewise), or the
     frames of a structure file; FIRE-relaxed for
     ``start_relax_steps`` steps when asked. All but the image-following and
     counted ones are moved by the image's intensity centroid (x, y in Å).
@@ -322,7 +324,11 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         from refine.cost import make_calculator
         from refine.search.shape_match import matched_structure
 
-        start = [matched_structure(img, inputs.model, comp, make_calculator(inputs.calculator or "auto", tuple(comp)))]
+        from refine.search.template_counts import counted_template
+
+        calculator = make_calculator(inputs.calculator or "auto", tuple(comp))
+        template = matched_structure(img, inputs.model, comp, calculator)
+        start = [counted_template(template, img, inputs.model, relax=column_relaxation(inputs.calculator, comp))]
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,

@@ -108,3 +108,36 @@ def test_refine_from_the_matched_start_answers_with_the_shape(model, tmp_path):
     best = read(out / "best.xyz")
     d, _ = cKDTree(atoms.positions[:, :2]).query(best.positions[:, :2])
     assert len(best) == len(atoms) and np.median(d) < 0.3
+
+
+def test_a_templates_columns_take_the_image_counts(model):
+    """counted_template: the ideal shape, given an image of the same shape with atoms moved between columns."""
+    from refine.analysis.cross_sections import projected_columns
+    from refine.search.template_counts import counted_template
+
+    template = Octahedron("Pt", 6, 1, latticeconstant=3.92)
+    template.rotate([1, 1, 0], [0, 0, 1])
+    template, blank = _on_grid(template)
+    # the truth: the top atom of four columns of 3+ atoms moved onto the bottoms of four others
+    xy, n, label = projected_columns(template.positions)
+    tall = np.flatnonzero(n >= 3)
+    rng = np.random.default_rng(4)
+    losers, gainers = rng.choice(tall, 8, replace=False).reshape(2, 4)
+    truth = template.copy()
+    for lose, gain in zip(losers, gainers):
+        top = np.flatnonzero(label == lose)[np.argmax(truth.positions[label == lose, 2])]
+        members = truth.positions[label == gain]
+        gaps = np.diff(np.sort(members[:, 2]))
+        truth.positions[top] = members[np.argmin(members[:, 2])] - [0.0, 0.0, float(np.median(gaps))]
+    image = as_image(model.simulate(truth, blank.grid))
+
+    def agreement(a):
+        c_xy, c_n, _ = projected_columns(a.positions)
+        t_xy, t_n, _ = projected_columns(truth.positions)
+        d, k = cKDTree(c_xy).query(t_xy)
+        return float(np.mean((d < 0.5) & (c_n[k] == t_n)))
+
+    counted = counted_template(template, image, model)
+    assert len(counted) == len(template) and counted.info["origin"] == "matched+counts"
+    assert agreement(template) <= 1 - 8 / len(xy) + 1e-9  # the eight changed columns differ
+    assert agreement(counted) >= 0.95

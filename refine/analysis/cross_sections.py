@@ -12,7 +12,11 @@ electrons. Here:
    than :data:`~refine.analysis.columns.DEFAULT_COLUMN_TOLERANCE` because
    a column that is a few degrees off the beam projects as a streak of atoms
    0.5 Å apart that the image shows as one spot; it stays below the closest
-   column spacing of an fcc zone axis ([111]: 1.6 Å).
+   column spacing of an fcc zone axis ([111]: 1.6 Å). A crystal that leans
+   further (a 40 Å column 2° off the beam is a 1.4 Å streak, which single
+   linkage joins to its neighbours) is grouped along its own column axis
+   (:func:`column_axis`: the mean neighbour direction within
+   :data:`MAX_COLUMN_TILT` of the beam; z itself below 0.5°).
 2. **Cells**: every valid pixel belongs to the column of its nearest projected
    atom (a Voronoi tessellation of the atoms, merged by column: for a column
    along the beam this is the Voronoi cell of its position; a tilted column's
@@ -84,13 +88,18 @@ from scipy.spatial import cKDTree
 from refine.analysis.columns import _clusters
 from surrogate.common import InputError
 
-__all__ = ["DEFAULT_COUNT_TOLERANCE", "ColumnCells", "CountTable", "projected_columns", "column_cells",
+__all__ = ["DEFAULT_COUNT_TOLERANCE", "MAX_COLUMN_TILT", "ColumnCells", "CountTable", "projected_columns",
+           "column_axis", "column_cells",
            "vacuum_level", "cross_sections", "column_library", "column_count_table"]
 
 #: Å; single-linkage tolerance of the counted columns (see the module docstring)
 DEFAULT_COUNT_TOLERANCE = 1.0
 log = logging.getLogger(__name__)
 
+#: degrees; a structure's columns may lean this far from the beam and still be counted along their own axis
+MAX_COLUMN_TILT = 5.0
+#: degrees; columns leaning less than this are taken along the beam itself
+_UPRIGHT = 0.5
 #: the library runs to this many atoms above the structure's highest column
 EXTRA_HEIGHT = 5
 #: Å; width of the image border whose median is the vacuum level
@@ -117,6 +126,8 @@ class ColumnCells:
         Å; a cell holds no pixel farther than this from the column's atoms.
     tolerance : float
         Å; single-linkage distance within a column.
+    axis : ndarray, shape (3,)
+        The direction the columns run along (:func:`column_axis`; z unless the structure leans).
     """
 
     xy: np.ndarray
@@ -125,13 +136,49 @@ class ColumnCells:
     labels: np.ndarray
     radius: float
     tolerance: float
+    axis: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, 1.0]))
 
     def __len__(self) -> int:
         return len(self.xy)
 
 
-def projected_columns(positions, tolerance: float = DEFAULT_COUNT_TOLERANCE):
+def column_axis(positions, max_tilt: float = MAX_COLUMN_TILT) -> np.ndarray:
+    """The direction of a structure's atom columns nearest the beam (unit vector; z when none leans 0.5–5°).
+
+    A crystal's columns run along an interatomic vector (fcc [110]: the
+    bond, [100]: the second neighbour's). A particle a degree or two off its
+    zone axis has columns leaning by as much; grouped by their projection
+    along z, a leaning column of 40 Å smears into its neighbours and the
+    columns merge. The axis is the mean direction of the first- and
+    second-neighbour vectors within ``max_tilt`` degrees of z; below
+    0.5° it is z itself (a column stacked along the beam stays exactly so).
+    """
+    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
+    z = np.array([0.0, 0.0, 1.0])
+    if len(pos) < 2:
+        return z
+    tree = cKDTree(pos)
+    nn = float(np.median(tree.query(pos, k=2)[0][:, 1]))
+    pairs = tree.query_pairs(1.55 * nn, output_type="ndarray")
+    if not len(pairs):
+        return z
+    vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    vec /= np.linalg.norm(vec, axis=1)[:, None]
+    vec *= np.where(vec[:, 2] < 0, -1.0, 1.0)[:, None]
+    near = vec[vec[:, 2] >= np.cos(np.radians(float(max_tilt)))]
+    if not len(near):
+        return z
+    axis = near.mean(axis=0)
+    axis /= np.linalg.norm(axis)
+    return z if np.degrees(np.arccos(min(1.0, axis[2]))) < _UPRIGHT else axis
+
+
+def projected_columns(positions, tolerance: float = DEFAULT_COUNT_TOLERANCE, axis=None):
     """The projected columns (beam along z) of atoms at ``positions`` (Å, shape (n, 3)).
+
+    ``axis`` (a unit vector, e.g. :func:`column_axis`): the atoms are grouped
+    into columns along it instead of along z; the centres are still the
+    mean (x, y) of each column's atoms in the image's frame.
 
     Returns
     -------
@@ -141,8 +188,15 @@ def projected_columns(positions, tolerance: float = DEFAULT_COUNT_TOLERANCE):
     """
     if not (np.isfinite(tolerance) and tolerance > 0):
         raise InputError(f"column tolerance must be a positive number of Å, got {tolerance!r}")
-    xy = np.asarray(positions, dtype=float).reshape(-1, 3)[:, :2]
-    labels = _clusters(xy, float(tolerance))
+    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
+    xy = pos[:, :2]
+    grouped = xy
+    if axis is not None and not np.allclose(axis, [0.0, 0.0, 1.0]):
+        from scipy.spatial.transform import Rotation
+
+        to_beam, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [np.asarray(axis, dtype=float)])
+        grouped = to_beam.apply(pos)[:, :2]
+    labels = _clusters(grouped, float(tolerance))
     n = int(labels.max()) + 1 if len(labels) else 0
     atoms = np.bincount(labels, minlength=n)
     centres = np.array([xy[labels == c].mean(axis=0) for c in range(n)]).reshape(-1, 2)
@@ -175,7 +229,8 @@ def column_cells(structure, image, *, tolerance: float = DEFAULT_COUNT_TOLERANCE
     """
     if len(structure) == 0:
         raise InputError("the structure has no atoms to count")
-    xy, atoms, atom_column = projected_columns(structure.positions, tolerance)
+    axis = column_axis(structure.positions)
+    xy, atoms, atom_column = projected_columns(structure.positions, tolerance, axis=axis)
     if radius is None:
         radius = _default_radius(xy, structure.get_chemical_symbols())
     if not (np.isfinite(radius) and radius > 0):
@@ -188,7 +243,7 @@ def column_cells(structure, image, *, tolerance: float = DEFAULT_COUNT_TOLERANCE
     labels = np.full(g.shape, -1, dtype=int)
     inside = np.isfinite(d)
     labels[ii[inside], jj[inside]] = atom_column[k[inside]]
-    return ColumnCells(xy, atoms, atom_column, labels, float(radius), float(tolerance))
+    return ColumnCells(xy, atoms, atom_column, labels, float(radius), float(tolerance), axis)
 
 
 def vacuum_level(image) -> float:
@@ -462,7 +517,8 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
     info = {"method": "surrogate image of the structure with each column's atoms weighted n/(its atoms)"
                       + ("" if context else " (the column alone)") + ", integrated over its cell",
             "scale_rule": scale if isinstance(scale, str) else "given", "tolerance": float(tolerance),
-            "radius": cells.radius, "n_max": n_max, "image_vacuum_level": background,
+            "radius": cells.radius, "column_tilt_deg": float(np.degrees(np.arccos(min(1.0, cells.axis[2])))),
+            "n_max": n_max, "image_vacuum_level": background,
             "model_vacuum_level": _model_vacuum(model), "beyond_training_range": int(beyond.sum())}
     if beyond.any():
         log.warning("%d of %d columns are denser than the model's training images (%.4g in convolution units): "

@@ -12,8 +12,11 @@ from such a template and give each of its columns the image's count
    scale ``"total"``: the counts add up to the template's atoms, so that
    the image's units do not matter; the last few atoms go to the columns
    most above their library value, as in :mod:`refine.search.column_start`);
-2. a column short of its count grows by one atom at a time, one column
-   period beyond whichever end has more neighbours there (a surface site
+2. a column (along the structure's own column axis,
+   :func:`refine.analysis.cross_sections.column_axis`: a matched shape may
+   lean a degree or two off its zone axis) short of its count grows by one
+   atom at a time, one column period beyond whichever end has more
+   neighbours there (a surface site
    that continues the crystal); a column over its count loses its end atoms
    with the fewest neighbours; a column counted empty is removed;
 3. the structure is relaxed with every atom tied to its column
@@ -47,8 +50,11 @@ def _period(z: np.ndarray, default: float) -> float:
     return float(np.median(gaps)) if gaps.size else default
 
 
-def _recount(positions: np.ndarray, label: np.ndarray, target: dict, default_period: float) -> np.ndarray:
-    """Positions with column c holding ``target[c]`` atoms (ends grown or trimmed, module docstring step 2)."""
+def _recount(positions: np.ndarray, label: np.ndarray, target: dict, default_period: float,
+             axis=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """Positions with column c holding ``target[c]`` atoms (ends grown or trimmed, module docstring step 2);
+    the columns run along ``axis`` (unit vector)."""
+    axis = np.asarray(axis, dtype=float)
     pos = [p for p in positions]
     col = list(label)
     for c, want in target.items():
@@ -60,16 +66,16 @@ def _recount(positions: np.ndarray, label: np.ndarray, target: dict, default_per
             arr = np.array(pos)
             tree = cKDTree(arr)
             if have < want:
-                z = arr[members, 2]
+                z = arr[members] @ axis
                 d = _period(z, default_period)
                 ends = [members[int(np.argmax(z))], members[int(np.argmin(z))]]
-                sites = [arr[ends[0]] + [0.0, 0.0, d], arr[ends[1]] - [0.0, 0.0, d]]
+                sites = [arr[ends[0]] + d * axis, arr[ends[1]] - d * axis]
                 # the end with more neighbours at its new site continues the crystal
                 n_nb = [len(tree.query_ball_point(s, NEIGHBOUR_RADIUS)) for s in sites]
                 pos.append(np.asarray(sites[int(np.argmax(n_nb))]))
                 col.append(c)
             else:
-                z = arr[members, 2]
+                z = arr[members] @ axis
                 ends = [members[int(np.argmax(z))], members[int(np.argmin(z))]]
                 n_nb = [len(tree.query_ball_point(arr[e], NEIGHBOUR_RADIUS)) for e in ends]
                 drop = ends[int(np.argmin(n_nb))]
@@ -104,16 +110,17 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
         As many atoms as ``template``, no cell; ``info`` keeps the template's, with ``"origin": "matched+counts"``
         and ``"columns"``.
     """
-    from refine.analysis.cross_sections import DEFAULT_COUNT_TOLERANCE, column_count_table, projected_columns
+    from refine.analysis.cross_sections import (DEFAULT_COUNT_TOLERANCE, column_axis, column_count_table,
+                                                projected_columns)
     from refine.search.column_start import _adjust_total
 
     tol = DEFAULT_COUNT_TOLERANCE if tolerance is None else float(tolerance)
     total = len(template)
     atoms = Atoms(template.numbers, positions=template.positions.copy())
-    default_period = _period(atoms.positions[:, 2], 2.5)
     previous = None
     for _ in range(max(1, int(rounds))):
-        centres, heights, label = projected_columns(atoms.positions, tolerance=tol)
+        axis = column_axis(atoms.positions)  # the counting's own: a template off its zone axis leans
+        centres, heights, label = projected_columns(atoms.positions, tolerance=tol, axis=axis)
         table = column_count_table(atoms, image, model, scale="total", tolerance=tol)
         _, where = cKDTree(table.xy).query(centres)
         n_img = table.atoms_image[where].astype(int)
@@ -124,11 +131,17 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
         if previous is not None and np.array_equal(heights, counts):
             break
         previous = counts
-        positions = _recount(atoms.positions, label, dict(enumerate(counts.tolist())), default_period)
+        along = atoms.positions @ axis
+        gaps = [np.diff(np.sort(along[label == c])) for c in range(len(centres)) if heights[c] > 1]
+        gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+        # a column of one atom grows by the typical column period
+        default_period = float(np.median(gaps)) if gaps.size else 2.5
+        positions = _recount(atoms.positions, label, dict(enumerate(counts.tolist())), default_period, axis)
         atoms = Atoms(template.numbers, positions=positions)  # as many atoms: the composition is kept
         if relax is not None:
             atoms = relax(atoms)
     atoms.info = dict(template.info)
-    atoms.info.update(origin="matched+counts", columns=int(len(projected_columns(atoms.positions, tol)[0])))
+    atoms.info.update(origin="matched+counts", columns=int(len(
+        projected_columns(atoms.positions, tol, axis=column_axis(atoms.positions))[0])))
     log.info("matched start given the image's counts: %d columns, %d atoms", atoms.info["columns"], len(atoms))
     return atoms

@@ -35,7 +35,8 @@ whose output exists is not run again, so an interrupted run resumes::
 scores the counted reconstruction itself (the start relaxed in its
 columns, :mod:`refine.search.column_restraint`). ``--model-build "FLAGS"`` builds the image's
 own model with those ``stem-refine model build`` flags instead of its
-default (e.g. ``--model-build "--elements Pt --rods 4"`` for Pt–Ir); like
+default (e.g. ``--model-build "--elements Pt --rods 4"`` for Pt–Ir; ``FILE`` stands for the image's
+file, e.g. ``--fit-source FILE``); like
 every step, a ``WORK/IMAGE/model.npz`` that exists is reused, whatever
 flags made it.
 
@@ -123,6 +124,8 @@ def run_image(name: str, args) -> dict:
     times, commands = {}, {}
     model_args = []
     build = shlex.split(args.model_build) if getattr(args, "model_build", None) else spec["model"]
+    if build is not None:  # FILE in the flags stands for the image's file
+        build = [str(spec["file"]) if b == "FILE" else b for b in build]
     if build is not None:
         model = work / "model.npz"
         cmd = ["model", "build", "-o", str(model), *build, "--json"]
@@ -131,7 +134,8 @@ def run_image(name: str, args) -> dict:
             times["model build"] = _timed(cmd, work / "model_build.log")
         model_args = ["-m", str(model)]
     run = work / "run"
-    cmd = ["refine", str(spec["file"]), "-c", spec["element"], *model_args, *spec["refine"], "-o", str(run),
+    composition = getattr(args, "composition", None) or spec["element"]
+    cmd = ["refine", str(spec["file"]), "-c", composition, *model_args, *spec["refine"], "-o", str(run),
            "--time-limit", str(args.time_limit), "--seed", str(args.seed)]
     if getattr(args, "start", None):
         cmd += ["--start", args.start]
@@ -152,7 +156,7 @@ def run_image(name: str, args) -> dict:
 
     best = read(run / "best.xyz")
     n = len(best)
-    reference = best_cluster_energy(spec["element"].rstrip("0123456789"), n)
+    reference = best_cluster_energy(composition.rstrip("0123456789"), n)
     counts = summary.get("counts") or {}
     result = {
         "image": name, "n_atoms": n, "composition": summary["composition"],
@@ -225,6 +229,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=900.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--start", default=None, help="refine's --start (default: refine's own default)")
+    p.add_argument("--composition", default=None, metavar="C",
+                   help="refine's -c (default: Pt, counted, for Pt–Ir; Au1000, a 3.2 nm sphere, for Au)")
     p.add_argument("--undistort", action="store_true", help="refine's --undistort (scan distortion undone)")
     p.add_argument("--generations", type=int, default=None,
                    help="refine's --generations (0 with --start counts: the counted reconstruction alone, no search)")

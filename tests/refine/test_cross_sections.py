@@ -186,3 +186,30 @@ def test_counts_cli_missing_structure(tmp_path, capsys):
                "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
+
+
+def test_a_leaning_crystal_is_counted_along_its_own_columns():
+    """Columns tilted 3° off the beam: grouped along the beam they merge; along column_axis they stay whole."""
+    from ase.cluster import Octahedron
+
+    from refine.analysis.cross_sections import column_axis, projected_columns
+
+    atoms = Octahedron("Pt", 14, 1, latticeconstant=3.92)  # columns up to ~14 atoms, ~38 Å long
+    atoms.rotate([1, 1, 0], [0, 0, 1])
+    upright = projected_columns(atoms.positions)[1]
+    assert np.allclose(column_axis(atoms.positions), [0, 0, 1])  # a column along the beam stays exactly so
+    atoms.rotate(3.0, "x")
+    axis = column_axis(atoms.positions)
+    assert np.degrees(np.arccos(axis[2])) == pytest.approx(3.0, abs=0.1)
+    merged = projected_columns(atoms.positions)[1]
+    along = projected_columns(atoms.positions, axis=axis)[1]
+    assert merged.max() > upright.max()  # the leaning columns smear into each other along the beam
+    np.testing.assert_array_equal(np.sort(along), np.sort(upright))
+    # and the counting's cells follow them
+    from refine.analysis.cross_sections import column_cells
+    from small_case import as_image
+
+    atoms.positions -= atoms.positions.min(axis=0) - 5.0
+    cells = column_cells(atoms, as_image(np.zeros((int(atoms.positions[:, 0].max() / 0.1) + 50,
+                                                   int(atoms.positions[:, 1].max() / 0.1) + 50))))
+    np.testing.assert_array_equal(np.sort(cells.atoms), np.sort(upright))

@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from surrogate.common import InputError
 
-__all__ = ["ColumnCounts", "DEFAULT_COLUMN_TOLERANCE", "column_counts"]
+__all__ = ["ColumnCounts", "DEFAULT_COLUMN_TOLERANCE", "column_counts", "neighbour_directions"]
 
 #: Å; projected atoms closer than this (single linkage) share a column.
 DEFAULT_COLUMN_TOLERANCE = 0.5
@@ -72,6 +72,27 @@ class ColumnCounts:
                 for (x, y), a, b in zip(self.xy, self.n_truth, self.n_refined)
             ],
         }
+
+
+def neighbour_directions(positions, reach: float = 1.55) -> np.ndarray:
+    """Unit vectors between atoms closer than ``reach`` nearest-neighbour distances, one of each ± pair (z ≥ 0).
+
+    A crystal's atom columns run along such vectors (fcc [110]: the bond,
+    [100]: the second neighbour at 1.41 bonds): the candidate column and
+    zone-axis directions of a structure. Shape (m, 3); empty for fewer than
+    two atoms.
+    """
+    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
+    if len(pos) < 2:
+        return np.zeros((0, 3))
+    tree = cKDTree(pos)
+    nn = float(np.median(tree.query(pos, k=2)[0][:, 1]))
+    pairs = tree.query_pairs(float(reach) * nn, output_type="ndarray")
+    if not len(pairs):
+        return np.zeros((0, 3))
+    vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
+    vec /= np.linalg.norm(vec, axis=1)[:, None]
+    return vec * np.where(vec[:, 2] < 0, -1.0, 1.0)[:, None]
 
 
 def _clusters(xy: np.ndarray, tol: float) -> np.ndarray:

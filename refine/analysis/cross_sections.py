@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from refine.analysis.columns import _clusters
+from refine.analysis.columns import _clusters, neighbour_directions
 from surrogate.common import InputError
 
 __all__ = ["DEFAULT_COUNT_TOLERANCE", "MAX_COLUMN_TILT", "ColumnCells", "CountTable", "projected_columns",
@@ -153,18 +153,8 @@ def column_axis(positions, max_tilt: float = MAX_COLUMN_TILT) -> np.ndarray:
     second-neighbour vectors within ``max_tilt`` degrees of z; below
     0.5° it is z itself (a column stacked along the beam stays exactly so).
     """
-    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
     z = np.array([0.0, 0.0, 1.0])
-    if len(pos) < 2:
-        return z
-    tree = cKDTree(pos)
-    nn = float(np.median(tree.query(pos, k=2)[0][:, 1]))
-    pairs = tree.query_pairs(1.55 * nn, output_type="ndarray")
-    if not len(pairs):
-        return z
-    vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
-    vec /= np.linalg.norm(vec, axis=1)[:, None]
-    vec *= np.where(vec[:, 2] < 0, -1.0, 1.0)[:, None]
+    vec = neighbour_directions(positions)
     near = vec[vec[:, 2] >= np.cos(np.radians(float(max_tilt)))]
     if not len(near):
         return z

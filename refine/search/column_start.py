@@ -249,7 +249,10 @@ def _check_one_crystal(xy, nn_distance: float):
     from refine.io.lattice import ONE_LATTICE, check_columns
 
     fit = check_columns(xy, nn_distance)
-    if fit is not None and not fit.one_crystal:
+    if fit is not None and fit.one_crystal:
+        log.info("start from the image's counts: %.0f %% of the %d columns lie on one lattice (one crystal)",
+                 100 * fit.fraction, len(xy))
+    elif fit is not None:
         log.warning("start from the image's counts: only %.0f %% of the %d columns lie on one lattice (%.0f %% "
                     "expected of one crystal): a twinned particle, or grains in several orientations; the counted "
                     "start stacks one crystal and will be wrong for it (--start matched fits twinned shapes)",

@@ -46,7 +46,6 @@ from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
-from refine.search.geometry import nearest_neighbour_distance
 from refine.search.population import SHAPES, shape_cluster, validate_composition
 
 __all__ = ["zone_axes", "match_orientation", "matched_structure", "ShapeMatch", "AXES_PER_SHAPE", "ANGLE_STEP"]
@@ -115,7 +114,7 @@ def _to_beam(axis) -> Rotation:
     return rot
 
 
-def zone_axes(atoms: Atoms, n_axes: int = AXES_PER_SHAPE, *, nn_distance: float | None = None) -> np.ndarray:
+def zone_axes(atoms: Atoms, n_axes: int = AXES_PER_SHAPE) -> np.ndarray:
     """Candidate beam directions of ``atoms``: its neighbour-vector directions, most columnar first, shape (k, 3).
 
     Parameters
@@ -123,18 +122,11 @@ def zone_axes(atoms: Atoms, n_axes: int = AXES_PER_SHAPE, *, nn_distance: float 
     atoms : ase.Atoms
     n_axes : int
         How many to keep.
-    nn_distance : float, optional
-        Å; default: the median nearest-neighbour distance of ``atoms``.
     """
+    from refine.analysis.columns import neighbour_directions
+
     pos = atoms.positions - atoms.positions.mean(axis=0)
-    tree = cKDTree(pos)
-    if nn_distance is None:
-        nn_distance = float(np.median(tree.query(pos, k=2)[0][:, 1]))
-    # first and second neighbours (fcc: 1 and √2 bonds): the column directions of the common zone axes
-    pairs = tree.query_pairs(1.55 * nn_distance, output_type="ndarray")
-    vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]
-    vec /= np.linalg.norm(vec, axis=1)[:, None]
-    vec *= np.where(vec @ np.array([0.3, 0.5, 0.81]) < 0, -1.0, 1.0)[:, None]  # one of each ± pair
+    vec = neighbour_directions(pos)
     cos_merge = np.cos(np.radians(MERGE_ANGLE))
     axes, weights = [], []
     order = np.random.default_rng(0).permutation(len(vec))  # merge order only; the result is a set of directions
@@ -242,7 +234,6 @@ def matched_structure(image, model, composition, calculator, *, shapes=SHAPES, r
     comp = validate_composition(composition)
     fitness = Fitness(model, image, alpha=1.0, calculator=None, noise=noise)
     centre = image.centroid()
-    nn = nearest_neighbour_distance(comp)
     matches, built = {}, {}
     for shape in shapes:
         atoms = shape_cluster(comp, shape, np.random.default_rng(0))
@@ -252,7 +243,7 @@ def matched_structure(image, model, composition, calculator, *, shapes=SHAPES, r
         FIRE(atoms, logfile=None).run(fmax=0.05, steps=int(relax_steps))
         energy = float(atoms.get_potential_energy()) / len(atoms)
         atoms = Atoms(atoms.numbers, positions=atoms.positions)
-        axes = zone_axes(atoms, n_axes, nn_distance=nn)
+        axes = zone_axes(atoms, n_axes)
         m = match_orientation(atoms, fitness, centre, axes, shape=shape)
         matches[shape], built[shape] = m, atoms
         log.info("matched start: %-22s E/atom %.4f eV, χ²/px %.4g along its %s axis", shape, energy,

@@ -15,7 +15,7 @@ seconds:
    column runs along a short interatomic vector; the candidate beam
    directions are the directions of each shape's nearest- and
    second-nearest-neighbour vectors (one of each ± pair, merged within
-   2°), one of each set that projects the same columns (equivalent by the
+   2° and averaged), one of each set that projects the same columns (equivalent by the
    shape's symmetry), ranked by how few columns the shape projects into
    along them, the best :data:`AXES_PER_SHAPE` kept. For an fcc shape they are ⟨110⟩, ⟨100⟩
    (and ⟨111⟩'s neighbours); for a decahedron its five-fold axis among them.
@@ -128,17 +128,20 @@ def zone_axes(atoms: Atoms, n_axes: int = AXES_PER_SHAPE) -> np.ndarray:
     pos = atoms.positions - atoms.positions.mean(axis=0)
     vec = neighbour_directions(pos)
     cos_merge = np.cos(np.radians(MERGE_ANGLE))
-    axes, weights = [], []
-    order = np.random.default_rng(0).permutation(len(vec))  # merge order only; the result is a set of directions
-    for v in vec[order]:
-        for k, a in enumerate(axes):
-            if abs(v @ a) >= cos_merge:
+    seeds, sums, weights = [], [], []
+    for v in vec:
+        for k, a in enumerate(seeds):
+            dot = v @ a
+            if abs(dot) >= cos_merge:
+                sums[k] += np.sign(dot) * v
                 weights[k] += 1
                 break
         else:
-            axes.append(v)
+            seeds.append(v)
+            sums.append(v.copy())
             weights.append(1)
-    axes = np.array(axes)
+    # each candidate is the mean of the vectors merged into it: the crystal's direction, not one bond's
+    axes = np.array(sums) / np.linalg.norm(sums, axis=1)[:, None]
     # the common directions first (a few hundred at most), then ranked by how columnar the projection is
     common = axes[np.argsort(-np.array(weights), kind="stable")[:max(8 * n_axes, 24)]]
     # axes that the shape's symmetry makes equivalent project the same columns: one of each is enough

@@ -7,7 +7,7 @@ from such a template and give each of its columns the image's count
 (e.g. the decahedra of Van Aert, De Backer et al.): here
 :func:`counted_template` does it in rounds:
 
-1. the template's projected columns (beam along z) are counted from the
+1. the template's columns (along its own column axis, step 2) are counted from the
    image's cross-sections (:func:`refine.analysis.column_count_table`,
    scale ``"total"``: the counts add up to the template's atoms, so that
    the image's units do not matter; the last few atoms go to the columns
@@ -117,7 +117,6 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
     tol = DEFAULT_COUNT_TOLERANCE if tolerance is None else float(tolerance)
     total = len(template)
     atoms = Atoms(template.numbers, positions=template.positions.copy())
-    previous = None
     for _ in range(max(1, int(rounds))):
         axis = column_axis(atoms.positions)  # the counting's own: a template off its zone axis leans
         centres, heights, label = projected_columns(atoms.positions, tolerance=tol, axis=axis)
@@ -128,9 +127,8 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
         level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
         step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
         counts = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
-        if previous is not None and np.array_equal(heights, counts):
-            break
-        previous = counts
+        if np.array_equal(heights, counts):
+            break  # the structure already holds the image's counts
         along = atoms.positions @ axis
         gaps = [np.diff(np.sort(along[label == c])) for c in range(len(centres)) if heights[c] > 1]
         gaps = np.concatenate(gaps) if gaps else np.zeros(0)

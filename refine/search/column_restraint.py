@@ -39,8 +39,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from surrogate.common import InputError
 
-__all__ = ["ColumnRestraint", "relax_in_columns", "slide_columns", "COLUMN_STIFFNESS", "COLUMN_RELAX_STEPS",
-           "SLIDES_PER_COLUMN", "MIN_SLIDES"]
+__all__ = ["ColumnRestraint", "relax_in_columns", "slide_columns", "column_period", "COLUMN_STIFFNESS",
+           "COLUMN_RELAX_STEPS", "SLIDES_PER_COLUMN", "MIN_SLIDES"]
 
 #: eV/Å² of the spring that ties each atom's (x, y) to its column
 COLUMN_STIFFNESS = 1.5
@@ -133,6 +133,16 @@ def relax_in_columns(atoms: Atoms, calculator, *, stiffness: float = COLUMN_STIF
     return out
 
 
+def column_period(along, label) -> float | None:
+    """Å, the median gap between consecutive atoms of a column, over all columns; None with no column of two.
+
+    ``along``: each atom's coordinate along the columns (Å), ``label``: its column.
+    """
+    along, label = np.asarray(along, dtype=float), np.asarray(label)
+    gaps = [np.diff(np.sort(along[label == c])) for c in np.unique(label) if np.count_nonzero(label == c) > 1]
+    return float(np.median(np.concatenate(gaps))) if gaps else None
+
+
 def slide_columns(atoms: Atoms, calculator, rng: np.random.Generator, *, moves: int | None = None,
                   stiffness: float = COLUMN_STIFFNESS, tolerance: float = 0.8, relax_steps: int = 150,
                   temperatures=SLIDE_TEMPERATURES) -> Atoms:
@@ -172,13 +182,10 @@ def slide_columns(atoms: Atoms, calculator, rng: np.random.Generator, *, moves: 
         out.info["column_slides"] = 0
         return out
     centres, heights, label = projected_columns(out.positions, tolerance=tolerance)
-    z = out.positions[:, 2]
-    gaps = [np.diff(np.sort(z[label == c])) for c in range(len(centres)) if heights[c] > 1]
-    gaps = np.concatenate(gaps) if gaps else np.zeros(0)
-    if not gaps.size:
+    period = column_period(out.positions[:, 2], label)  # atoms of a column are one period apart along the beam
+    if period is None:
         out.info["column_slides"] = 0
         return out
-    period = float(np.median(gaps))  # atoms of a column are one period apart along the beam
     moves = max(SLIDES_PER_COLUMN * len(centres), MIN_SLIDES) if moves is None else int(moves)
     t0, t1 = (float(t) for t in temperatures)
     work = out.copy()

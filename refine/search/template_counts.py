@@ -35,6 +35,8 @@ import numpy as np
 from ase import Atoms
 from scipy.spatial import cKDTree
 
+from refine.search.column_restraint import column_period
+
 __all__ = ["counted_template", "TEMPLATE_ROUNDS"]
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,6 @@ log = logging.getLogger(__name__)
 TEMPLATE_ROUNDS = 4
 #: Å; atoms this near are neighbours when a column's end is chosen
 NEIGHBOUR_RADIUS = 3.3
-
-
-def _period(z: np.ndarray, default: float) -> float:
-    gaps = np.diff(np.sort(z))
-    return float(np.median(gaps)) if gaps.size else default
 
 
 def _recount(positions: np.ndarray, label: np.ndarray, target: dict, default_period: float,
@@ -67,7 +64,8 @@ def _recount(positions: np.ndarray, label: np.ndarray, target: dict, default_per
             tree = cKDTree(arr)
             if have < want:
                 z = arr[members] @ axis
-                d = _period(z, default_period)
+                d = column_period(z, np.zeros(len(z)))  # this column's own period, where it has two atoms
+                d = default_period if d is None else d
                 ends = [members[int(np.argmax(z))], members[int(np.argmin(z))]]
                 sites = [arr[ends[0]] + d * axis, arr[ends[1]] - d * axis]
                 # the end with more neighbours at its new site continues the crystal
@@ -129,11 +127,9 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
         counts = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
         if np.array_equal(heights, counts):
             break  # the structure already holds the image's counts
-        along = atoms.positions @ axis
-        gaps = [np.diff(np.sort(along[label == c])) for c in range(len(centres)) if heights[c] > 1]
-        gaps = np.concatenate(gaps) if gaps else np.zeros(0)
         # a column of one atom grows by the typical column period
-        default_period = float(np.median(gaps)) if gaps.size else 2.5
+        default_period = column_period(atoms.positions @ axis, label)
+        default_period = 2.5 if default_period is None else default_period
         positions = _recount(atoms.positions, label, dict(enumerate(counts.tolist())), default_period, axis)
         atoms = Atoms(template.numbers, positions=positions)  # as many atoms: the composition is kept
         if relax is not None:

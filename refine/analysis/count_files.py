@@ -1,11 +1,13 @@
 """The files of a column count table: ``counts.csv`` and the overlay figure ``counts.png``.
 
-``counts.csv`` has exactly the columns ``x,y,atoms_3d,atoms_image,cross_section,disagree``
+``counts.csv`` has exactly the columns ``x,y,atoms_3d,atoms_image,cross_section,disagree,resolved``
 (x, y in Å; cross_section in Å² × fraction of the incident beam; disagree
-``true``/``false``); other tools read it by that header. ``counts.png`` draws
-the image (x right, y up) with a marker per column labelled with the image's
-count, the columns where the 3-D structure disagrees in another colour, and a
-legend. Both written atomically.
+and resolved ``true``/``false``: resolved where the image shows the column
+as a peak of its own, :func:`refine.io.peaks.resolved_columns`); other tools
+read it by that header. ``counts.png`` draws the image (x right, y up) with
+a marker per column labelled with the image's count, the columns where the
+3-D structure disagrees in another colour, the columns the image does not
+resolve with dashed markers, and a legend. Both written atomically.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from surrogate.common import atomic_write_text, save_figure
 __all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "write_counts"]
 
 #: the header of counts.csv
-COUNTS_HEADER = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree")
+COUNTS_HEADER = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree", "resolved")
 
 
 def write_counts_csv(table, path) -> Path:
@@ -31,7 +33,7 @@ def write_counts_csv(table, path) -> Path:
     w.writerow(COUNTS_HEADER)
     for r in table.rows:
         w.writerow([f"{r['x']:.4f}", f"{r['y']:.4f}", r["atoms_3d"], r["atoms_image"], f"{r['cross_section']:.6g}",
-                    "true" if r["disagree"] else "false"])
+                    "true" if r["disagree"] else "false", "true" if r["resolved"] else "false"])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -47,11 +49,17 @@ def plot_counts(table, image, path, *, title: str = "") -> Path:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.imshow(np.where(image.mask, image.data, np.nan).T, origin="lower", extent=extent, cmap="gray")
-    bad = table.disagree
+    bad, shown = table.disagree, table.is_resolved
     for sel, colour, label in ((~bad, "tab:cyan", "3-D structure agrees"),
                                (bad, "tab:red", "3-D structure disagrees (its count in brackets)")):
-        ax.scatter(table.xy[sel, 0], table.xy[sel, 1], s=60, facecolors="none", edgecolors=colour, linewidths=1.5,
-                   label=f"{label}: {int(sel.sum())}")
+        ax.scatter(table.xy[sel & shown, 0], table.xy[sel & shown, 1], s=60, facecolors="none", edgecolors=colour,
+                   linewidths=1.5, label=f"{label}: {int(sel.sum())}")
+        if (sel & ~shown).any():  # dashed: the image shows no peak of this column, so its count says little
+            ax.scatter(table.xy[sel & ~shown, 0], table.xy[sel & ~shown, 1], s=60, facecolors="none",
+                       edgecolors=colour, linewidths=1.0, linestyle="--")
+    if not shown.all():
+        ax.scatter([], [], s=60, facecolors="none", edgecolors="0.6", linewidths=1.0, linestyle="--",
+                   label=f"dashed: no peak of its own in the image: {int((~shown).sum())}")
     for (x, y), n, n3, b in zip(table.xy, table.atoms_image, table.atoms_3d, bad):
         ax.annotate(f"{n}" + (f" ({n3})" if b else ""), (x, y), xytext=(4, 4), textcoords="offset points",
                     color="tab:red" if b else "yellow", fontsize=8, fontweight="bold")

@@ -409,6 +409,9 @@ class CountTable:
         Factor applied to the library.
     info : dict
         Tolerance, radius (Å), vacuum levels, how the library and the scale were made.
+    resolved : ndarray of bool, shape (n_columns,), optional
+        Whether the image shows the column as a peak of its own
+        (:func:`refine.io.peaks.resolved_columns`); None: not checked.
     """
 
     xy: np.ndarray
@@ -418,6 +421,7 @@ class CountTable:
     library: np.ndarray
     scale: float
     info: dict = field(default_factory=dict)
+    resolved: np.ndarray | None = None
 
     @property
     def disagree(self) -> np.ndarray:
@@ -432,21 +436,40 @@ class CountTable:
         return float(np.mean(np.abs(self.atoms_3d - self.atoms_image) <= 1)) if len(self.xy) else float("nan")
 
     @property
+    def is_resolved(self) -> np.ndarray:
+        """Boolean, shape (n_columns,): :attr:`resolved`, or all True where it was not checked."""
+        return np.ones(len(self.xy), dtype=bool) if self.resolved is None else np.asarray(self.resolved, dtype=bool)
+
+    def fractions_resolved(self) -> tuple[float, float]:
+        """(fraction equal, fraction within ±1) over the resolved columns only (NaN with none)."""
+        r = self.is_resolved
+        if not r.any():
+            return float("nan"), float("nan")
+        d = np.abs(self.atoms_3d[r] - self.atoms_image[r])
+        return float(np.mean(d == 0)), float(np.mean(d <= 1))
+
+    @property
     def rows(self) -> list[dict]:
-        """One dict per column: x, y (Å), atoms_3d, atoms_image, cross_section, disagree."""
+        """One dict per column: x, y (Å), atoms_3d, atoms_image, cross_section, disagree, resolved."""
         return [{"x": float(x), "y": float(y), "atoms_3d": int(a), "atoms_image": int(b), "cross_section": float(s),
-                 "disagree": bool(a != b)}
-                for (x, y), a, b, s in zip(self.xy, self.atoms_3d, self.atoms_image, self.cross_section)]
+                 "disagree": bool(a != b), "resolved": bool(r)}
+                for (x, y), a, b, s, r in zip(self.xy, self.atoms_3d, self.atoms_image, self.cross_section,
+                                              self.is_resolved)]
 
     def counts_at(self, scale: float) -> np.ndarray:
         """The image's counts (int, shape (n_columns,)) had the library been scaled by ``scale`` instead."""
         return _nearest(self.cross_section, self.library, float(scale)).astype(int)
 
     def summary(self) -> dict:
-        """n_columns, fraction_equal, fraction_within_1 and the library (median σ(n) over columns, per n)."""
+        """n_columns, fraction_equal, fraction_within_1 (all columns and the resolved ones) and the library.
+
+        The library entry: median σ(n) over columns, per n.
+        """
         lib = self.scale * self.library
+        equal_resolved, within_1_resolved = self.fractions_resolved()
         return {"n_columns": int(len(self.xy)), "fraction_equal": self.fraction_equal,
-                "fraction_within_1": self.fraction_within_1,
+                "fraction_within_1": self.fraction_within_1, "n_resolved": int(self.is_resolved.sum()),
+                "fraction_equal_resolved": equal_resolved, "fraction_within_1_resolved": within_1_resolved,
                 "atoms_3d": int(self.atoms_3d.sum()), "atoms_image": int(self.atoms_image.sum()),
                 "library": dict(self.info, scale=self.scale, n=list(range(lib.shape[1])),
                                 median_cross_section=[float(v) for v in np.median(lib, axis=0)]
@@ -514,4 +537,16 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
         log.warning("%d of %d columns are denser than the model's training images (%.4g in convolution units): "
                     "their cross-sections are the polynomial's extrapolation", int(beyond.sum()), len(cells),
                     float(model.input_range_[1]))
-    return CountTable(cells.xy, cells.atoms, counts.astype(int), sigma, library, s, info)
+    from refine.io.peaks import RESOLVED_DISTANCE, resolved_columns
+
+    resolved = resolved_columns(cells.xy, image, _bond_length(structure))
+    info["resolved_distance"] = RESOLVED_DISTANCE
+    return CountTable(cells.xy, cells.atoms, counts.astype(int), sigma, library, s, info, resolved)
+
+
+def _bond_length(structure) -> float:
+    """Å, the median distance from an atom to its nearest neighbour (2.77 Å if there are fewer than two atoms)."""
+    if len(structure) < 2:
+        return 2.77
+    d, _ = cKDTree(structure.positions).query(structure.positions, k=2)
+    return float(np.median(d[:, 1]))

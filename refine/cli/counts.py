@@ -10,7 +10,7 @@ ase.io format, its first frame, in the image's frame in Å: a run's best.xyz
 is) from IMAGE's scattering cross-sections (the intensity integrated over the
 column's cell, in units of the incident beam), against a library of
 σ(n) made with the surrogate MODEL (:mod:`refine.analysis.cross_sections`),
-and writes DIR/counts.csv (``x,y,atoms_3d,atoms_image,cross_section,disagree``),
+and writes DIR/counts.csv (``x,y,atoms_3d,atoms_image,cross_section,disagree,resolved``),
 DIR/counts.png (the image, each column labelled with its count from the
 image, the columns where STRUCTURE disagrees highlighted) and
 DIR/counts.json (the summary). Prints the summary: columns, fraction equal,
@@ -89,5 +89,9 @@ def run(args) -> int:
     print(f"{summary['n_columns']} columns: {summary['fraction_equal']:.1%} of the counts from the image equal "
           f"STRUCTURE's, {summary['fraction_within_1']:.1%} within ±1 (atoms: {summary['atoms_3d']} in STRUCTURE, "
           f"{summary['atoms_image']} from the image; library scale {table.scale:.4g})", file=sys.stdout)
+    if summary["n_resolved"] < summary["n_columns"]:
+        print(f"on the {summary['n_resolved']} columns the image resolves (a peak of their own): "
+              f"{summary['fraction_equal_resolved']:.1%} equal, {summary['fraction_within_1_resolved']:.1%} within ±1",
+              file=sys.stdout)
     print(f"results in {out}: counts.csv, counts.png, counts.json", file=sys.stdout)
     return 0

@@ -7,7 +7,13 @@ pixels, rising above the vacuum level
 :data:`PEAK_FRACTION` of the brightest peak's height; maxima closer than
 half a bond are one column (the brighter kept). Used by the start from the
 image's counts (:mod:`refine.search.column_start`) and the lattice-based
-distortion correction (:mod:`refine.io.distortion`). Lengths in Å.
+distortion correction (:mod:`refine.io.distortion`).
+
+:func:`resolved_columns` asks the converse: which columns of a 3-D
+structure does the image show as a peak of their own? A column counted from
+a part of the image that shows no columns (a grain off its zone axis, a
+blurred rim) has a cross-section but no peak; its count says little, and a
+count table reports such columns apart. Lengths in Å.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ from scipy.spatial import cKDTree
 
 from surrogate.common import InputError
 
-__all__ = ["find_columns", "SMOOTH", "PEAK_FRACTION"]
+__all__ = ["find_columns", "resolved_columns", "SMOOTH", "PEAK_FRACTION", "RESOLVED_DISTANCE"]
 
 #: Gaussian smoothing (Å) of the image before its column peaks are found
 SMOOTH = 0.3
 #: a column's peak must rise above vacuum by this fraction of the brightest peak's height
 PEAK_FRACTION = 0.08
+#: a column is resolved by an image peak within this many nearest-neighbour distances (fcc [100] columns are 0.71
+#: apart, so a peak cannot be this near two columns)
+RESOLVED_DISTANCE = 0.3
 
 
 def find_columns(image, nn_distance: float, *, smooth: float = SMOOTH, fraction: float = PEAK_FRACTION
@@ -68,3 +77,33 @@ def find_columns(image, nn_distance: float, *, smooth: float = SMOOTH, fraction:
         if keep[a] and keep[b]:
             keep[b] = False
     return xy[keep], height[ii, jj][keep]
+
+
+def resolved_columns(xy, image, nn_distance: float, *, distance: float = RESOLVED_DISTANCE) -> np.ndarray:
+    """Which of the columns ``xy`` the image resolves: boolean, shape ``(m,)``.
+
+    A column is resolved when a peak of :func:`find_columns` lies within
+    ``distance`` × ``nn_distance`` of it and it is that peak's nearest
+    column (one peak resolves one column).
+
+    Parameters
+    ----------
+    xy : array_like, shape (m, 2)
+        Column centres in the image's frame (Å), e.g. a structure's projected columns.
+    image : refine.io.ExperimentalImage
+    nn_distance : float
+        Å, the nearest-neighbour distance of the structure's atoms.
+    distance : float
+        In nearest-neighbour distances.
+    """
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    out = np.zeros(len(xy), dtype=bool)
+    if not len(xy):
+        return out
+    try:
+        peaks, _ = find_columns(image, nn_distance)
+    except InputError:  # no peak at all: the image resolves none of the columns
+        return out
+    d, nearest = cKDTree(xy).query(peaks)
+    out[nearest[d <= float(distance) * float(nn_distance)]] = True
+    return out

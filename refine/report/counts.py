@@ -15,6 +15,8 @@ projected column along the beam); columns, exactly:
     Å² × fraction of the incident beam.
 ``disagree``
     1 where the two counts differ, else 0.
+``resolved`` (optional: files written before it existed lack it)
+    ``true`` where the image shows the column as a peak of its own.
 
 The report states agreement as the fraction of columns whose counts are
 equal and within ±1 atom, both computed here from the two count columns
@@ -48,6 +50,8 @@ class ColumnCountTable:
     atoms_3d, atoms_image : ndarray of int
     cross_section : ndarray of float
         Å² × fraction of the incident beam.
+    resolved : ndarray of bool, optional
+        Whether the image shows each column as a peak of its own (None: the file does not say).
     """
 
     x: np.ndarray
@@ -55,6 +59,7 @@ class ColumnCountTable:
     atoms_3d: np.ndarray
     atoms_image: np.ndarray
     cross_section: np.ndarray
+    resolved: np.ndarray | None = None
 
     @property
     def n_columns(self) -> int:
@@ -86,11 +91,20 @@ class ColumnCountTable:
         return [(int(v), int(k)) for v, k in zip(values, n)]
 
     def to_dict(self) -> dict:
-        """Summary numbers (no per-column rows): columns, atoms both ways, fractions equal and within ±1."""
-        return {"n_columns": self.n_columns, "atoms_3d": int(self.atoms_3d.sum()),
-                "atoms_image": int(self.atoms_image.sum()), "n_disagree": int(self.disagree.sum()),
-                "fraction_equal": self.fraction_equal, "fraction_within_1": self.fraction_within_1,
-                "difference_histogram": self.difference_histogram()}
+        """Summary numbers (no per-column rows): columns, atoms both ways, fractions equal and within ±1.
+
+        With :attr:`resolved`, also ``n_resolved`` and the two fractions over the resolved columns.
+        """
+        out = {"n_columns": self.n_columns, "atoms_3d": int(self.atoms_3d.sum()),
+               "atoms_image": int(self.atoms_image.sum()), "n_disagree": int(self.disagree.sum()),
+               "fraction_equal": self.fraction_equal, "fraction_within_1": self.fraction_within_1,
+               "difference_histogram": self.difference_histogram()}
+        if self.resolved is not None:
+            d = np.abs(self.difference[self.resolved])
+            out["n_resolved"] = int(self.resolved.sum())
+            out["fraction_equal_resolved"] = float(np.mean(d == 0)) if d.size else float("nan")
+            out["fraction_within_1_resolved"] = float(np.mean(d <= 1)) if d.size else float("nan")
+        return out
 
 
 def _number(text: str, path: Path, line: int, column: str, kind=float):
@@ -133,10 +147,24 @@ def read_counts(path) -> ColumnCountTable | None:
                 rows.append((_number(row["x"], path, line, "x"), _number(row["y"], path, line, "y"),
                              _number(row["atoms_3d"], path, line, "atoms_3d", int),
                              _number(row["atoms_image"], path, line, "atoms_image", int),
-                             _number(row["cross_section"], path, line, "cross_section")))
+                             _number(row["cross_section"], path, line, "cross_section"),
+                             _flag(row.get("resolved"), path, line, "resolved")))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
-    cols = list(zip(*rows)) if rows else [()] * 5
+    cols = list(zip(*rows)) if rows else [()] * 6
+    resolved = None if "resolved" not in header else np.asarray(cols[5], dtype=bool)
     return ColumnCountTable(x=np.asarray(cols[0], dtype=float), y=np.asarray(cols[1], dtype=float),
                             atoms_3d=np.asarray(cols[2], dtype=int), atoms_image=np.asarray(cols[3], dtype=int),
-                            cross_section=np.asarray(cols[4], dtype=float))
+                            cross_section=np.asarray(cols[4], dtype=float), resolved=resolved)
+
+
+def _flag(text, path: Path, line: int, column: str) -> bool:
+    """``true``/``false`` (also 1/0) of a CSV cell; True where the column is absent (None)."""
+    if text is None:
+        return True
+    value = str(text).strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise InputError(f"{path}, line {line}: {column} should be true or false, got {text!r}")

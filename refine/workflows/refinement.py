@@ -212,7 +212,8 @@ def column_relaxation(calculator, composition):
     """Atoms → Atoms: the counted start's relaxation on the energy with every atom tied to its column.
 
     A crystal that keeps the image's counts (:mod:`refine.search.column_restraint`); the counting
-    rounds count the relaxed structure, so the start and its ``counts.csv`` agree.
+    rounds count the relaxed structure, so the start and its ``counts.csv`` agree. ``calculator``:
+    a name (None: ``"auto"``) or a calculator built already (used as it is).
     """
     from functools import partial
 
@@ -311,24 +312,26 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
 
         relax = LocalRelaxation(make_calculator(inputs.calculator or "auto", tuple(comp)),
                                 steps=int(inputs.start_relax_steps))
+    if start in ("counts", "matched"):
+        from refine.cost import make_calculator
+
+        # one calculator for the relaxations in columns, the slides and the shapes
+        calculator = make_calculator(inputs.calculator or "auto", tuple(comp))
     if start == "counts":
         from refine.search.column_restraint import slide_columns
         from refine.search.column_start import RELAXED_COUNT_ROUNDS, counted_structure
 
-        in_columns = column_relaxation(inputs.calculator, comp)
-        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS, relax=in_columns)
-        start = [slide_columns(counted, in_columns.keywords["calculator"], rng)]
+        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS,
+                                    relax=column_relaxation(calculator, comp))
+        start = [slide_columns(counted, calculator, rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])
     elif start == "matched":
-        from refine.cost import make_calculator
         from refine.search.shape_match import matched_structure
-
         from refine.search.template_counts import counted_template
 
-        calculator = make_calculator(inputs.calculator or "auto", tuple(comp))
         template = matched_structure(img, inputs.model, comp, calculator)
-        start = [counted_template(template, img, inputs.model, relax=column_relaxation(inputs.calculator, comp))]
+        start = [counted_template(template, img, inputs.model, relax=column_relaxation(calculator, comp))]
     pop = make_population(comp, inputs.settings.population_size, rng, source=start,
                           relax=relax, orient=start in ("random", "shapes", "mixed"),
                           image=img.data if start == "image" else None,

@@ -83,7 +83,7 @@ def test_refine_cli_estimates_the_composition(tmp_path, capsys):
     assert summary["composition"] == f"Pt{est['n']}" and summary["n_atoms"] == est["n"]
     assert est["uncertainty"] > 0 and est["method"]
     assert summary["counts"]["n_columns"] > 0 and "library" in summary["counts"]
-    assert (out / "counts.csv").read_text().startswith("x,y,atoms_3d,atoms_image,cross_section,disagree\n")
+    assert (out / "counts.csv").read_text().startswith("x,y,atoms_3d,atoms_image,cross_section,disagree,resolved\n")
     assert "counts.png" in summary["files"]
     # the estimate is in the run's own log, next to what was refined
     assert f"composition estimated from the image: Pt{est['n']}" in (out / "refine.log").read_text()

@@ -126,6 +126,50 @@ def test_a_wrong_column_of_the_answer_is_flagged(model, truth, small_clean):
     assert table.disagree.sum() == 1
 
 
+def _zone_axis_octahedron():
+    atoms = Octahedron("Pt", 6, 1, latticeconstant=3.92)
+    atoms.rotate([1, 1, 0], [0, 0, 1])  # a [110] zone axis: straight columns
+    atoms.positions -= atoms.positions.min(axis=0) - 6.0
+    return atoms
+
+
+def test_a_column_where_the_image_shows_no_peak_is_not_resolved(model):
+    """Unit check on a surrogate image of a [110] octahedron: an answer with an extra 3-atom column out in the
+    vacuum counts it (about 0 atoms there) but flags it unresolved; every column of the particle is resolved,
+    and the fractions over resolved columns leave the extra one out."""
+    atoms = _zone_axis_octahedron()
+    image = _image(np.zeros((int(atoms.positions[:, 0].max() / PIXEL) + 80,
+                             int(atoms.positions[:, 1].max() / PIXEL) + 60)))
+    image = _image(model.simulate(atoms, image.grid))
+    extra = atoms.copy()
+    x, y = atoms.positions[:, 0].max() + 4.0, atoms.positions[:, 1].mean()
+    for z in (0.0, 2.77, 5.54):
+        extra.append("Pt")
+        extra.positions[-1] = (x, y, z)
+    table = column_count_table(extra, image, model)
+    far = int(np.argmin(np.linalg.norm(table.xy - (x, y), axis=1)))
+    assert not table.resolved[far] and table.atoms_3d[far] == 3 and table.disagree[far]
+    assert table.is_resolved.sum() == len(table.xy) - 1
+    equal, within_1 = table.fractions_resolved()
+    others = np.arange(len(table.xy)) != far
+    assert equal == pytest.approx(np.mean(table.atoms_image[others] == table.atoms_3d[others]))
+    assert table.fraction_equal < equal
+    summary = table.summary()
+    assert summary["n_resolved"] == len(table.xy) - 1 and summary["fraction_equal_resolved"] == equal
+
+
+def test_resolved_columns_gives_each_peak_to_its_nearest_column():
+    """Two blobs; columns on a blob, 0.5 Å off one (nearer another column on it: only the nearest counts), and far."""
+    from refine.io.peaks import resolved_columns
+
+    n, dx = 120, 0.1
+    ii, jj = np.mgrid[0:n, 0:n] * dx
+    data = sum(np.exp(-((ii - cx) ** 2 + (jj - cy) ** 2) / (2 * 0.4 ** 2)) for cx, cy in ((3.0, 3.0), (8.0, 6.0)))
+    xy = [(3.0, 3.0), (3.5, 3.0), (8.0, 6.5), (10.5, 10.5)]
+    got = resolved_columns(xy, _image(data), 2.77)
+    assert got.tolist() == [True, False, True, False]
+
+
 def test_total_scale_makes_the_counts_add_up(model, truth, small_clean):
     table = column_count_table(truth, _image(0.9 * small_clean), model, scale="total")  # a detector 10 % low
     assert 0.85 < table.scale < 0.95
@@ -145,9 +189,11 @@ def test_counts_csv_has_the_exact_header_and_the_rows(model, truth, small_clean,
     files = write_counts(table, _image(small_clean), tmp_path)
     with open(files["counts.csv"], newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree"] == list(COUNTS_HEADER)
+    assert rows[0] == ["x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree", "resolved"] == \
+        list(COUNTS_HEADER)
     assert len(rows) == len(table.xy) + 1
-    assert {r[5] for r in rows[1:]} <= {"true", "false"}
+    assert {r[5] for r in rows[1:]} <= {"true", "false"} and {r[6] for r in rows[1:]} <= {"true", "false"}
+    assert [r[6] == "true" for r in rows[1:]] == table.is_resolved.tolist()
     assert sum(int(r[2]) for r in rows[1:]) == len(truth)
     assert files["counts.png"].stat().st_size > 10_000
 
@@ -169,7 +215,8 @@ def test_counts_cli(tmp_path, capsys):
 
     summary = json.loads(capsys.readouterr().out)
     assert summary["n_columns"] == 24 and summary["fraction_within_1"] >= 0.95
-    assert (out / "counts.csv").read_text().splitlines()[0] == "x,y,atoms_3d,atoms_image,cross_section,disagree"
+    assert (out / "counts.csv").read_text().splitlines()[0] == \
+        "x,y,atoms_3d,atoms_image,cross_section,disagree,resolved"
     assert (out / "counts.png").is_file()
 
 

@@ -161,6 +161,29 @@ def test_column_counts_are_shown_with_their_agreement(lone_run, capsys):
     assert len(overlay) == 1 and _png_shape(overlay[0])[1] > 800
 
 
+def test_columns_the_image_does_not_resolve_are_reported_apart(lone_run, capsys):
+    """A counts.csv with a ``resolved`` column: the page and --json give the agreement over resolved columns too."""
+    from refine.analysis.columns import column_counts
+
+    best = read(lone_run / "best.xyz")
+    xy = best.positions[:, :2]
+    cols = column_counts(xy, xy)
+    n = len(cols.xy)
+    image_count = cols.n_refined.copy()
+    image_count[0] += 2  # off by two, and unresolved: over the resolved columns every count agrees
+    lines = ["x,y,atoms_3d,atoms_image,cross_section,disagree,resolved"]
+    for k, ((x, y), a, b) in enumerate(zip(cols.xy, cols.n_refined, image_count)):
+        lines.append(f"{x:.4f},{y:.4f},{a},{b},{0.05 * b:.5f},{str(a != b).lower()},{str(k != 0).lower()}")
+    (lone_run / "counts.csv").write_text("\n".join(lines) + "\n")
+    rc, out, err = _report(capsys, lone_run, "--json")
+    assert rc == 0, err
+    counts = json.loads(out)["counts"]
+    assert counts["fraction_equal"] == pytest.approx((n - 1) / n)
+    assert counts["n_resolved"] == n - 1 and counts["fraction_equal_resolved"] == 1.0
+    section = _section((lone_run / "report.html").read_text(), "counts")
+    assert "columns the image resolves" in section and f"{n - 1} of {n}" in section
+
+
 def test_the_runs_own_column_counts_are_reported(base, tmp_path, capsys):
     import csv
 
@@ -220,6 +243,7 @@ def test_an_ensemble_of_another_particle_is_refused(lone_run, tmp_path, capsys):
     ("image_3d", "should hold a 2-D array"),
     ("bad_counts_header", "counts.csv has no column atoms_image"),
     ("bad_counts_cell", "counts.csv, line 2: atoms_3d should be a whole number"),
+    ("bad_counts_flag", "counts.csv, line 2: resolved should be true or false"),
     ("out_is_folder", "is a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(lone_run, tmp_path, capsys, damage, fragment):
@@ -243,6 +267,8 @@ def test_bad_input_is_one_line_and_exit_2(lone_run, tmp_path, capsys, damage, fr
         (run / "counts.csv").write_text("x,y,atoms_3d,cross_section,disagree\n1,2,3,0.1,0\n")
     elif damage == "bad_counts_cell":
         (run / "counts.csv").write_text("x,y,atoms_3d,atoms_image,cross_section,disagree\n1,2,2.5,3,0.1,1\n")
+    elif damage == "bad_counts_flag":
+        (run / "counts.csv").write_text("x,y,atoms_3d,atoms_image,cross_section,disagree,resolved\n1,2,3,3,0.1,0,maybe\n")
     elif damage == "out_is_folder":
         extra = ("-o", tmp_path)
     rc, out, err = _report(capsys, run, *extra)

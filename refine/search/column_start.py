@@ -246,17 +246,20 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
 
 def _check_one_crystal(xy, nn_distance: float):
     """The columns' :class:`~refine.io.lattice.LatticeFit` (None: too few to tell); warns where they are not one crystal."""
-    from refine.io.lattice import ONE_LATTICE, check_columns
+    from refine.io.lattice import ONE_LATTICE, check_columns, lattice_grains
 
     fit = check_columns(xy, nn_distance)
     if fit is not None and fit.one_crystal:
         log.info("start from the image's counts: %.0f %% of the %d columns lie on one lattice (one crystal)",
                  100 * fit.fraction, len(xy))
     elif fit is not None:
+        grains = [len(g) / len(xy) for g in lattice_grains(xy, nn_distance)]
+        held = (f"; {len(grains)} lattices hold {100 * sum(grains):.0f} % of them ("
+                + ", ".join(f"{100 * f:.0f} %" for f in grains) + ")") if len(grains) > 1 else ""
         log.warning("start from the image's counts: only %.0f %% of the %d columns lie on one lattice (%.0f %% "
-                    "expected of one crystal): a twinned particle, or grains in several orientations; the counted "
+                    "expected of one crystal)%s: a twinned particle, or grains in several orientations; the counted "
                     "start stacks one crystal and will be wrong for it (--start matched fits twinned shapes)",
-                    100 * fit.fraction, len(xy), 100 * ONE_LATTICE)
+                    100 * fit.fraction, len(xy), 100 * ONE_LATTICE, held)
     return fit
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from zone_axis_case import NN, zone_axis_case
 
-from refine.io.lattice import ONE_LATTICE, check_columns, fit_lattice
+from refine.io.lattice import ONE_LATTICE, check_columns, fit_lattice, lattice_grains
 
 
 def _lattice(a1, a2, n, origin=(0.0, 0.0)):
@@ -49,6 +49,28 @@ def test_two_grains_in_different_orientations_are_not_one_lattice():
     assert not fit.one_crystal
     # the better grain is found whole, the other is not on it
     assert 0.3 < fit.fraction < ONE_LATTICE
+
+
+def test_two_grains_are_found_one_after_the_other():
+    rng = np.random.default_rng(1)
+    left = _lattice(A1, A2, 6)
+    left = left[left[:, 1] < 0]
+    right = _lattice(A1 @ _rotation(35).T, A2 @ _rotation(35).T, 6, origin=(0.7, 0.0))
+    right = right[right[:, 1] >= 1.0]
+    xy = np.vstack([left, right]) + rng.normal(0, 0.05, (len(left) + len(right), 2))
+    side = np.r_[np.zeros(len(left)), np.ones(len(right))]
+    grains = lattice_grains(xy, NN)
+    assert len(grains) == 2 and len(grains[0]) >= len(grains[1])
+    assert sum(len(g) for g in grains) >= 0.95 * len(xy)
+    for g in grains:  # each grain is mostly one side's columns (the other's come near its sites by chance, ~10 %)
+        assert max(np.mean(side[g] == 0), np.mean(side[g] == 1)) >= 0.85
+
+
+def test_one_crystal_is_one_grain():
+    xy = _lattice(A1, A2, 6) + np.random.default_rng(3).normal(0, 0.08, (len(_lattice(A1, A2, 6)), 2))
+    grains = lattice_grains(xy, NN)
+    assert len(grains) == 1 and len(grains[0]) >= 0.97 * len(xy)
+    assert lattice_grains(xy[:5], NN) == []
 
 
 def test_scattered_points_are_not_a_lattice():
@@ -91,3 +113,4 @@ def test_the_counted_start_accepts_one_crystal_and_warns_for_a_twinned_particle(
         start = counted_structure(img, model, {"Pt": len(deca)}, np.random.default_rng(0))
     assert start.info["on_one_lattice"] < ONE_LATTICE
     assert "lie on one lattice" in caplog.text
+    assert "2 lattices hold" in caplog.text  # two of its five grains hold enough columns to be told

@@ -20,7 +20,7 @@ import numpy as np
 
 from surrogate.common import atomic_write_text, save_figure
 
-__all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "write_counts"]
+__all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "write_counts", "resolved_agreement"]
 
 #: the header of counts.csv
 COUNTS_HEADER = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree", "resolved")
@@ -77,3 +77,19 @@ def write_counts(table, image, out_dir) -> dict:
     files = {"counts.csv": write_counts_csv(table, out / "counts.csv")}
     files["counts.png"] = plot_counts(table, image, out / "counts.png")
     return files
+
+
+def resolved_agreement(summary: dict) -> str | None:
+    """The agreement over the resolved columns in words, from a count summary; None where every column is resolved.
+
+    ``summary``: :meth:`CountTable.summary <refine.analysis.cross_sections.CountTable.summary>` or
+    :meth:`ColumnCountTable.to_dict <refine.report.counts.ColumnCountTable.to_dict>` (None too where
+    the table does not say which columns are resolved).
+    """
+    n, k = summary.get("n_columns"), summary.get("n_resolved")
+    if k is None or k >= n:
+        return None
+    if k == 0:
+        return f"none of the {n} columns has a peak of its own in the image"
+    return (f"{summary['fraction_equal_resolved']:.1%} equal, {summary['fraction_within_1_resolved']:.1%} within ±1 "
+            f"on the {k} of {n} columns with a peak of their own in the image")

@@ -440,11 +440,11 @@ class CountTable:
         """Boolean, shape (n_columns,): :attr:`resolved`, or all True where it was not checked."""
         return np.ones(len(self.xy), dtype=bool) if self.resolved is None else np.asarray(self.resolved, dtype=bool)
 
-    def fractions_resolved(self) -> tuple[float, float]:
-        """(fraction equal, fraction within ±1) over the resolved columns only (NaN with none)."""
+    def fractions_resolved(self) -> tuple[float | None, float | None]:
+        """(fraction equal, fraction within ±1) over the resolved columns only (None with none resolved)."""
         r = self.is_resolved
         if not r.any():
-            return float("nan"), float("nan")
+            return None, None
         d = np.abs(self.atoms_3d[r] - self.atoms_image[r])
         return float(np.mean(d == 0)), float(np.mean(d <= 1))
 
@@ -545,8 +545,10 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
 
 
 def _bond_length(structure) -> float:
-    """Å, the median distance from an atom to its nearest neighbour (2.77 Å if there are fewer than two atoms)."""
+    """Å, the median distance from an atom to its nearest neighbour (the elements' bond length below two atoms)."""
     if len(structure) < 2:
-        return 2.77
+        from refine.search.geometry import nearest_neighbour_distance
+
+        return float(nearest_neighbour_distance(structure.get_chemical_symbols() or ["Pt"]))
     d, _ = cKDTree(structure.positions).query(structure.positions, k=2)
     return float(np.median(d[:, 1]))

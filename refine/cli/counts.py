@@ -14,7 +14,8 @@ and writes DIR/counts.csv (``x,y,atoms_3d,atoms_image,cross_section,disagree,res
 DIR/counts.png (the image, each column labelled with its count from the
 image, the columns where STRUCTURE disagrees highlighted) and
 DIR/counts.json (the summary). Prints the summary: columns, fraction equal,
-fraction within ±1 (``--json``: counts.json's contents).
+fraction within ±1, and both over the columns the image resolves where some
+are not (``--json``: counts.json's contents).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from refine.analysis import column_count_table, write_counts
+    from refine.analysis.count_files import resolved_agreement
     from refine.workflows.inputs import load_model_or_default
     from surrogate.common import InputError, print_json, read_structure, write_json
 
@@ -89,9 +91,8 @@ def run(args) -> int:
     print(f"{summary['n_columns']} columns: {summary['fraction_equal']:.1%} of the counts from the image equal "
           f"STRUCTURE's, {summary['fraction_within_1']:.1%} within ±1 (atoms: {summary['atoms_3d']} in STRUCTURE, "
           f"{summary['atoms_image']} from the image; library scale {table.scale:.4g})", file=sys.stdout)
-    if summary["n_resolved"] < summary["n_columns"]:
-        print(f"on the {summary['n_resolved']} columns the image resolves (a peak of their own): "
-              f"{summary['fraction_equal_resolved']:.1%} equal, {summary['fraction_within_1_resolved']:.1%} within ±1",
-              file=sys.stdout)
+    resolved = resolved_agreement(summary)
+    if resolved:
+        print(resolved, file=sys.stdout)
     print(f"results in {out}: counts.csv, counts.png, counts.json", file=sys.stdout)
     return 0

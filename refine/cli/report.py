@@ -37,6 +37,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from refine.report import write_report
+    from refine.analysis.count_files import resolved_agreement
     from surrogate.common import print_json
 
     result = write_report(args.run_dir, args.out, ensemble=args.ensemble)
@@ -52,6 +53,9 @@ def run(args) -> int:
     if c:
         print(f"counts   {c['n_columns']} columns: {c['fraction_equal']:.1%} agree, "
               f"{c['fraction_within_1']:.1%} within ±1 atom")
+        resolved = resolved_agreement(c)
+        if resolved:
+            print(f"         {resolved}")
     else:
         print("counts   no column counts in this run")
     return 0

@@ -34,8 +34,9 @@ is on none).
 Measured on the two real images of ``../shared/data/experimental``: the
 StatSTEM Pt–Ir particle (one ⟨110⟩ crystal) 95 % of its columns within
 0.15 bond lengths of one lattice, the TEMUL Au particle (its Fourier
-transform changes from region to region) 63 % (69 % at 0.1 Å pixels, and
-26 % more on a second lattice: two grains; docs/benchmarks.md).
+transform changes from region to region) 63 % (69 % once resampled to the
+Au model's 0.1 Å pixels, and 26 % more on a second lattice: two grains;
+docs/benchmarks.md).
 Lengths in Å.
 """
 
@@ -49,7 +50,7 @@ import numpy as np
 from surrogate.common import InputError
 
 __all__ = ["LatticeFit", "fit_lattice", "check_columns", "lattice_grains", "ONE_LATTICE", "TOLERANCE", "CAPTURE",
-           "MIN_GRAIN"]
+           "MIN_GRAIN", "MIN_GRAIN_FRACTION"]
 
 #: a column within this many nearest-neighbour distances of a lattice site lies on the lattice
 TOLERANCE = 0.15
@@ -200,10 +201,10 @@ def check_columns(xy, nn_distance: float, heights=None) -> LatticeFit | None:
 def lattice_grains(xy, nn_distance: float, heights=None, *, max_grains: int = 5) -> list[np.ndarray]:
     """The columns of each grain: one lattice after another, fitted to the columns not yet on one.
 
-    :func:`fit_lattice` on all columns; its columns are a grain; the fit is
-    repeated on the rest while at least :data:`MIN_GRAIN` columns are left
-    and the new lattice holds at least :data:`MIN_GRAIN` of them and
-    :data:`MIN_GRAIN_FRACTION` of the columns it was fitted to.
+    :func:`fit_lattice` on all columns, then on the columns left off it, and
+    so on; a lattice is a grain while it holds at least :data:`MIN_GRAIN`
+    columns and :data:`MIN_GRAIN_FRACTION` of the columns it was fitted to
+    (the first one too).
 
     Parameters
     ----------
@@ -219,8 +220,9 @@ def lattice_grains(xy, nn_distance: float, heights=None, *, max_grains: int = 5)
     Returns
     -------
     list of ndarray of int
-        Column indices of each grain, largest first; empty with fewer than :data:`MIN_GRAIN` columns.
-        The columns on none are the rest.
+        Column indices of each grain, largest first; empty where not even the
+        first lattice passes the test (fewer than :data:`MIN_GRAIN` columns, or
+        scattered points). The columns on none are the rest.
     """
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     h = None if heights is None else np.asarray(heights, dtype=float).reshape(-1)
@@ -235,4 +237,4 @@ def lattice_grains(xy, nn_distance: float, heights=None, *, max_grains: int = 5)
             break
         grains.append(left[fit.on_lattice])
         left = left[~fit.on_lattice]
-    return grains
+    return sorted(grains, key=len, reverse=True)

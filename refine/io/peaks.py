@@ -30,8 +30,9 @@ __all__ = ["find_columns", "resolved_columns", "SMOOTH", "PEAK_FRACTION", "RESOL
 SMOOTH = 0.3
 #: a column's peak must rise above vacuum by this fraction of the brightest peak's height
 PEAK_FRACTION = 0.08
-#: a column is resolved by an image peak within this many nearest-neighbour distances (fcc [100] columns are 0.71
-#: apart, so a peak cannot be this near two columns)
+#: a column is resolved by an image peak within this many nearest-neighbour distances (about half the closest
+#: column spacing of the zone axes that resolve columns, fcc [100]: 0.71; a peak near two columns resolves the
+#: nearer only)
 RESOLVED_DISTANCE = 0.3
 
 

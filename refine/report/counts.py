@@ -14,7 +14,7 @@ projected column along the beam); columns, exactly:
 ``cross_section``
     Å² × fraction of the incident beam.
 ``disagree``
-    1 where the two counts differ, else 0.
+    ``true`` where the two counts differ, else ``false``.
 ``resolved`` (optional: files written before it existed lack it)
     ``true`` where the image shows the column as a peak of its own.
 
@@ -35,7 +35,8 @@ from surrogate.common import InputError
 
 __all__ = ["COUNTS_COLUMNS", "ColumnCountTable", "read_counts"]
 
-#: the header of counts.csv, in order
+#: the columns counts.csv must have (the writer's header, :data:`refine.analysis.count_files.COUNTS_HEADER`,
+#: adds ``resolved``, which files written before it lack)
 COUNTS_COLUMNS = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree")
 
 
@@ -93,7 +94,8 @@ class ColumnCountTable:
     def to_dict(self) -> dict:
         """Summary numbers (no per-column rows): columns, atoms both ways, fractions equal and within ±1.
 
-        With :attr:`resolved`, also ``n_resolved`` and the two fractions over the resolved columns.
+        With :attr:`resolved`, also ``n_resolved`` and the two fractions over the resolved columns
+        (None where none is resolved).
         """
         out = {"n_columns": self.n_columns, "atoms_3d": int(self.atoms_3d.sum()),
                "atoms_image": int(self.atoms_image.sum()), "n_disagree": int(self.disagree.sum()),
@@ -102,8 +104,8 @@ class ColumnCountTable:
         if self.resolved is not None:
             d = np.abs(self.difference[self.resolved])
             out["n_resolved"] = int(self.resolved.sum())
-            out["fraction_equal_resolved"] = float(np.mean(d == 0)) if d.size else float("nan")
-            out["fraction_within_1_resolved"] = float(np.mean(d <= 1)) if d.size else float("nan")
+            out["fraction_equal_resolved"] = float(np.mean(d == 0)) if d.size else None
+            out["fraction_within_1_resolved"] = float(np.mean(d <= 1)) if d.size else None
         return out
 
 
@@ -148,7 +150,7 @@ def read_counts(path) -> ColumnCountTable | None:
                              _number(row["atoms_3d"], path, line, "atoms_3d", int),
                              _number(row["atoms_image"], path, line, "atoms_image", int),
                              _number(row["cross_section"], path, line, "cross_section"),
-                             _flag(row.get("resolved"), path, line, "resolved")))
+                             _flag(row.get("resolved"), path, line, "resolved") if "resolved" in header else True))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     cols = list(zip(*rows)) if rows else [()] * 6
@@ -159,9 +161,9 @@ def read_counts(path) -> ColumnCountTable | None:
 
 
 def _flag(text, path: Path, line: int, column: str) -> bool:
-    """``true``/``false`` (also 1/0) of a CSV cell; True where the column is absent (None)."""
+    """``true``/``false`` (also 1/0) of a CSV cell."""
     if text is None:
-        return True
+        raise InputError(f"{path}, line {line}: no {column} value (the row is short)")
     value = str(text).strip().lower()
     if value in ("true", "1"):
         return True

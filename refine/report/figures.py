@@ -91,7 +91,8 @@ def counts_overlay(counts, experimental, origin, pixel_size: float | None) -> st
     """Column counts over the experimental image, and cross-section against atoms in the 3-D answer.
 
     Left: a marker per column at (x, y) Å labelled with the image's count;
-    columns whose counts disagree are red and labelled ``image/3-D``.
+    columns whose counts disagree are red and labelled ``image/3-D``; columns
+    the image does not resolve (``counts.resolved`` False) dashed.
     Right: cross-section (Å² × fraction of the beam) against the 3-D count,
     agreeing and disagreeing columns apart: the library steps show as bands.
 
@@ -118,10 +119,17 @@ def counts_overlay(counts, experimental, origin, pixel_size: float | None) -> st
     n = max(counts.n_columns, 1)
     size = float(np.clip(3000.0 / n, 12.0, 90.0))
     font = float(np.clip(200.0 / np.sqrt(n), 5.0, 10.0))
-    ax.scatter(counts.x[ok], counts.y[ok], s=size, facecolors="none", edgecolors="#22c3e6", lw=1.0,
-               label=f"counts agree ({int(ok.sum())})")
-    ax.scatter(counts.x[bad], counts.y[bad], s=size, facecolors="none", edgecolors="#ff3030", lw=1.6,
-               label=f"counts differ ({int(bad.sum())}): image/3-D")
+    shown = np.ones(counts.n_columns, dtype=bool) if counts.resolved is None else np.asarray(counts.resolved, bool)
+    for sel, colour, lw, label in ((ok, "#22c3e6", 1.0, f"counts agree ({int(ok.sum())})"),
+                                   (bad, "#ff3030", 1.6, f"counts differ ({int(bad.sum())}): image/3-D")):
+        ax.scatter(counts.x[sel & shown], counts.y[sel & shown], s=size, facecolors="none", edgecolors=colour, lw=lw,
+                   label=label)
+        if (sel & ~shown).any():  # dashed: no peak of the column's own in the image, so its count says little
+            ax.scatter(counts.x[sel & ~shown], counts.y[sel & ~shown], s=size, facecolors="none", edgecolors=colour,
+                       lw=lw, linestyle="--")
+    if not shown.all():
+        ax.scatter([], [], s=size, facecolors="none", edgecolors="0.6", lw=1.0, linestyle="--",
+                   label=f"dashed: no peak of its own ({int((~shown).sum())})")
     for x, y, a, b, d in zip(counts.x, counts.y, counts.atoms_image, counts.atoms_3d, bad):
         # beside the marker, not on it: the ring stays visible and the number legible
         ax.annotate(f"{a}/{b}" if d else f"{a}", (x, y), xytext=(3, 3), textcoords="offset points", ha="left",

@@ -145,10 +145,11 @@ def _counts_section(counts, uri, run_summary: dict) -> str:
         ("counts within ±1 atom", f"{d['fraction_within_1']:.1%}"),
         ("atoms: 3-D answer / image", f"{d['atoms_3d']} / {d['atoms_image']}"),
     ]
-    if d.get("n_resolved") is not None and d["n_resolved"] < d["n_columns"]:
-        rows.insert(3, ("on the columns the image resolves", f"{d['fraction_equal_resolved']:.1%} agree, "
-                        f"{d['fraction_within_1_resolved']:.1%} within ±1 ({d['n_resolved']} of {d['n_columns']} "
-                        "columns have a peak of their own)"))
+    from refine.analysis.count_files import resolved_agreement
+
+    partly = resolved_agreement(d)
+    if partly:
+        rows.insert(3, ("on the columns the image resolves", partly))
     # how the image counts were made, when the run recorded it (summary.json's counts entry)
     library = ((run_summary.get("counts") or {}).get("library") or {})
     if isinstance(library, dict) and library.get("method"):
@@ -160,8 +161,9 @@ def _counts_section(counts, uri, run_summary: dict) -> str:
     figure = _figure(uri, "column counts over the experimental image",
                      "Atoms per projected column: counted from the image's integrated intensity (scattering "
                      "cross-section), against the atoms of the 3-D answer in the same column (counts.csv). "
-                     "Red: the two differ, labelled image/3-D. Dashed: the image shows no peak of that column's own, "
-                     "so its count says little.", "")
+                     "Red: the two differ, labelled image/3-D."
+                     + (" Dashed: the image shows no peak of that column's own, so its count says little." if partly
+                        else ""), "")
     return (f'<section id="counts"><h2>Column counts</h2>{figure}'
             f'<div class="facts"><div>{_table(rows)}</div><div>{table}</div></div></section>')
 

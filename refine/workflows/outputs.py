@@ -23,8 +23,8 @@ complete files or none:
     (:func:`refine.analysis.column_count_table`; columns
     ``x,y,atoms_3d,atoms_image,cross_section,disagree,resolved``), the overlay
     figure, and the table's summary (n_columns, fraction_equal,
-    fraction_within_1, the library) that ``summary.json`` repeats under
-    ``counts``. An image in units of the incident beam is counted on the
+    fraction_within_1, the same over the resolved columns, the library) that
+    ``summary.json`` repeats under ``counts``. An image in units of the incident beam is counted on the
     model's cross-section scale; one in detector units on the scale at
     which its columns add up to the answer's number of atoms (``scale_rule``
     ``"total"``). Written after every other result: a failure here is logged
@@ -200,6 +200,7 @@ def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms, s
     summary are still written.
     """
     from refine.analysis import column_count_table, write_counts
+    from refine.analysis.count_files import resolved_agreement
 
     try:
         table = column_count_table(best, img, model, scale=scale)
@@ -207,10 +208,9 @@ def write_column_counts(out: Path, model, img: ExperimentalImage, best: Atoms, s
         files["counts.json"] = write_json(out / "counts.json", table.summary())
         log.info("column counts from the image: %d columns, %.0f %% equal to the answer's, %.0f %% within ±1",
                  len(table.xy), 100 * table.fraction_equal, 100 * table.fraction_within_1)
-        if not table.is_resolved.all():
-            equal, within_1 = table.fractions_resolved()
-            log.info("column counts on the %d columns the image resolves (a peak of their own): %.0f %% equal, "
-                     "%.0f %% within ±1", int(table.is_resolved.sum()), 100 * equal, 100 * within_1)
+        resolved = resolved_agreement(table.summary())
+        if resolved:
+            log.info("column counts: %s", resolved)
         return files
     except Exception as exc:  # the counting is a report on a finished run: it must not lose the run
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]

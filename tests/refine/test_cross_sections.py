@@ -158,6 +158,23 @@ def test_a_column_where_the_image_shows_no_peak_is_not_resolved(model):
     assert summary["n_resolved"] == len(table.xy) - 1 and summary["fraction_equal_resolved"] == equal
 
 
+def test_a_table_with_no_resolved_column_says_so_in_valid_json():
+    import json
+
+    from refine.analysis.count_files import resolved_agreement
+    from refine.analysis.cross_sections import CountTable
+
+    n = 3
+    table = CountTable(np.zeros((n, 2)), np.array([1, 2, 3]), np.array([1, 2, 4]), np.ones(n), np.ones((n, 5)), 1.0,
+                       {}, np.zeros(n, dtype=bool))
+    summary = table.summary()
+    assert summary["n_resolved"] == 0 and summary["fraction_equal_resolved"] is None
+    json.dumps(summary, allow_nan=False)  # no NaN in counts.json
+    assert resolved_agreement(summary) == "none of the 3 columns has a peak of its own in the image"
+    every = CountTable(np.zeros((n, 2)), np.array([1, 2, 3]), np.array([1, 2, 4]), np.ones(n), np.ones((n, 5)), 1.0)
+    assert resolved_agreement(every.summary()) is None and every.summary()["fraction_equal_resolved"] == 2 / 3
+
+
 def test_resolved_columns_gives_each_peak_to_its_nearest_column():
     """Two blobs; columns on a blob, 0.5 Å off one (nearer another column on it: only the nearest counts), and far."""
     from refine.io.peaks import resolved_columns

@@ -154,8 +154,9 @@ def test_column_counts_are_shown_with_their_agreement(lone_run, capsys):
     assert counts["fraction_equal"] == pytest.approx((n - 2) / n)
     assert counts["fraction_within_1"] == pytest.approx((n - 1) / n)
     assert counts["atoms_3d"] == 13 and counts["atoms_image"] == 16
+    assert "n_resolved" not in counts  # a counts.csv without the resolved column says nothing about it
     section = _section((lone_run / "report.html").read_text(), "counts")
-    assert "no column counts" not in section
+    assert "no column counts" not in section and "peak of their own" not in section
     assert f"{(n - 2) / n:.1%}" in section and f"{(n - 1) / n:.1%}" in section and "+2" in section
     overlay = _data_uris(section)
     assert len(overlay) == 1 and _png_shape(overlay[0])[1] > 800
@@ -181,7 +182,7 @@ def test_columns_the_image_does_not_resolve_are_reported_apart(lone_run, capsys)
     assert counts["fraction_equal"] == pytest.approx((n - 1) / n)
     assert counts["n_resolved"] == n - 1 and counts["fraction_equal_resolved"] == 1.0
     section = _section((lone_run / "report.html").read_text(), "counts")
-    assert "columns the image resolves" in section and f"{n - 1} of {n}" in section
+    assert "columns the image resolves" in section and f"{n - 1} of {n}" in section and "Dashed" in section
 
 
 def test_the_runs_own_column_counts_are_reported(base, tmp_path, capsys):
@@ -244,6 +245,7 @@ def test_an_ensemble_of_another_particle_is_refused(lone_run, tmp_path, capsys):
     ("bad_counts_header", "counts.csv has no column atoms_image"),
     ("bad_counts_cell", "counts.csv, line 2: atoms_3d should be a whole number"),
     ("bad_counts_flag", "counts.csv, line 2: resolved should be true or false"),
+    ("short_counts_row", "counts.csv, line 2: no resolved value"),
     ("out_is_folder", "is a folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(lone_run, tmp_path, capsys, damage, fragment):
@@ -269,6 +271,8 @@ def test_bad_input_is_one_line_and_exit_2(lone_run, tmp_path, capsys, damage, fr
         (run / "counts.csv").write_text("x,y,atoms_3d,atoms_image,cross_section,disagree\n1,2,2.5,3,0.1,1\n")
     elif damage == "bad_counts_flag":
         (run / "counts.csv").write_text("x,y,atoms_3d,atoms_image,cross_section,disagree,resolved\n1,2,3,3,0.1,0,maybe\n")
+    elif damage == "short_counts_row":
+        (run / "counts.csv").write_text("x,y,atoms_3d,atoms_image,cross_section,disagree,resolved\n1,2,3,3,0.1,false\n")
     elif damage == "out_is_folder":
         extra = ("-o", tmp_path)
     rc, out, err = _report(capsys, run, *extra)

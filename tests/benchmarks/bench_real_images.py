@@ -165,7 +165,9 @@ def run_image(name: str, args) -> dict:
         "cluster_reference": reference,
         "energy_above_best_shape": summary["energy_per_atom"] - reference["best_energy_per_atom"],
         "counts_equal": counts.get("fraction_equal"), "counts_within_1": counts.get("fraction_within_1"),
-        "n_columns": counts.get("n_columns"), "commands": commands, "seconds": times,
+        "n_columns": counts.get("n_columns"), "n_resolved": counts.get("n_resolved"),
+        "counts_equal_resolved": counts.get("fraction_equal_resolved"),
+        "counts_within_1_resolved": counts.get("fraction_within_1_resolved"), "commands": commands, "seconds": times,
     }
     if args.multislice:
         result["multislice"] = compare_on_crop(run, best, model_args, work)
@@ -207,8 +209,8 @@ def compare_on_crop(run: Path, best, model_args: list[str], work: Path) -> dict:
 
 def report(work: Path) -> None:
     print("| image | atoms | E/atom | best shape E/atom | Δ (goal ≤ 0.05) | χ²/px | columns | equal (≥ 90 %) "
-          "| ±1 (≥ 98 %) | generations | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| ±1 (≥ 98 %) | resolved: columns, equal, ±1 | generations | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in IMAGES:
         path = work / name / "result.json"
         if not path.is_file():
@@ -218,7 +220,9 @@ def report(work: Path) -> None:
         fmt = (lambda v: "–" if v is None else f"{100 * v:.1f} %")
         print(f"| {name} | {r['n_atoms']} | {r['energy_per_atom']:.3f} | {ref['best_energy_per_atom']:.3f} "
               f"({ref['best_shape']}) | {r['energy_above_best_shape']:+.3f} | {r['chi2_per_pixel']:.3g} | "
-              f"{r['n_columns']} | {fmt(r['counts_equal'])} | {fmt(r['counts_within_1'])} | {r['generations']} | "
+              f"{r['n_columns']} | {fmt(r['counts_equal'])} | {fmt(r['counts_within_1'])} | "
+              f"{r.get('n_resolved', '–')}, {fmt(r.get('counts_equal_resolved'))}, "
+              f"{fmt(r.get('counts_within_1_resolved'))} | {r['generations']} | "
               f"{', '.join(f'{k} {v:.0f}' for k, v in r['seconds'].items())} |")
 
 

@@ -25,6 +25,9 @@ column spacings are 2.30, 2.40 and 2.70 Å where Pt [110] has 2.38, 2.38 and
    the refinement's business, not the preparation's). S is refused when
    it is further than :data:`MAX_STRAIN` from the identity (no lattice, or
    the wrong element).
+   (:func:`correct_distortion` measures a twinned particle on the columns
+   of one grain, :func:`refine.io.lattice.lattice_grains`: its grains'
+   directions together can match no zone axis, or one with the wrong S.)
 4. :func:`undistort` resamples the image by S about its centre (cubic
    spline; the mask by nearest neighbour, pixels that come from outside the
    image are excluded) and appends an ``"undistort"`` step, with S, the
@@ -202,17 +205,43 @@ def undistort(image, distortion: Distortion):
 def correct_distortion(image, nn_distance: float):
     """``image`` with its linear scan distortion measured on its columns and undone; the :class:`Distortion` too.
 
+    Where the columns are not one crystal (the largest lattice of
+    :func:`refine.io.lattice.lattice_grains` holds less than
+    :data:`~refine.io.lattice.ONE_LATTICE` of them: a twinned particle, whose
+    grains' neighbour directions mix), the distortion is measured on the
+    largest grain that matches a zone axis: a scan distorts every grain alike.
+
     Raises
     ------
     InputError
-        Too few columns, or no close-packed zone axis matches (the image
-        is not a resolved zone-axis image of this element).
+        Too few columns, or no close-packed zone axis matches, neither all
+        columns nor any grain (the image is not a resolved zone-axis image
+        of this element).
     """
+    from refine.io.lattice import ONE_LATTICE, lattice_grains
     from refine.io.peaks import find_columns
 
     xy, height = find_columns(image, nn_distance)
-    distortion = measure_distortion(xy[height >= BRIGHT * height.max()], nn_distance)
+    bright = height >= BRIGHT * height.max()
+    grains = lattice_grains(xy, nn_distance, height)
+    if grains and len(grains[0]) < ONE_LATTICE * len(xy):
+        # a twinned particle's grains mix their neighbour directions (which can even match a zone axis with the
+        # wrong distortion); the scan distorts every grain alike, so it is measured on the largest grain that
+        # is a zone axis
+        candidates = [(g[bright[g]], f"grain {k + 1} ({len(g)} of the {len(xy)} columns, on one lattice)")
+                      for k, g in enumerate(grains)]
+    else:
+        candidates = [(np.flatnonzero(bright), f"the {len(xy)} columns")]
+    first = None
+    for columns, where in candidates:
+        try:
+            distortion = measure_distortion(xy[columns], nn_distance)
+            break
+        except InputError as exc:
+            first = first or exc
+    else:
+        raise first
     a, b = distortion.stretches
-    log.info("scan distortion measured on the %s lattice of %d columns: principal stretches %.4f and %.4f "
-             "(residual %.3f Å); image corrected", distortion.zone_axis, len(xy), a, b, distortion.residual)
+    log.info("scan distortion measured on the %s lattice of %s: principal stretches %.4f and %.4f "
+             "(residual %.3f Å); image corrected", distortion.zone_axis, where, a, b, distortion.residual)
     return undistort(image, distortion), distortion

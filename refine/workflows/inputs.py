@@ -253,17 +253,24 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
                    preparation: dict | None = None, undistort: bool = False) -> ExperimentalImage:
     """The experimental image at the model's pixel size (Å), prepared, masked and, with ``undistort``, corrected
     for its linear scan distortion (:func:`refine.io.distortion.correct_distortion`, on the lattice of the
-    model's elements; the last step of ``metadata["preparation"]``).
+    model's elements; the last step of ``metadata["preparation"]``). Without ``undistort``, a warning is logged
+    where the columns' lattice says the pixel size is off (:func:`refine.io.calibration.check_pixel_size`).
 
     See :func:`_prepared_image` for the rest.
     """
+    from refine.search import nearest_neighbour_distance
+
     img = _prepared_image(image, model, pixel_size=pixel_size, mask=mask, resample=resample,
                           preparation=preparation)
+    elements = list(model.elements_)
     if undistort:
         from refine.io.distortion import correct_distortion
-        from refine.search import nearest_neighbour_distance
 
-        img, _ = correct_distortion(img, nearest_neighbour_distance(list(model.elements_)))
+        img, _ = correct_distortion(img, nearest_neighbour_distance(elements))
+    else:  # a zone-axis image whose lattice says the pixel size is off gets a warning (undistort corrects it)
+        from refine.io.calibration import check_pixel_size
+
+        check_pixel_size(img, nearest_neighbour_distance(elements), element="".join(elements))
     return img
 
 

@@ -114,3 +114,60 @@ def test_a_twinned_particle_is_measured_on_one_grain(angle, cut):
         image += np.exp(-((ii - x) ** 2 + (jj - y) ** 2) / (2 * 0.45 ** 2))
     _, distortion = correct_distortion(as_image(image), NN)
     np.testing.assert_allclose(distortion.matrix, np.linalg.inv(D), atol=0.02)
+
+
+def _blob_lattice(step, n=360, scale=1.0):
+    """A [110] Pt lattice of Gaussian columns whose spacing is ``scale`` × the true one, at pixel size ``step``."""
+    a1, a2 = np.array([1.96, 1.385]) * NN / 2.77, np.array([1.96, -1.385]) * NN / 2.77
+    m = np.array([(i, j) for i in range(-12, 13) for j in range(-12, 13)], dtype=float)
+    xy = scale * (m @ np.array([a1, a2]))
+    xy = xy[np.hypot(*xy.T) < 13] + n * step / 2
+    ii, jj = np.mgrid[0:n, 0:n] * step
+    return sum(np.exp(-((ii - x) ** 2 + (jj - y) ** 2) / (2 * 0.45 ** 2)) for x, y in xy)
+
+
+def test_a_pixel_size_the_lattice_contradicts_is_warned_about(caplog):
+    """The file says 0.1 Å/px, but its columns are 10 % closer than Pt [110]'s: the true pixel size is 0.111."""
+    import logging
+
+    from refine.io.calibration import check_pixel_size
+
+    with caplog.at_level(logging.WARNING, logger="refine.io.calibration"):
+        right = check_pixel_size(as_image(_blob_lattice(PIXEL)), NN, element="Pt")
+    assert right.zone_axis == "[110]" and abs(right.factor - 1.0) < 0.02 and not caplog.text
+    with caplog.at_level(logging.WARNING, logger="refine.io.calibration"):
+        off = check_pixel_size(as_image(_blob_lattice(PIXEL, scale=1 / 1.11)), NN, element="Pt")
+    assert off.factor == pytest.approx(1.11, rel=0.02)
+    assert "pixel size" in caplog.text and "0.111" in caplog.text
+
+
+def test_no_lattice_no_word_about_the_pixel_size(caplog):
+    import logging
+
+    from scipy.ndimage import gaussian_filter
+
+    from refine.io.calibration import check_pixel_size
+
+    rng = np.random.default_rng(3)
+    blobs = np.zeros((200, 200))
+    ii, jj = rng.integers(20, 180, size=(2, 40))
+    blobs[ii, jj] = 1.0
+    with caplog.at_level(logging.WARNING, logger="refine.io.calibration"):
+        assert check_pixel_size(as_image(gaussian_filter(blobs, 4.0)), NN) is None
+    assert not caplog.text
+
+
+def test_the_refinement_warns_when_the_pixel_size_given_contradicts_the_lattice(caplog):
+    """A zone-axis image read with a pixel size 12 % too small (the lattice looks 12 % too tight)."""
+    import logging
+
+    from surrogate import default_model
+
+    _, clean, _ = zone_axis_case()
+    with caplog.at_level(logging.WARNING, logger="refine.io.calibration"):
+        validate_image(clean, default_model(), pixel_size=PIXEL / 1.12, mask=None, resample=True)
+    assert "pixel size: the columns are spaced" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="refine.io.calibration"):
+        validate_image(clean, default_model(), pixel_size=PIXEL, mask=None, resample=True)
+    assert "pixel size" not in caplog.text

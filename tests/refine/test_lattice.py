@@ -38,13 +38,19 @@ def test_a_noisy_distorted_single_crystal_is_one_lattice():
     assert abs(abs(np.linalg.det(fit.basis)) - abs(np.linalg.det(np.array([A1, A2]) @ stretch.T))) < 0.1
 
 
-def test_two_grains_in_different_orientations_are_not_one_lattice():
+def _two_grains():
+    """Columns of two [110] grains 35° apart (noisy), and which grain (0, 1) each is."""
     rng = np.random.default_rng(1)
     left = _lattice(A1, A2, 6)
     left = left[left[:, 1] < 0]
     right = _lattice(A1 @ _rotation(35).T, A2 @ _rotation(35).T, 6, origin=(0.7, 0.0))
     right = right[right[:, 1] >= 1.0]
     xy = np.vstack([left, right]) + rng.normal(0, 0.05, (len(left) + len(right), 2))
+    return xy, np.r_[np.zeros(len(left)), np.ones(len(right))]
+
+
+def test_two_grains_in_different_orientations_are_not_one_lattice():
+    xy, _ = _two_grains()
     fit = fit_lattice(xy, NN)
     assert not fit.one_crystal
     # the better grain is found whole, the other is not on it
@@ -52,13 +58,7 @@ def test_two_grains_in_different_orientations_are_not_one_lattice():
 
 
 def test_two_grains_are_found_one_after_the_other():
-    rng = np.random.default_rng(1)
-    left = _lattice(A1, A2, 6)
-    left = left[left[:, 1] < 0]
-    right = _lattice(A1 @ _rotation(35).T, A2 @ _rotation(35).T, 6, origin=(0.7, 0.0))
-    right = right[right[:, 1] >= 1.0]
-    xy = np.vstack([left, right]) + rng.normal(0, 0.05, (len(left) + len(right), 2))
-    side = np.r_[np.zeros(len(left)), np.ones(len(right))]
+    xy, side = _two_grains()
     grains = lattice_grains(xy, NN)
     assert len(grains) == 2 and len(grains[0]) >= len(grains[1])
     assert sum(len(g) for g in grains) >= 0.95 * len(xy)

@@ -55,8 +55,8 @@ from refine.io.peaks import find_columns
 from refine.search.geometry import nearest_neighbour_distance
 from refine.search.population import validate_composition
 
-__all__ = ["column_sublattices", "stack_columns", "counted_structure", "column_count_total", "COUNT_ROUNDS",
-           "CALIBRATION_ERROR", "RELAXED_COUNT_ROUNDS", "ZONE_AXES"]
+__all__ = ["column_sublattices", "stack_columns", "counted_structure", "column_count_total", "image_counts",
+           "COUNT_ROUNDS", "CALIBRATION_ERROR", "RELAXED_COUNT_ROUNDS", "ZONE_AXES"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,29 @@ def _columns(image, comp: dict, total: int):
     return xy, sublattice, period, counts
 
 
+def image_counts(table, xy, total: int | None = None, *, present=None) -> np.ndarray:
+    """The image's count (int, shape (m,)) of the columns at ``xy`` (Å, shape (m, 2)), from a count table.
+
+    ``table``: a :class:`~refine.analysis.cross_sections.CountTable` of a
+    structure whose columns are (near) ``xy``; each position takes the count
+    of the table's nearest column. With ``total``, the counts are made to
+    add up to it: the last atoms go to (come from) the columns most above
+    (below) their library value. Positions not ``present`` (boolean, shape
+    (m,)) count 0 and never take an atom.
+    """
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
+    present = np.ones(len(xy), dtype=bool) if present is None else np.asarray(present, dtype=bool)
+    _, where = cKDTree(table.xy).query(xy)
+    n_img = np.where(present, table.atoms_image[where], 0).astype(int)
+    if total is None:
+        return n_img
+    lib = table.scale * table.library
+    level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
+    step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
+    excess = np.where(present, (table.cross_section[where] - level) / step, -np.inf)
+    return _adjust_total(n_img, excess, int(total))
+
+
 def _count_rounds(image, model, symbol: str, xy, sublattice, period: float, counts, rounds: int, scale,
                   relax=None):
     """Up to ``rounds`` cross-section counts, each on the structure stacked from the previous counts.
@@ -179,19 +202,8 @@ def _count_rounds(image, model, symbol: str, xy, sublattice, period: float, coun
         if relax is not None:
             guess = relax(guess)
         table = column_count_table(guess, image, model, scale=scale)
-        # the table's columns are the structure's (exactly one x, y per column): match them back by position;
         # a column counted empty is not in the structure and stays empty (its nearest match is a neighbour)
-        _, where = cKDTree(table.xy).query(xy)
-        present = counts > 0
-        n_img = np.where(present, table.atoms_image[where], 0)
-        if scale == "total":
-            lib = table.scale * table.library
-            level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
-            step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
-            excess = np.where(present, (table.cross_section[where] - level) / step, -np.inf)
-            new = _adjust_total(n_img, excess, total)
-        else:
-            new = np.asarray(n_img, dtype=int)
+        new = image_counts(table, xy, total if scale == "total" else None, present=counts > 0)
         if relax is not None and np.array_equal(new, counts):
             break
         counts = new

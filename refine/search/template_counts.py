@@ -11,7 +11,7 @@ from such a template and give each of its columns the image's count
    image's cross-sections (:func:`refine.analysis.column_count_table`,
    scale ``"total"``: the counts add up to the template's atoms, so that
    the image's units do not matter; the last few atoms go to the columns
-   most above their library value, as in :mod:`refine.search.column_start`);
+   most above their library value, :func:`refine.search.column_start.image_counts`);
 2. a column (along the structure's own column axis,
    :func:`refine.analysis.cross_sections.column_axis`: a matched shape may
    lean a degree or two off its zone axis) short of its count grows by one
@@ -110,7 +110,7 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
     """
     from refine.analysis.cross_sections import (DEFAULT_COUNT_TOLERANCE, column_axis, column_count_table,
                                                 projected_columns)
-    from refine.search.column_start import _adjust_total
+    from refine.search.column_start import image_counts
 
     tol = DEFAULT_COUNT_TOLERANCE if tolerance is None else float(tolerance)
     total = len(template)
@@ -119,12 +119,7 @@ def counted_template(template: Atoms, image, model, *, relax=None, rounds: int =
         axis = column_axis(atoms.positions)  # the counting's own: a template off its zone axis leans
         centres, heights, label = projected_columns(atoms.positions, tolerance=tol, axis=axis)
         table = column_count_table(atoms, image, model, scale="total", tolerance=tol)
-        _, where = cKDTree(table.xy).query(centres)
-        n_img = table.atoms_image[where].astype(int)
-        lib = table.scale * table.library
-        level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
-        step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
-        counts = _adjust_total(n_img, (table.cross_section[where] - level) / step, total)
+        counts = image_counts(table, centres, total)
         if np.array_equal(heights, counts):
             break  # the structure already holds the image's counts
         # a column of one atom grows by the typical column period

@@ -18,7 +18,8 @@ from scipy.spatial import cKDTree
 
 from surrogate.common import InputError
 
-__all__ = ["ColumnCounts", "DEFAULT_COLUMN_TOLERANCE", "column_counts", "neighbour_directions"]
+__all__ = ["ColumnCounts", "DEFAULT_COLUMN_TOLERANCE", "column_counts", "neighbour_directions",
+           "median_neighbour_distance"]
 
 #: Å; projected atoms closer than this (single linkage) share a column.
 DEFAULT_COLUMN_TOLERANCE = 0.5
@@ -74,6 +75,15 @@ class ColumnCounts:
         }
 
 
+def median_neighbour_distance(points) -> float | None:
+    """Å, the median distance from each point (shape (n, 2) or (n, 3)) to its nearest other; None below two points."""
+    pts = np.asarray(points, dtype=float)
+    if len(pts) < 2:
+        return None
+    d, _ = cKDTree(pts).query(pts, k=2)
+    return float(np.median(d[:, 1]))
+
+
 def neighbour_directions(positions, reach: float = 1.55) -> np.ndarray:
     """Unit vectors between atoms closer than ``reach`` nearest-neighbour distances, one of each ± pair (z ≥ 0).
 
@@ -85,9 +95,7 @@ def neighbour_directions(positions, reach: float = 1.55) -> np.ndarray:
     pos = np.asarray(positions, dtype=float).reshape(-1, 3)
     if len(pos) < 2:
         return np.zeros((0, 3))
-    tree = cKDTree(pos)
-    nn = float(np.median(tree.query(pos, k=2)[0][:, 1]))
-    pairs = tree.query_pairs(float(reach) * nn, output_type="ndarray")
+    pairs = cKDTree(pos).query_pairs(float(reach) * median_neighbour_distance(pos), output_type="ndarray")
     if not len(pairs):
         return np.zeros((0, 3))
     vec = pos[pairs[:, 1]] - pos[pairs[:, 0]]

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from refine.analysis.columns import _clusters, neighbour_directions
+from refine.analysis.columns import _clusters, median_neighbour_distance, neighbour_directions
 from surrogate.common import InputError
 
 __all__ = ["DEFAULT_COUNT_TOLERANCE", "MAX_COLUMN_TILT", "ColumnCells", "CountTable", "projected_columns",
@@ -195,9 +195,9 @@ def projected_columns(positions, tolerance: float = DEFAULT_COUNT_TOLERANCE, axi
 
 def _default_radius(xy: np.ndarray, symbols) -> float:
     """Half the median distance (Å) from a column centre to its nearest neighbour column."""
-    if len(xy) >= 2:
-        d, _ = cKDTree(xy).query(xy, k=2)
-        return 0.5 * float(np.median(d[:, 1]))
+    spacing = median_neighbour_distance(xy)
+    if spacing is not None:
+        return 0.5 * spacing
     from refine.search import nearest_neighbour_distance
 
     return 0.5 * nearest_neighbour_distance(symbols)  # a lone column: the crystal's own spacing
@@ -546,9 +546,9 @@ def column_count_table(structure, image, model, *, tolerance: float = DEFAULT_CO
 
 def _bond_length(structure) -> float:
     """Å, the median distance from an atom to its nearest neighbour (the elements' bond length below two atoms)."""
-    if len(structure) < 2:
+    bond = median_neighbour_distance(structure.positions)
+    if bond is None:
         from refine.search.geometry import nearest_neighbour_distance
 
         return float(nearest_neighbour_distance(structure.get_chemical_symbols() or ["Pt"]))
-    d, _ = cKDTree(structure.positions).query(structure.positions, k=2)
-    return float(np.median(d[:, 1]))
+    return bond

@@ -109,10 +109,9 @@ def lattice_families(xy, *, k: int = 3, bin_degrees: float = 5.0) -> np.ndarray:
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if len(xy) < 8:
         raise InputError(f"only {len(xy)} columns found: too few to measure a lattice")
-    tree = cKDTree(xy)
-    d, _ = tree.query(xy, k=2)
-    spacing = float(np.median(d[:, 1]))
-    pairs = tree.query_pairs(1.3 * spacing, output_type="ndarray")
+    from refine.analysis.columns import median_neighbour_distance
+
+    pairs = cKDTree(xy).query_pairs(1.3 * median_neighbour_distance(xy), output_type="ndarray")
     vec = xy[pairs[:, 1]] - xy[pairs[:, 0]]
     angle = np.degrees(np.arctan2(vec[:, 1], vec[:, 0])) % 180.0
     vec[np.degrees(np.arctan2(vec[:, 1], vec[:, 0])) % 360.0 >= 180.0] *= -1.0  # fold: v and −v are one

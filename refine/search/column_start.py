@@ -51,6 +51,7 @@ from ase import Atoms
 from scipy.spatial import cKDTree
 
 from surrogate.common import InputError
+from refine.analysis.columns import median_neighbour_distance
 from refine.io.peaks import find_columns
 from refine.search.geometry import nearest_neighbour_distance
 from refine.search.population import validate_composition
@@ -244,8 +245,7 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
     species = np.repeat([s for s in comp], [comp[s] for s in comp])
     atoms.numbers = Atoms("".join(rng.permutation(species))).numbers if len(comp) > 1 else atoms.numbers
     log.info("start from the image's counts: %d columns (nearest %.2f Å apart), period %.2f Å along the beam, "
-             "%d to %d atoms per column", len(xy), float(np.median(cKDTree(xy).query(xy, k=2)[0][:, 1]))
-             if len(xy) > 1 else 0.0, period, int(counts[counts > 0].min()), int(counts.max()))
+             "%d to %d atoms per column", len(xy), median_neighbour_distance(xy) or 0.0, period, int(counts[counts > 0].min()), int(counts.max()))
     atoms.info = {"origin": "counts", "columns": int(np.count_nonzero(counts))}
     if lattice is not None:
         atoms.info["on_one_lattice"] = lattice.fraction

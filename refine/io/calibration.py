@@ -79,15 +79,14 @@ def lattice_scale(xy, nn_distance: float, heights=None) -> LatticeScale | None:
     their families are no zone axis up to a scale.
     """
     from refine.io.distortion import BRIGHT, lattice_families
-    from refine.io.lattice import ONE_LATTICE, lattice_grains
+    from refine.io.lattice import crystal_columns, lattice_grains
 
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     h = np.ones(len(xy)) if heights is None else np.asarray(heights, dtype=float).reshape(-1)
     grains = lattice_grains(xy, nn_distance, h)
     if not grains:
         return None
-    # a twinned particle's grains mix their directions: one grain's columns (the largest), or all of one crystal's
-    columns = grains[0] if len(grains[0]) < ONE_LATTICE * len(xy) else np.arange(len(xy))
+    columns = crystal_columns(grains, len(xy))[0]  # all of one crystal's, or the largest grain's
     columns = columns[h[columns] >= BRIGHT * h.max()]
     try:
         measured = np.sort(np.linalg.norm(lattice_families(xy[columns], k=3), axis=1))

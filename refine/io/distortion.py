@@ -217,27 +217,23 @@ def correct_distortion(image, nn_distance: float):
         columns nor any grain (the image is not a resolved zone-axis image
         of this element).
     """
-    from refine.io.lattice import ONE_LATTICE, lattice_grains
+    from refine.io.lattice import crystal_columns, lattice_grains
     from refine.io.peaks import find_columns
 
     xy, height = find_columns(image, nn_distance)
     bright = height >= BRIGHT * height.max()
-    grains = lattice_grains(xy, nn_distance, height)
-    if grains and len(grains[0]) < ONE_LATTICE * len(xy):
-        # a twinned particle's grains mix their neighbour directions (which can even match a zone axis with the
-        # wrong distortion); the scan distorts every grain alike, so it is measured on the largest grain that
-        # is a zone axis
-        candidates = [(g[bright[g]], f"grain {k + 1} ({len(g)} of the {len(xy)} columns, on one lattice)")
-                      for k, g in enumerate(grains)]
-    else:
-        candidates = [(np.flatnonzero(bright), f"the {len(xy)} columns")]
+    # a twinned particle's grains mixed can even match a zone axis with the wrong distortion; the scan distorts
+    # every grain alike, so it is measured on the largest grain that is a zone axis
     first = None
-    for columns, where in candidates:
+    for k, columns in enumerate(crystal_columns(lattice_grains(xy, nn_distance, height), len(xy))):
         try:
-            distortion = measure_distortion(xy[columns], nn_distance)
-            break
+            distortion = measure_distortion(xy[columns[bright[columns]]], nn_distance)
         except InputError as exc:
             first = first or exc
+            continue
+        where = (f"the {len(xy)} columns" if len(columns) == len(xy)
+                 else f"grain {k + 1} ({len(columns)} of the {len(xy)} columns, on one lattice)")
+        break
     else:
         raise first
     a, b = distortion.stretches

@@ -49,8 +49,8 @@ import numpy as np
 
 from surrogate.common import InputError
 
-__all__ = ["LatticeFit", "fit_lattice", "check_columns", "lattice_grains", "ONE_LATTICE", "TOLERANCE", "CAPTURE",
-           "MIN_GRAIN", "MIN_GRAIN_FRACTION"]
+__all__ = ["LatticeFit", "fit_lattice", "check_columns", "lattice_grains", "crystal_columns", "ONE_LATTICE",
+           "TOLERANCE", "CAPTURE", "MIN_GRAIN", "MIN_GRAIN_FRACTION"]
 
 #: a column within this many nearest-neighbour distances of a lattice site lies on the lattice
 TOLERANCE = 0.15
@@ -238,3 +238,17 @@ def lattice_grains(xy, nn_distance: float, heights=None, *, max_grains: int = 5)
         grains.append(left[fit.on_lattice])
         left = left[~fit.on_lattice]
     return sorted(grains, key=len, reverse=True)
+
+
+def crystal_columns(grains, n_columns: int) -> list[np.ndarray]:
+    """Where to measure the crystal's lattice: column index arrays, the first to try first.
+
+    All ``n_columns`` columns where they are one crystal (the largest of
+    ``grains``, from :func:`lattice_grains`, holds at least
+    :data:`ONE_LATTICE` of them) or no grain could be told; otherwise each
+    grain, largest first: a twinned particle's grains mix their neighbour
+    directions, so a lattice measured on all of them at once is no grain's.
+    """
+    if grains and len(grains[0]) < ONE_LATTICE * int(n_columns):
+        return list(grains)
+    return [np.arange(int(n_columns))]

@@ -20,7 +20,8 @@ import numpy as np
 
 from surrogate.common import atomic_write_text, save_figure
 
-__all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "write_counts", "resolved_agreement"]
+__all__ = ["COUNTS_HEADER", "write_counts_csv", "plot_counts", "draw_column_rings", "write_counts",
+           "resolved_agreement"]
 
 #: the header of counts.csv
 COUNTS_HEADER = ("x", "y", "atoms_3d", "atoms_image", "cross_section", "disagree", "resolved")
@@ -49,17 +50,12 @@ def plot_counts(table, image, path, *, title: str = "") -> Path:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     ax.imshow(np.where(image.mask, image.data, np.nan).T, origin="lower", extent=extent, cmap="gray")
-    bad, shown = table.disagree, table.is_resolved
-    for sel, colour, label in ((~bad, "tab:cyan", "3-D structure agrees"),
-                               (bad, "tab:red", "3-D structure disagrees (its count in brackets)")):
-        ax.scatter(table.xy[sel & shown, 0], table.xy[sel & shown, 1], s=60, facecolors="none", edgecolors=colour,
-                   linewidths=1.5, label=f"{label}: {int(sel.sum())}")
-        if (sel & ~shown).any():  # dashed: the image shows no peak of this column, so its count says little
-            ax.scatter(table.xy[sel & ~shown, 0], table.xy[sel & ~shown, 1], s=60, facecolors="none",
-                       edgecolors=colour, linewidths=1.0, linestyle="--")
-    if not shown.all():
-        ax.scatter([], [], s=60, facecolors="none", edgecolors="0.6", linewidths=1.0, linestyle="--",
-                   label=f"dashed: no peak of its own in the image: {int((~shown).sum())}")
+    bad = table.disagree
+    draw_column_rings(ax, table.xy[:, 0], table.xy[:, 1],
+                      ((~bad, "tab:cyan", 1.5, f"3-D structure agrees: {int((~bad).sum())}"),
+                       (bad, "tab:red", 1.5, f"3-D structure disagrees (its count in brackets): {int(bad.sum())}")),
+                      table.is_resolved, size=60, dashed_width=1.0,
+                      dashed_label="dashed: no peak of its own in the image: {n}")
     for (x, y), n, n3, b in zip(table.xy, table.atoms_image, table.atoms_3d, bad):
         ax.annotate(f"{n}" + (f" ({n3})" if b else ""), (x, y), xytext=(4, 4), textcoords="offset points",
                     color="tab:red" if b else "yellow", fontsize=8, fontweight="bold")
@@ -69,6 +65,29 @@ def plot_counts(table, image, path, *, title: str = "") -> Path:
                           f"{table.fraction_within_1:.0%} within ±1", fontsize=9)
     ax.legend(loc="upper right", fontsize=8, title="label = atoms from the image", title_fontsize=8)
     return save_figure(fig, path)
+
+
+def draw_column_rings(ax, x, y, groups, resolved, *, size: float, dashed_width: float | None = None,
+                      dashed_label: str = "dashed: no peak of its own ({n})") -> None:
+    """Rings at the columns (x, y in Å, shape (m,)) on matplotlib ``ax``, solid where ``resolved``, dashed where not.
+
+    ``groups``: ``(mask, colour, line width, legend label)`` each, e.g. the
+    columns whose counts agree and those whose counts differ. A column the
+    image shows no peak of its own (``resolved`` False) is dashed (line
+    width ``dashed_width``, default the group's): its count says little.
+    Where there are such columns, a grey legend entry ``dashed_label``
+    (``{n}``: how many) explains the dashes.
+    """
+    resolved = np.asarray(resolved, dtype=bool)
+    for sel, colour, width, label in groups:
+        ax.scatter(x[sel & resolved], y[sel & resolved], s=size, facecolors="none", edgecolors=colour,
+                   linewidths=width, label=label)
+        if (sel & ~resolved).any():
+            ax.scatter(x[sel & ~resolved], y[sel & ~resolved], s=size, facecolors="none", edgecolors=colour,
+                       linewidths=width if dashed_width is None else dashed_width, linestyle="--")
+    if not resolved.all():
+        ax.scatter([], [], s=size, facecolors="none", edgecolors="0.6", linewidths=1.0, linestyle="--",
+                   label=dashed_label.format(n=int((~resolved).sum())))
 
 
 def write_counts(table, image, out_dir) -> dict:

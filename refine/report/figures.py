@@ -106,6 +106,7 @@ def counts_overlay(counts, experimental, origin, pixel_size: float | None) -> st
     pixel_size : float or None
         Å.
     """
+    from refine.analysis.count_files import draw_column_rings
     from refine.analysis.plots import new_figure
 
     fig = new_figure((11.5, 5.0))
@@ -120,16 +121,9 @@ def counts_overlay(counts, experimental, origin, pixel_size: float | None) -> st
     size = float(np.clip(3000.0 / n, 12.0, 90.0))
     font = float(np.clip(200.0 / np.sqrt(n), 5.0, 10.0))
     shown = np.ones(counts.n_columns, dtype=bool) if counts.resolved is None else np.asarray(counts.resolved, bool)
-    for sel, colour, lw, label in ((ok, "#22c3e6", 1.0, f"counts agree ({int(ok.sum())})"),
-                                   (bad, "#ff3030", 1.6, f"counts differ ({int(bad.sum())}): image/3-D")):
-        ax.scatter(counts.x[sel & shown], counts.y[sel & shown], s=size, facecolors="none", edgecolors=colour, lw=lw,
-                   label=label)
-        if (sel & ~shown).any():  # dashed: no peak of the column's own in the image, so its count says little
-            ax.scatter(counts.x[sel & ~shown], counts.y[sel & ~shown], s=size, facecolors="none", edgecolors=colour,
-                       lw=lw, linestyle="--")
-    if not shown.all():
-        ax.scatter([], [], s=size, facecolors="none", edgecolors="0.6", lw=1.0, linestyle="--",
-                   label=f"dashed: no peak of its own ({int((~shown).sum())})")
+    draw_column_rings(ax, counts.x, counts.y, ((ok, "#22c3e6", 1.0, f"counts agree ({int(ok.sum())})"),
+                                               (bad, "#ff3030", 1.6, f"counts differ ({int(bad.sum())}): image/3-D")),
+                      shown, size=size)
     for x, y, a, b, d in zip(counts.x, counts.y, counts.atoms_image, counts.atoms_3d, bad):
         # beside the marker, not on it: the ring stays visible and the number legible
         ax.annotate(f"{a}/{b}" if d else f"{a}", (x, y), xytext=(3, 3), textcoords="offset points", ha="left",

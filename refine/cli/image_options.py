@@ -114,6 +114,10 @@ def add_image_arguments(parser):
     g.add_argument("--undistort", action="store_true",
                    help="measure the linear scan distortion (drift, shear, pixel size) on the image's zone-axis "
                         "column lattice and undo it, last; logged and kept in summary.json")
+    g.add_argument("--pixel-size-from-lattice", dest="lattice_pixel_size", action="store_true",
+                   help="set the pixel size from the image's zone-axis column lattice and the element's bond "
+                        "length (the file's or --pixel-size's value is the start); an isotropic scale where "
+                        "--undistort also corrects shear; logged and kept in summary.json")
     return g
 
 
@@ -122,6 +126,7 @@ def image_keywords(args) -> dict:
     keywords = {name: getattr(args, name, None) for name in ("pixel_size", "mask", "background", "detector", "crop")}
     keywords["resample"] = getattr(args, "resample", True)
     keywords["undistort"] = bool(getattr(args, "undistort", False))
+    keywords["lattice_pixel_size"] = bool(getattr(args, "lattice_pixel_size", False))
     if getattr(args, "particle_margin", None) is not None:
         keywords["particle_margin"] = args.particle_margin
     return keywords
@@ -135,7 +140,7 @@ def prepared_image(args, model):
     settings = ImageSettings(**image_keywords(args))
     return validate_image(args.image, model, pixel_size=settings.pixel_size, mask=settings.mask,
                           resample=settings.resample, preparation=settings.preparation(),
-                          undistort=settings.undistort)
+                          undistort=settings.undistort, lattice_pixel_size=settings.lattice_pixel_size)
 
 
 def add_noise_arguments(parser):

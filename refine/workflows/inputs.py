@@ -250,16 +250,22 @@ def composition_from_image(composition, model, image: ExperimentalImage):
 
 
 def validate_image(image, model, *, pixel_size, mask, resample: bool,
-                   preparation: dict | None = None, undistort: bool = False) -> ExperimentalImage:
+                   preparation: dict | None = None, undistort: bool = False,
+                   lattice_pixel_size: bool = False) -> ExperimentalImage:
     """The experimental image at the model's pixel size (Å), prepared, masked and, with ``undistort``, corrected
     for its linear scan distortion (:func:`refine.io.distortion.correct_distortion`, on the lattice of the
-    model's elements; the last step of ``metadata["preparation"]``). Without ``undistort``, a warning is logged
-    where the columns' lattice says the pixel size is off (:func:`refine.io.calibration.check_pixel_size`).
+    model's elements; the last step of ``metadata["preparation"]``). With ``lattice_pixel_size`` the image is
+    read again at the pixel size its columns' lattice implies (:func:`refine.io.calibration.calibrate_pixel_size`,
+    ``pixel_size`` or the file's being the start; a ``"pixel size from lattice"`` step). Otherwise a warning is
+    logged where the columns' lattice says the pixel size is off (:func:`refine.io.calibration.check_pixel_size`).
 
     See :func:`_prepared_image` for the rest.
     """
     from refine.search import nearest_neighbour_distance
 
+    if undistort and lattice_pixel_size:
+        raise InputError("--undistort and --pixel-size-from-lattice both set the scale from the lattice: choose one "
+                         "(--undistort also corrects shear)")
     img = _prepared_image(image, model, pixel_size=pixel_size, mask=mask, resample=resample,
                           preparation=preparation)
     elements = list(model.elements_)
@@ -267,6 +273,17 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
         from refine.io.distortion import correct_distortion
 
         img, _ = correct_distortion(img, nearest_neighbour_distance(elements))
+    elif lattice_pixel_size:
+        from refine.io.calibration import calibrate_pixel_size
+
+        if isinstance(image, ExperimentalImage):
+            raise InputError("--pixel-size-from-lattice applies to an image file or array; an ExperimentalImage "
+                             "carries its own pixel size")
+
+        def read_at(p):
+            return _prepared_image(image, model, pixel_size=p, mask=mask, resample=resample, preparation=preparation)
+
+        img = calibrate_pixel_size(img, read_at, nearest_neighbour_distance(elements), element="".join(elements))
     else:  # a zone-axis image whose lattice says the pixel size is off gets a warning (undistort corrects it)
         from refine.io.calibration import check_pixel_size
 

@@ -135,9 +135,9 @@ def _check_setting(key: str, value, where: str):
     elif key in ("time_limit", "pixel_size"):
         if number(value) <= 0:
             raise InputError(f"{where}: {key} must be positive, got {value!r}")
-    elif key == "undistort":
+    elif key in ("undistort", "lattice_pixel_size"):
         if not isinstance(value, bool):
-            raise InputError(f"{where}: undistort must be true or false, got {value!r}")
+            raise InputError(f"{where}: {key} must be true or false, got {value!r}")
     elif key == "alpha":
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
                                 or not math.isfinite(value) or value < 0):

@@ -180,7 +180,8 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         comp = None if elements_only(composition) else composition_for_model(composition, mdl)
         img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
                              resample=image_settings.resample, preparation=image_settings.preparation(),
-                             undistort=image_settings.undistort)
+                             undistort=image_settings.undistort,
+                             lattice_pixel_size=image_settings.lattice_pixel_size)
         estimate = None
         source = validate_start(start.source)
         if comp is None:

@@ -96,6 +96,11 @@ class ImageSettings:
     undistort : bool
         Measure the linear scan distortion on the image's zone-axis column
         lattice and undo it, last (:mod:`refine.io.distortion`).
+    lattice_pixel_size : bool
+        Set the pixel size from the image's zone-axis column lattice (an
+        isotropic scale; :func:`refine.io.calibration.calibrate_pixel_size`),
+        ``pixel_size`` or the file's being the start. Not with ``undistort``,
+        which corrects the scale with the shear.
     """
 
     pixel_size: float | None = None
@@ -106,6 +111,7 @@ class ImageSettings:
     crop: object = None
     particle_margin: float = PARTICLE_MARGIN
     undistort: bool = False
+    lattice_pixel_size: bool = False
 
     def __post_init__(self):
         from refine.io.preparation import parse_background, parse_crop, parse_detector, parse_margin
@@ -114,8 +120,12 @@ class ImageSettings:
         parse_detector(self.detector)
         parse_crop(self.crop)
         parse_margin(self.particle_margin)
-        if not isinstance(self.undistort, bool):
-            raise InputError(f"undistort must be True or False, got {self.undistort!r}")
+        for name in ("undistort", "lattice_pixel_size"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.undistort and self.lattice_pixel_size:
+            raise InputError("undistort and lattice_pixel_size both set the scale from the lattice: choose one "
+                             "(undistort also corrects shear)")
 
     def preparation(self) -> dict:
         """The preparation keywords of :func:`refine.io.prepare_image` (besides ``mask``)."""
@@ -204,6 +214,7 @@ KEYWORDS = {
     "crop": ("image_settings", "crop"),
     "particle_margin": ("image_settings", "particle_margin"),
     "undistort": ("image_settings", "undistort"),
+    "lattice_pixel_size": ("image_settings", "lattice_pixel_size"),
 }
 
 #: GASettings that refine_image sets from ``cost`` and ``run`` (alpha, checkpoint_every, progress) or that have

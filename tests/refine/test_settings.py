@@ -132,3 +132,6 @@ def test_refine_image_settings_from_flat_keywords():
     assert refinement_settings(undistort=True)["image_settings"] == ImageSettings(undistort=True)
     with pytest.raises(InputError, match="undistort must be True or False"):
         refinement_settings(undistort="yes")
+    assert refinement_settings(lattice_pixel_size=True)["image_settings"] == ImageSettings(lattice_pixel_size=True)
+    with pytest.raises(InputError, match="lattice_pixel_size must be True or False"):
+        refinement_settings(lattice_pixel_size="yes")

@@ -33,7 +33,7 @@ whose output exists is not run again, so an interrupted run resumes::
 ``--undistort`` undoes the scan's linear distortion first
 (:mod:`refine.io.distortion`); ``--pixel-size`` replaces the file's
 calibration (the Au file's 0.075 Å is ~11 % below what its lattice implies,
-:mod:`refine.io.calibration`); ``--generations 0`` with ``--start counts``
+:mod:`refine.io.calibration`), and ``--pixel-size-from-lattice`` sets it from the lattice; ``--generations 0`` with ``--start counts``
 scores the counted reconstruction itself (the start relaxed in its
 columns, :mod:`refine.search.column_restraint`). ``--model-build "FLAGS"`` builds the image's
 own model with those ``stem-refine model build`` flags instead of its
@@ -143,6 +143,8 @@ def run_image(name: str, args) -> dict:
         cmd += ["--start", args.start]
     if getattr(args, "undistort", False):
         cmd += ["--undistort"]
+    if getattr(args, "pixel_size_from_lattice", False):
+        cmd += ["--pixel-size-from-lattice"]
     if getattr(args, "pixel_size", None) is not None:  # after the image's own flags: this one wins
         cmd += ["--pixel-size", str(args.pixel_size)]
     if getattr(args, "generations", None) is not None:
@@ -240,6 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--composition", default=None, metavar="C",
                    help="refine's -c (default: Pt, counted, for Pt–Ir; Au1000, a 3.2 nm sphere, for Au)")
     p.add_argument("--undistort", action="store_true", help="refine's --undistort (scan distortion undone)")
+    p.add_argument("--pixel-size-from-lattice", action="store_true",
+                   help="refine's --pixel-size-from-lattice (the pixel size its column lattice implies)")
     p.add_argument("--pixel-size", type=float, default=None, metavar="Å",
                    help="refine's --pixel-size instead of the file's (Au: 0.0839, what its lattice implies)")
     p.add_argument("--generations", type=int, default=None,

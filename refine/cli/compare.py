@@ -108,6 +108,11 @@ def _print_image(d, out):
         if key in d:
             m = d[key]
             print(f"{key.replace('_', ' '):<24} 1-R² {m['one_minus_r2']:.4g}   fRMS {m['frms']:.4g}", file=out)
+            beyond = m.get("beyond_training_range")
+            if beyond and beyond["pixels"] > 0:
+                print(f"  beyond the model's training range: {100 * beyond['pixels']:.2g} % of the pixels, "
+                      f"{100 * beyond['error_share']:.0f} % of the squared error (the polynomial extrapolates)",
+                      file=out)
     if "multislice_seconds" in d:
         print(f"multislice time          {d['multislice_seconds']:.1f} s", file=out)
 

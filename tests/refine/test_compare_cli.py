@@ -284,3 +284,28 @@ def test_real_multislice_of_a_small_particle(tmp_path):
     assert r["multislice_vs_image"]["one_minus_r2"] < 1e-3
     assert r["surrogate_vs_multislice"]["one_minus_r2"] < 0.2
     assert r["multislice_vs_image"]["one_minus_r2"] < r["surrogate_vs_image"]["one_minus_r2"]
+
+
+def test_the_error_where_the_model_extrapolates_is_reported(model, experiment, monkeypatch):
+    import surrogate.groundtruth
+    from refine.analysis.image_comparison import compare_with_image
+    from refine.io.images import read_image
+    from surrogate.imaging.grid import ProbeGrid
+
+    monkeypatch.setattr(surrogate.groundtruth, "haadf_image", _fake_haadf)
+    placed, path = experiment
+    image = read_image(path, pixel_size=PIXEL, target_pixel_size=PIXEL)
+    inside = compare_with_image(placed, image, model)["surrogate_vs_multislice"]["beyond_training_range"]
+    # the particle the model was fitted on (here on another probe grid: a few peak pixels a hair beyond)
+    assert inside["pixels"] < 0.002
+    # the particle on top of itself along the beam: columns twice as dense as any the model was fitted on
+    top = placed.copy()
+    top.positions[:, 2] += np.ptp(placed.positions[:, 2]) + 2.8
+    double = placed + top
+    grid = ProbeGrid(origin=(0.0, 0.0), shape=(140, 150), pixel_size=PIXEL)
+    dense = read_image(_fake_haadf(double, grid), pixel_size=PIXEL, target_pixel_size=PIXEL)
+    r = compare_with_image(double, dense, model)["surrogate_vs_multislice"]
+    beyond = r["beyond_training_range"]
+    assert 10 * inside["pixels"] < beyond["pixels"] < 1
+    # the model's error on this structure sits where it extrapolates: a larger share than those pixels' share
+    assert beyond["error_share"] > 3 * beyond["pixels"], (inside, beyond)

@@ -59,14 +59,15 @@ sys.path.insert(0, str(HERE.parents[1]))
 HEIGHT_BINS = ((1, 4), (5, 7), (8, 10), (11, 99))
 
 
-def test_particle(axis: str, n_atoms: int):
-    """A Pt truncated octahedron of ``n_atoms`` atoms (seed 0) with ``axis`` ("110" or "100") along z, centred."""
+def test_particle(axis: str, n_atoms: int, element: str = "Pt"):
+    """A truncated octahedron of ``n_atoms`` atoms of ``element`` (seed 0) with ``axis`` ("110" or "100") along z,
+    centred."""
     from ase import Atoms
     from scipy.spatial.transform import Rotation
 
     from surrogate.groundtruth.particles import crystalline_particle
 
-    atoms = crystalline_particle("truncated_octahedron", n_atoms, np.random.default_rng(0))
+    atoms = crystalline_particle("truncated_octahedron", n_atoms, np.random.default_rng(0), symbol=element)
     pos = atoms.positions - atoms.positions.mean(axis=0)
     if axis == "110":
         rot, _ = Rotation.align_vectors([[0.0, 0.0, 1.0]], [[1.0, 1.0, 0.0]])
@@ -142,6 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=None,
                    help="a model file, or 'shipped' (repeatable; default: the shipped model)")
     p.add_argument("--atoms", type=int, default=800, help="atoms of each test particle (default 800)")
+    p.add_argument("--element", default="Pt", help="the test particle's element (default Pt; the model's must hold it)")
     p.add_argument("--axes", default="110", help="zone axes along the beam, e.g. 110,100 (default 110)")
     p.add_argument("--interpolation", type=int, default=4, help="PRISM interpolation of the reference (default 4)")
     p.add_argument("--phonons", type=int, default=3, help="frozen phonons of the reference (default 3)")
@@ -156,11 +158,12 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for axis in [a.strip() for a in args.axes.split(",") if a.strip()]:
-        atoms = test_particle(axis, args.atoms)
+        atoms = test_particle(axis, args.atoms, args.element)
         first = next(iter(models.values()))
         grid = ProbeGrid.around(atoms, pixel_size=first.convolution_parameters.pixel_size)
         params, tag = reference_settings(first)
-        ref_path = args.work / f"abtem_{axis}_{args.atoms}_f{args.interpolation}_p{args.phonons}{tag}.npy"
+        element = "" if args.element == "Pt" else f"_{args.element}"  # Pt's files keep their earlier names
+        ref_path = args.work / f"abtem_{axis}_{args.atoms}{element}_f{args.interpolation}_p{args.phonons}{tag}.npy"
         if ref_path.is_file():
             reference = np.load(ref_path)
         else:

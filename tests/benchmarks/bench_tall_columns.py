@@ -33,6 +33,15 @@ reuse it here and in ``bench_counted_reconstruction.py``.
 A model built with ``stem-refine model build --rods N`` (column rods in its
 training set) is meant to close the gap for tall columns.
 
+``--element`` makes the test particle of another element (the model's
+microscope is used, e.g. an Au model's 300 kV), and ``--rod MIN:MAX`` a
+column rod of MIN–MAX-atom columns instead of the truncated octahedron:
+columns taller than a model's training range, cheaply (a 200-atom Au rod
+on [110] is a few minutes of abTEM on 2 cores)::
+
+    python tests/benchmarks/bench_tall_columns.py --work /tmp/tall --model au.npz --element Au --rod 16:24 \
+        --atoms 200 --phonons 3 --counts
+
 ``--counts`` also counts atoms from the abTEM image with each model, as a
 user of ``-c Pt`` and ``counts.csv`` would, where the truth is known: the
 number of atoms estimated from the image (:mod:`refine.analysis.atom_number`)
@@ -56,12 +65,17 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-HEIGHT_BINS = ((1, 4), (5, 7), (8, 10), (11, 99))
+HEIGHT_BINS = ((1, 4), (5, 7), (8, 10), (11, 15), (16, 99))
 
 
-def test_particle(axis: str, n_atoms: int, element: str = "Pt"):
+def test_particle(axis: str, n_atoms: int, element: str = "Pt", rod=None):
     """A truncated octahedron of ``n_atoms`` atoms of ``element`` (seed 0) with ``axis`` ("110" or "100") along z,
-    centred."""
+    centred; with ``rod=(lo, hi)`` a column rod of columns lo–hi atoms tall instead
+    (:func:`surrogate.groundtruth.particles.column_rod`, seed 0)."""
+    if rod is not None:
+        from surrogate.groundtruth.particles import column_rod
+
+        return column_rod(n_atoms, np.random.default_rng(0), element, axis=axis, heights=tuple(rod))
     from ase import Atoms
     from scipy.spatial.transform import Rotation
 
@@ -143,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", action="append", default=None,
                    help="a model file, or 'shipped' (repeatable; default: the shipped model)")
     p.add_argument("--atoms", type=int, default=800, help="atoms of each test particle (default 800)")
+    p.add_argument("--rod", metavar="MIN:MAX", default=None,
+                   help="a column rod with columns of MIN–MAX atoms instead of the truncated octahedron")
     p.add_argument("--element", default="Pt", help="the test particle's element (default Pt; the model's must hold it)")
     p.add_argument("--axes", default="110", help="zone axes along the beam, e.g. 110,100 (default 110)")
     p.add_argument("--interpolation", type=int, default=4, help="PRISM interpolation of the reference (default 4)")
@@ -158,11 +174,13 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     for axis in [a.strip() for a in args.axes.split(",") if a.strip()]:
-        atoms = test_particle(axis, args.atoms, args.element)
+        rod = None if args.rod is None else tuple(int(v) for v in args.rod.split(":"))
+        atoms = test_particle(axis, args.atoms, args.element, rod)
         first = next(iter(models.values()))
         grid = ProbeGrid.around(atoms, pixel_size=first.convolution_parameters.pixel_size)
         params, tag = reference_settings(first)
         element = "" if args.element == "Pt" else f"_{args.element}"  # Pt's files keep their earlier names
+        element += "" if rod is None else f"_rod{rod[0]}-{rod[1]}"
         ref_path = args.work / f"abtem_{axis}_{args.atoms}{element}_f{args.interpolation}_p{args.phonons}{tag}.npy"
         if ref_path.is_file():
             reference = np.load(ref_path)

@@ -75,6 +75,20 @@ def _model(summary: dict, inputs: dict | None) -> str:
     return "; ".join(parts)
 
 
+def _pixel_size(pixel, img: dict) -> str:
+    """The pixel size refined at, and where it came from: the file's, resampled, or set from the lattice."""
+    text = _num(pixel, 4, "Å")
+    resampled = img.get("resampled") or {}
+    if resampled.get("from_pixel_size") is not None:
+        text += f" (resampled from {_num(resampled['from_pixel_size'], 4, 'Å')})"
+    for step in img.get("preparation") or []:
+        if step.get("step") == "pixel size from lattice":
+            values, start = step.get("values") or {}, (step.get("parameters") or {}).get("start")
+            text += (f"; {_num(values.get('pixel_size'), 4, 'Å')} set from the columns' "
+                     f"{values.get('zone_axis', '')} lattice, read at {_num(start, 4, 'Å')}")
+    return text
+
+
 def header_facts(summary: dict, inputs: dict | None) -> tuple[list, list]:
     """(inputs, results): lists of (label, text) for the header, from ``summary.json`` and ``inputs.json``."""
     img = summary.get("image") or {}
@@ -93,7 +107,7 @@ def header_facts(summary: dict, inputs: dict | None) -> tuple[list, list]:
         ("composition", summary.get("composition", (inputs or {}).get("composition", "—"))),
         ("image", source),
         ("image size", f"{shape[0]} × {shape[1]} px" if shape else "—"),
-        ("pixel size", _num(pixel, 4, "Å")),
+        ("pixel size", _pixel_size(pixel, img)),
         ("model", _model(summary, inputs)),
         ("noise model", _noise(summary, inputs)),
         ("α (weight of χ²)", alpha),

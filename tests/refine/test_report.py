@@ -399,3 +399,20 @@ document.body.setAttribute("data-probe", [v.draws - before, v.zoom.toFixed(3), v
     assert non_white.mean() > 0.01, f"viewer region {left, top, width, height} is nearly blank"
     colours = np.unique(region[non_white].astype(np.uint8), axis=0)
     assert len(colours) > 50  # shading: many tones, not flat discs or a blank canvas
+
+
+def test_the_header_says_where_the_pixel_size_came_from():
+    """Resampled from the file, and set from the lattice: both shown next to the pixel size refined at."""
+    from refine.report.page import header_facts
+
+    step = {"step": "pixel size from lattice", "parameters": {"method": "lattice", "start": 0.075},
+            "values": {"pixel_size": 0.08347, "zone_axis": "[110]", "n_columns": 71, "anisotropy": 0.04,
+                       "rounds": [1.119, 0.99, 1.004]}}
+    image = {"pixel_size": 0.1, "shape": [566, 541], "resampled": {"from_pixel_size": 0.08347, "to_pixel_size": 0.1},
+             "preparation": [{"step": "read", "parameters": {"pixel_size": 0.08347}}, step]}
+    given, _ = header_facts({"image": image}, None)
+    text = dict(given)["pixel size"]
+    assert text.startswith("0.1 Å") and "resampled from 0.08347 Å" in text
+    assert "set from the columns' [110] lattice, read at 0.075 Å" in text
+    plain, _ = header_facts({"image": {"pixel_size": 0.1}}, None)
+    assert dict(plain)["pixel size"] == "0.1 Å"

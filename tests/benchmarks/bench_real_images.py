@@ -176,13 +176,14 @@ def run_image(name: str, args) -> dict:
         "counts_within_1_resolved": counts.get("fraction_within_1_resolved"), "commands": commands, "seconds": times,
     }
     if args.multislice:
-        result["multislice"] = compare_on_crop(run, best, model_args, work)
+        result["multislice"] = compare_on_crop(run, best, model_args, work, phonons=args.phonons)
     (work / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def compare_on_crop(run: Path, best, model_args: list[str], work: Path) -> dict:
-    """``stem-refine compare --with-multislice`` of the answer's central MULTISLICE_CROP Å against the image there."""
+def compare_on_crop(run: Path, best, model_args: list[str], work: Path, phonons: int | None = None) -> dict:
+    """``stem-refine compare --with-multislice`` of the answer's central MULTISLICE_CROP Å against the image there
+    (``phonons``: frozen phonons, default compare's 16)."""
     out = work / "multislice.json"
     if out.is_file():
         return json.loads(out.read_text())
@@ -202,7 +203,8 @@ def compare_on_crop(run: Path, best, model_args: list[str], work: Path) -> dict:
     part.positions[:, :2] -= origin + np.array([i0, j0]) * pixel
     write(work / "crop.xyz", part)
     cmd = ["compare", str(work / "crop.xyz"), "--image", str(work / "crop.npy"), "--pixel-size", str(pixel),
-           *model_args, "--with-multislice", "--json", "--no-progress"]
+           *model_args, "--with-multislice", "--json", "--no-progress",
+           *(["--phonons", str(phonons)] if phonons else [])]
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "refine.cli.main", *cmd], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -249,6 +251,8 @@ def main(argv=None) -> int:
     p.add_argument("--generations", type=int, default=None,
                    help="refine's --generations (0 with --start counts: the counted reconstruction alone, no search)")
     p.add_argument("--multislice", action="store_true", help="also compare the answer with abTEM on a crop")
+    p.add_argument("--phonons", type=int, default=None, metavar="N",
+                   help="frozen phonons of that abTEM image (default: compare's 16; 4 is ~4× faster)")
     p.add_argument("--model-build", default=None, metavar="ARGS",
                    help="flags of `stem-refine model build` for the image's own model, replacing the image's "
                         "default (Pt-Ir: the shipped model), e.g. \"--elements Pt --rods 4\"; the model is built "

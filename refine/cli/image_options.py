@@ -135,12 +135,9 @@ def image_keywords(args) -> dict:
 def prepared_image(args, model):
     """``args.image`` read and prepared by the parsed image options, at ``model``'s pixel size."""
     from refine.workflows import ImageSettings
-    from refine.workflows.inputs import validate_image
+    from refine.workflows.inputs import validate_image_settings
 
-    settings = ImageSettings(**image_keywords(args))
-    return validate_image(args.image, model, pixel_size=settings.pixel_size, mask=settings.mask,
-                          resample=settings.resample, preparation=settings.preparation(),
-                          undistort=settings.undistort, lattice_pixel_size=settings.lattice_pixel_size)
+    return validate_image_settings(args.image, model, ImageSettings(**image_keywords(args)))
 
 
 def add_noise_arguments(parser):

@@ -44,6 +44,7 @@ __all__ = [
     "elements_only",
     "bare_element",
     "validate_image",
+    "validate_image_settings",
     "validate_start",
     "validate_noise",
     "validate_out_dir",
@@ -266,6 +267,9 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
     if undistort and lattice_pixel_size:
         raise InputError("--undistort and --pixel-size-from-lattice both set the scale from the lattice: choose one "
                          "(--undistort also corrects shear)")
+    if lattice_pixel_size and isinstance(image, ExperimentalImage):
+        raise InputError("--pixel-size-from-lattice applies to an image file or array; an ExperimentalImage "
+                         "carries its own pixel size")
     img = _prepared_image(image, model, pixel_size=pixel_size, mask=mask, resample=resample,
                           preparation=preparation)
     elements = list(model.elements_)
@@ -276,10 +280,6 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
     elif lattice_pixel_size:
         from refine.io.calibration import calibrate_pixel_size
 
-        if isinstance(image, ExperimentalImage):
-            raise InputError("--pixel-size-from-lattice applies to an image file or array; an ExperimentalImage "
-                             "carries its own pixel size")
-
         def read_at(p):
             return _prepared_image(image, model, pixel_size=p, mask=mask, resample=resample, preparation=preparation)
 
@@ -289,6 +289,14 @@ def validate_image(image, model, *, pixel_size, mask, resample: bool,
 
         check_pixel_size(img, nearest_neighbour_distance(elements), element="".join(elements))
     return img
+
+
+def validate_image_settings(image, model, settings) -> ExperimentalImage:
+    """:func:`validate_image` with the calibration, mask, resampling and preparation of ``settings``
+    (a :class:`refine.workflows.ImageSettings`): the one place that maps its fields onto the keywords."""
+    return validate_image(image, model, pixel_size=settings.pixel_size, mask=settings.mask,
+                          resample=settings.resample, preparation=settings.preparation(),
+                          undistort=settings.undistort, lattice_pixel_size=settings.lattice_pixel_size)
 
 
 def _prepared_image(image, model, *, pixel_size, mask, resample: bool,

@@ -55,7 +55,7 @@ from refine.workflows.inputs import (
     load_model_or_default,
     resuming_run,
     validate_alpha_scale,
-    validate_image,
+    validate_image_settings,
     validate_noise,
     validate_out_dir,
     validate_seed,
@@ -178,10 +178,7 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         mdl, model_source = load_model_or_default(model)
         # "Pt" (no number): checked and counted once the image is read
         comp = None if elements_only(composition) else composition_for_model(composition, mdl)
-        img = validate_image(image, mdl, pixel_size=image_settings.pixel_size, mask=image_settings.mask,
-                             resample=image_settings.resample, preparation=image_settings.preparation(),
-                             undistort=image_settings.undistort,
-                             lattice_pixel_size=image_settings.lattice_pixel_size)
+        img = validate_image_settings(image, mdl, image_settings)
         estimate = None
         source = validate_start(start.source)
         if comp is None:

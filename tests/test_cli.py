@@ -51,6 +51,24 @@ def test_fit_predict_cv_round_trip(capsys, tmp_path, folders):
     assert rc == 0 and {"one_minus_r2", "frms", "n_terms", "n_pixels"} <= set(res) and res["one_minus_r2"] < 0.05
 
 
+def test_fit_with_input_saturation_is_recorded_and_shown(capsys, tmp_path, folders):
+    c, m = folders
+    model = tmp_path / "sat.npz"
+    rc, _, _ = run_cli(capsys, "fit", "--convolution-dir", c, "--multislice-dir", m, "-s", "3", "-d", "2",
+                       "--saturation", "0.5", "-o", model)
+    assert rc == 0
+    from surrogate.imaging.model import load_model
+
+    loaded = load_model(model)
+    assert loaded.saturation == 0.5 and loaded.saturation_scale_ > 0
+    rc, out, _ = run_cli(capsys, "model", "show", model)
+    assert rc == 0 and "input saturation 0.5" in out
+    rc, _, err = run_cli(capsys, "fit", "--convolution-dir", c, "--multislice-dir", m, "-s", "3",
+                         "--saturation", "-1", "-o", tmp_path / "bad.npz")
+    assert_one_line_error(rc, err, "saturation")
+    assert not (tmp_path / "bad.npz").exists()
+
+
 def test_mismatched_shapes(capsys, folders):
     c, m = folders
     np.savetxt(c / "c_1.txt", np.ones((5, 5)))

@@ -215,7 +215,10 @@ def _show(args) -> int:
 
     scope = record["microscope"]
     print(f"{path}: {record['n_terms']} terms (s={record['hyperparameters']['size']}, "
-          f"d={record['hyperparameters']['degree']}), pixel {record['pixel_size']:g} Å, "
+          f"d={record['hyperparameters']['degree']}"
+          + (f", input saturation {record['hyperparameters']['saturation']:g}"
+             if record["hyperparameters"].get("saturation") is not None else "")
+          + f"), pixel {record['pixel_size']:g} Å, "
           f"elements {','.join(record['elements']) or '?'}, {record['n_images']} training images")
     print(f"microscope: {Microscope.from_dict(scope).describe() if scope else 'not recorded'}"
           + (f" (from the {record['microscope_from']})" if scope else ""))

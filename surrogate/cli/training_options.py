@@ -41,6 +41,10 @@ def add_model_args(parser):
     g.add_argument("--ridge", type=float, default=0.0, help="ridge penalty on standardized coefficients (default 0)")
     g.add_argument("--log-floor", default="auto",
                    help="floor of the log term in convolution units, or 'auto' (1e-3 x largest training pixel)")
+    g.add_argument("--saturation", type=float, default=None, metavar="F",
+                   help="input saturation: each convolution pixel x enters as x0*ln(1 + x/x0), x0 = F x the "
+                        "largest training pixel, for columns whose intensity saturates with height "
+                        "(default: none, the paper's polynomial)")
 
 
 def _log_floor(value):
@@ -105,4 +109,5 @@ def model_from_args(args, convolution=None):
 
     return PolynomialSurrogate(size=args.size, degree=args.degree, log_term=args.log_term,
                                interactions=args.interactions, log_floor=_log_floor(args.log_floor),
-                               ridge=args.ridge, convolution=convolution)
+                               ridge=args.ridge, convolution=convolution,
+                               saturation=getattr(args, "saturation", None))

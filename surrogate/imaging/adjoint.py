@@ -12,7 +12,9 @@ U = ∂χ²/∂S (shape of S):
        ∂χ²/∂C[q] = Σ_p U[p] · ∂f(x(p))/∂x_v   with q = p + offset(v),
 
    plus, with the log term x_p = log(max(x_c, floor)), U[p]·∂f/∂x_p / x_c at
-   the centre pixel (0 where the floor applies);
+   the centre pixel (0 where the floor applies); with the model's input
+   saturation the polynomial reads t(C), so the result is multiplied by
+   dt/dC pixel by pixel;
 2. :func:`positions_vjp` — ∂χ²/∂(xᵢ, yᵢ) in 1/Å from ∂χ²/∂C, through the
    same separable Gaussian window as the splat of
    :mod:`surrogate.imaging.convolution` (``CUTOFF_SIGMAS``)::
@@ -134,6 +136,10 @@ class SurrogateGradient:
         ndarray, shape (M, N)
         """
         conv = np.ascontiguousarray(convolution_image, dtype=np.float64)
+        # with the input saturation the polynomial reads t(C): ∂χ²/∂C = ∂χ²/∂t · dt/dC, pixel by pixel
+        slope = self.model.transform_derivative(conv) if hasattr(self.model, "transform_derivative") else None
+        if slope is not None:
+            conv = self.model.transform_input(conv)
         h = self.h
         if upstream.shape != (conv.shape[0] - 2 * h, conv.shape[1] - 2 * h):
             raise ValueError(f"upstream shape {upstream.shape} does not match a convolution image of "
@@ -166,6 +172,8 @@ class SurrogateGradient:
         else:
             _vjp_general(conv, up, h, self._offsets, self.log_term, self.log_floor, self._parent, self._last,
                          self._pair_var, self._pair_sub, self._pair_coef, self._x, self._dv, self._f, out)
+        if slope is not None:
+            out *= slope
         return out
 
 

@@ -7,6 +7,15 @@ the Gram matrix ZᵀZ is accumulated with BLAS, and the system is solved by
 Cholesky (optional ridge penalty on the standardized coefficients), falling
 back to a minimum-norm least-squares solve when the Gram matrix is singular.
 
+Input saturation (optional, not in the paper): with ``saturation=F`` every
+convolution pixel x enters the polynomial as t(x) = x₀·ln(1 + x/x₀), with
+x₀ = F × the largest training convolution pixel. A thick column's HAADF
+intensity saturates with its height (channelling) while its convolution
+value keeps growing linearly; t grows linearly for x ≪ x₀ and only
+logarithmically above, so the polynomial can follow the saturation, and a
+column taller than any in the training set is extrapolated gently instead of
+by a parabola that bends over (docs/benchmarks.md, session 24).
+
 Border handling: a pixel needs its full s×s input pixel grid, so, as in the
 paper, ``predict`` returns the convolution image cropped by h = (s−1)/2 pixels
 on every side, and ``fit`` pairs each cropped convolution interior with the
@@ -100,6 +109,10 @@ class PolynomialSurrogate(BaseEstimator):
     convolution : ConvolutionParameters or None
         How the convolution images were made (σ, n, κ, pixel size); used by
         :meth:`simulate` and recorded in the model file. None: the paper's.
+    saturation : float or None
+        None (the paper's polynomial of the convolution image) or F > 0: each
+        input pixel x enters as x₀·ln(1 + x/x₀) with x₀ = F × the largest
+        training convolution pixel (see the module docstring).
 
     Attributes
     ----------
@@ -112,7 +125,9 @@ class PolynomialSurrogate(BaseEstimator):
     feature_min_, feature_max_ : ndarray, shape (n_terms,)
         Range of each term over the training pixels.
     input_range_ : (float, float)
-        Range of the training convolution pixels.
+        Range of the training convolution pixels (before any saturation).
+    saturation_scale_ : float or None
+        x₀ of the input saturation in convolution-image units; None without it.
     n_pixels_, n_images_ : int
     elements_ : tuple of str
         Elements of the training structures (empty when unknown).
@@ -125,7 +140,7 @@ class PolynomialSurrogate(BaseEstimator):
     """
 
     def __init__(self, *, size=5, degree=2, log_term=True, interactions=True, log_floor="auto", ridge=0.0,
-                 convolution=None):
+                 convolution=None, saturation=None):
         self.size = size
         self.degree = degree
         self.log_term = log_term
@@ -133,6 +148,7 @@ class PolynomialSurrogate(BaseEstimator):
         self.log_floor = log_floor
         self.ridge = ridge
         self.convolution = convolution
+        self.saturation = saturation
 
     @property
     def border(self) -> int:
@@ -182,6 +198,9 @@ class PolynomialSurrogate(BaseEstimator):
         conv, ms = _check_pairs(convolution_images, multislice_images, size)
         h = border(size)
         weights = _check_weights(sample_weight, conv, h)
+        input_range = (min(float(c.min()) for c in conv), max(float(c.max()) for c in conv))
+        self.saturation_scale_ = _saturation_scale(self.saturation, input_range[1])
+        conv = [self.transform_input(c) for c in conv]
         log_floor = self._training_log_floor(conv)
         parent, last, _, offsets = term_tree(size, degree, log_term, interactions)
         nt = len(parent)
@@ -203,7 +222,7 @@ class PolynomialSurrogate(BaseEstimator):
         self.log_floor_ = log_floor
         self.feature_min_ = fmin
         self.feature_max_ = fmax
-        self.input_range_ = (min(float(c.min()) for c in conv), max(float(c.max()) for c in conv))
+        self.input_range_ = input_range
         self.n_pixels_ = int(n)
         self.n_images_ = len(conv)
         self.elements_ = tuple(sorted(set(elements)))
@@ -211,6 +230,27 @@ class PolynomialSurrogate(BaseEstimator):
         self.discrepancy_ = None  # a new fit invalidates an earlier calibration
         self._compile()
         return self
+
+    def transform_input(self, convolution_image: np.ndarray) -> np.ndarray:
+        """The convolution image as the polynomial reads it: t(x) = x₀·ln(1 + x/x₀), or x itself without
+        saturation (returned unchanged, not copied). Below 0 (round-off in vacuum) t(x) = x, the
+        continuation with the same slope, so that t is smooth where vacuum pixels cross 0."""
+        x0 = getattr(self, "saturation_scale_", None)
+        if x0 is None:
+            return convolution_image
+        out = np.maximum(convolution_image, 0.0)
+        out *= 1.0 / x0
+        np.log1p(out, out=out)
+        out *= x0
+        np.minimum(out, convolution_image, out=out, where=convolution_image < 0)
+        return out
+
+    def transform_derivative(self, convolution_image: np.ndarray) -> np.ndarray | None:
+        """dt/dx of :meth:`transform_input` at each pixel, or None without saturation (dt/dx = 1)."""
+        x0 = getattr(self, "saturation_scale_", None)
+        if x0 is None:
+            return None
+        return 1.0 / (1.0 + np.maximum(convolution_image, 0.0) / x0)
 
     def _training_log_floor(self, conv) -> float:
         """The log term's floor for training images ``conv`` (``"auto"``: a fraction of their top pixel)."""
@@ -273,6 +313,7 @@ class PolynomialSurrogate(BaseEstimator):
         ``convolution_image`` must be C-contiguous float64 of shape
         ``(out.shape[0] + 2h, out.shape[1] + 2h)``.
         """
+        convolution_image = self.transform_input(convolution_image)
         if (getattr(self, "_unrolled", None) is not None and convolution_image.flags.c_contiguous
                 and convolution_image.dtype == np.float64):
             from surrogate.imaging.kernels import unrolled_kernel
@@ -330,6 +371,18 @@ class PolynomialSurrogate(BaseEstimator):
         lo, hi = self.input_range_
         span = hi - lo
         return float(np.mean((img < lo - 1e-9 * span) | (img > hi + 1e-9 * span)))
+
+
+def _saturation_scale(saturation, top: float) -> float | None:
+    """x₀ of the input saturation: ``saturation`` × the largest training convolution pixel ``top``."""
+    if saturation is None:
+        return None
+    if isinstance(saturation, bool) or not isinstance(saturation, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(saturation) and saturation > 0):
+        raise InputError(f"input saturation must be a positive number or None, got {saturation!r}")
+    if not top > 0:
+        raise InputError("training convolution images have no positive pixel")
+    return float(saturation) * float(top)
 
 
 def _check_weights(sample_weight, conv, h):
@@ -470,8 +523,11 @@ def save_model(model: PolynomialSurrogate, path) -> Path:
         "version": MODEL_VERSION,
         "hyperparameters": {"size": int(model.size), "degree": int(model.degree),
                             "log_term": bool(model.log_term), "interactions": bool(model.interactions),
-                            "ridge": float(model.ridge)},
+                            "ridge": float(model.ridge),
+                            "saturation": (None if getattr(model, "saturation", None) is None
+                                           else float(model.saturation))},
         "log_floor": model.log_floor_,
+        "saturation_scale": getattr(model, "saturation_scale_", None),
         "convolution": model.convolution_parameters.to_dict(),
         "elements": list(model.elements_),
         "input_range": list(model.input_range_),
@@ -518,7 +574,7 @@ def load_model(path) -> PolynomialSurrogate:
         hp = header["hyperparameters"]
         model = PolynomialSurrogate(size=hp["size"], degree=hp["degree"], log_term=hp["log_term"],
                                     interactions=hp["interactions"], log_floor=header["log_floor"],
-                                    ridge=hp.get("ridge", 0.0),
+                                    ridge=hp.get("ridge", 0.0), saturation=hp.get("saturation"),
                                     convolution=ConvolutionParameters.from_dict(header["convolution"]))
         size, degree, log_term, interactions = model._hyper()
         expected = term_powers(size, degree, log_term, interactions)
@@ -530,6 +586,14 @@ def load_model(path) -> PolynomialSurrogate:
         model.coef_ = coef
         model.powers_ = expected
         model.log_floor_ = float(header["log_floor"])
+        # files from before the input saturation existed have none
+        scale = header.get("saturation_scale")
+        model.saturation_scale_ = None if scale is None else float(scale)
+        if (model.saturation is None) != (model.saturation_scale_ is None) or not (
+                model.saturation_scale_ is None or (np.isfinite(model.saturation_scale_)
+                                                    and model.saturation_scale_ > 0)):
+            raise InputError(f"{path}: input saturation {model.saturation!r} does not match its scale "
+                             f"{model.saturation_scale_!r}")
         model.feature_min_ = np.asarray(arrays["feature_min"], dtype=np.float64)
         model.feature_max_ = np.asarray(arrays["feature_max"], dtype=np.float64)
         model.input_range_ = tuple(float(v) for v in header["input_range"])

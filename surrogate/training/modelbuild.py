@@ -370,6 +370,7 @@ def _check_settings(work: str, settings: BuildSettings) -> None:
             theirs = json.load(fh)
             theirs.setdefault("rods", 0)  # builds from before column rods existed had none
             theirs.setdefault("rod_heights", list(ROD_COLUMN_HEIGHTS))
+            theirs.get("polynomial", {}).setdefault("saturation", None)  # nor an input saturation
             if theirs != mine:
                 raise InputError(f"{work} holds a build with other settings; delete it or choose another output")
     else:

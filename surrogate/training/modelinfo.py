@@ -154,7 +154,8 @@ def model_record(model, path=None) -> dict:
     record = {
         "file": None if path is None else str(path),
         "n_terms": int(model.n_terms),
-        "hyperparameters": {k: model.get_params()[k] for k in ("size", "degree", "log_term", "interactions", "ridge")},
+        "hyperparameters": {k: model.get_params()[k] for k in ("size", "degree", "log_term", "interactions", "ridge",
+                                                              "saturation")},
         "pixel_size": model.convolution_parameters.pixel_size,
         "convolution": model.convolution_parameters.to_dict(),
         "elements": list(model.elements_),

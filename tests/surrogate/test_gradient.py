@@ -31,10 +31,13 @@ def models():
         "s3 d3 log inter": PolynomialSurrogate(size=3, degree=3, ridge=1e-8).fit(conv, ms),
         "s5 d2 no log": PolynomialSurrogate(size=5, degree=2, log_term=False).fit(conv, ms),
         "s3 d3 pure powers": PolynomialSurrogate(size=3, degree=3, interactions=False).fit(conv, ms),
+        "s3 d2 saturated": PolynomialSurrogate(size=3, degree=2, saturation=0.3).fit(conv, ms),
+        "s3 d3 saturated": PolynomialSurrogate(size=3, degree=3, ridge=1e-8, saturation=0.3).fit(conv, ms),
     }
 
 
-@pytest.mark.parametrize("name", ["s3 d2 log inter", "s3 d3 log inter", "s5 d2 no log", "s3 d3 pure powers"])
+@pytest.mark.parametrize("name", ["s3 d2 log inter", "s3 d3 log inter", "s5 d2 no log", "s3 d3 pure powers",
+                                  "s3 d2 saturated", "s3 d3 saturated"])
 def test_convolution_vjp_matches_finite_differences(models, name, rng):
     model = models[name]
     h = model.border
@@ -67,7 +70,7 @@ def test_convolution_vjp_is_linear_in_the_upstream_image(models, rng):
         g.convolution_vjp(conv, u1[:-1])
 
 
-@pytest.mark.parametrize("name", ["s3 d2 log inter", "s5 d2 no log"])
+@pytest.mark.parametrize("name", ["s3 d2 log inter", "s5 d2 no log", "s3 d2 saturated"])
 def test_single_precision_vjp_agrees_with_double(models, name, rng):
     # float32 through the polynomial (the annealing's MD forces): the same adjoint to ~1e-6 relative
     model = models[name]

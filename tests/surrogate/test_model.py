@@ -158,3 +158,66 @@ def test_estimator_conventions():
     c = clone(m)
     assert c.get_params() == m.get_params()
     assert not hasattr(c, "coef_")
+
+
+# -- the input saturation --------------------------------------------------------------------------
+
+def test_saturated_model_is_the_polynomial_of_the_transformed_image(rng):
+    # t(x) = x0·ln(1 + x/x0), x0 = F × the largest training pixel: the same fit as a plain model given t(C)
+    conv, ms = noisy_pairs(rng)
+    top = max(c.max() for c in conv)
+    sat = PolynomialSurrogate(size=3, degree=2, log_floor=1e-3, saturation=0.5).fit(conv, ms)
+    x0 = 0.5 * top
+    plain = PolynomialSurrogate(size=3, degree=2, log_floor=1e-3).fit([x0 * np.log1p(c / x0) for c in conv], ms)
+    assert sat.saturation_scale_ == pytest.approx(x0)
+    assert sat.input_range_ == pytest.approx((min(c.min() for c in conv), top))  # raw units, for domain checks
+    test = rng.uniform(0.0, 2.0, size=(12, 13))
+    np.testing.assert_allclose(sat.predict(test), plain.predict(x0 * np.log1p(test / x0)), rtol=1e-9, atol=1e-12)
+    # below 0 (vacuum round-off) t continues with slope 1: finite, and no kink at 0
+    neg = np.array([[-1e-3, -1e-19, 0.0]])
+    np.testing.assert_allclose(sat.transform_input(neg), neg, rtol=0, atol=1e-30)
+    np.testing.assert_array_equal(sat.transform_derivative(neg), 1.0)
+
+
+def test_saturated_model_extrapolates_a_saturating_response(rng):
+    # a column-like response that saturates: trained on x ≤ 1, asked at x up to 3, the plain quadratic
+    # bends over where the saturated polynomial keeps following the truth
+    def truth(c):
+        return 1.0 - np.exp(-1.2 * c)
+
+    conv = [rng.uniform(0.0, 1.0, size=(30, 30)) for _ in range(3)]
+    ms = [truth(c) for c in conv]
+    test = np.linspace(1.0, 3.0, 60).reshape(6, 10)
+    plain = PolynomialSurrogate(size=1, degree=2, log_term=False).fit(conv, ms)
+    sat = PolynomialSurrogate(size=1, degree=2, log_term=False, saturation=1.0).fit(conv, ms)
+    err_plain = np.abs(plain.predict(test) - truth(test)).max()
+    err_sat = np.abs(sat.predict(test) - truth(test)).max()
+    assert err_sat < 0.25 * err_plain
+
+
+def test_saturated_model_file_round_trip_and_old_files(tmp_path, rng):
+    conv, ms = noisy_pairs(rng)
+    sat = PolynomialSurrogate(size=3, degree=2, log_floor=1e-3, saturation=0.7).fit(conv, ms)
+    loaded = load_model(save_model(sat, tmp_path / "s.npz"))
+    assert loaded.saturation == 0.7 and loaded.saturation_scale_ == sat.saturation_scale_
+    np.testing.assert_array_equal(loaded.predict(conv[0]), sat.predict(conv[0]))
+    # a file whose header lost the scale is refused, not read as an unsaturated model
+    with np.load(tmp_path / "s.npz") as z:
+        arrays = dict(z)
+    hdr = json.loads(arrays["header"].tobytes())
+    del hdr["saturation_scale"]
+    arrays["header"] = np.frombuffer(json.dumps(hdr).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "t.npz", **arrays)
+    with pytest.raises(InputError, match="saturation"):
+        load_model(tmp_path / "t.npz")
+    # files from before the saturation existed (no keys at all) read as unsaturated
+    del hdr["hyperparameters"]["saturation"]
+    arrays["header"] = np.frombuffer(json.dumps(hdr).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert load_model(tmp_path / "old.npz").saturation_scale_ is None
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), True, "strong"])
+def test_bad_saturation_is_refused(bad):
+    with pytest.raises(InputError, match="saturation"):
+        PolynomialSurrogate(size=1, degree=1, saturation=bad).fit([np.ones((5, 5))], [np.ones((5, 5))])

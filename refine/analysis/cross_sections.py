@@ -307,6 +307,9 @@ def _library(structure, cells: ColumnCells, model, image, n_max: int, context: b
     weights = atom_weights(structure.numbers, params.exponent, params.weights)
     if params.cross_section is not None:
         weights = weights * params.cross_section
+    # with a depth-blur model each atom has the PSF width of its depth in the whole structure, and a column's
+    # n atoms are real atoms at their depths (_DepthColumn), not n times its mean footprint
+    sigmas = params.sigmas(pos[:, 2]) if hasattr(params, "sigmas") else None
     library = np.zeros((len(cells), n_max + 1))
     beyond = np.zeros(len(cells), dtype=bool)
     for c in range(len(cells)):
@@ -322,23 +325,83 @@ def _library(structure, cells: ColumnCells, model, image, n_max: int, context: b
         near = np.all((pos[:, :2] >= lo) & (pos[:, :2] <= hi), axis=1)
         mine = cells.atom_column == c
         others = near & ~mine if context else np.zeros(len(pos), dtype=bool)
-        base = convolution_from_positions(pos[others, :2], weights[others], padded, params.sigma)
-        column = convolution_from_positions(pos[mine, :2], weights[mine], padded, params.sigma)
-        column /= np.count_nonzero(mine)  # one atom's share of the column's footprint
+        if sigmas is None:
+            base = convolution_from_positions(pos[others, :2], weights[others], padded, params.sigma)
+            column = convolution_from_positions(pos[mine, :2], weights[mine], padded, params.sigma)
+            column /= np.count_nonzero(mine)  # one atom's share of the column's footprint
+        else:
+            base = convolution_from_positions(pos[others, :2], weights[others], padded, sigmas[others])
+            column = None
+            depth_column = _DepthColumn(pos[mine], weights[mine], padded, params, float(pos[:, 2].min()))
         cell = (ii - i0, jj - j0)
         sim = np.empty(window.shape)
         inner = (slice(h, h + window.shape[0]), slice(h, h + window.shape[1]))
-        base_cell, column_cell = base[inner][cell], column[inner][cell]  # the convolution pixels of the cell
-        beyond[c] = float((base_cell + cells.atoms[c] * column_cell).max()) > top
+        def conv_of(n):  # the window's convolution image with column c at n atoms
+            return base + (depth_column.image(n) if column is None else n * column)
+
+        beyond[c] = float(conv_of(cells.atoms[c])[inner][cell].max()) > top
         for n in range(n_max + 1):
-            if n >= 2 and float((base_cell + n * column_cell).max()) > top:
+            conv = conv_of(n)
+            if n >= 2 and float(conv[inner][cell].max()) > top:
                 step = library[c, n - 1] - library[c, n - 2]
                 if step > 0:  # beyond the training range: continue the last step (see the module docstring)
                     library[c, n:] = library[c, n - 1] + step * np.arange(1, n_max - n + 2)
                     break
-            model.predict_into(np.ascontiguousarray(base + n * column), sim)
+            model.predict_into(np.ascontiguousarray(conv), sim)
             library[c, n] = float((sim[cell] - vacuum).sum()) * dx * dx
     return library, beyond
+
+
+class _DepthColumn:
+    """The convolution image of one column at n atoms for a depth-blur model (each atom at its own depth).
+
+    n ≤ its height: the n atoms of the column nearest its middle (along the beam); above its height, atoms
+    are added one column period (the median spacing of its atoms; 2.8 Å for a single atom) beyond its ends,
+    below first, then above, at the column's mean x, y, as the counted start stacks columns about their
+    middle. Each atom has the PSF width of its depth below ``z_top`` (the whole structure's first atom
+    plane; atoms added above it are at depth 0).
+    """
+
+    def __init__(self, positions, weights, grid, params, z_top: float):
+        order = np.argsort(positions[:, 2])
+        self.pos = np.asarray(positions, dtype=float)[order]
+        self.weights = np.asarray(weights, dtype=float)[order]
+        gaps = np.diff(self.pos[:, 2])
+        self.period = float(np.median(gaps)) if len(gaps) else 2.8
+        self.grid, self.params, self.z_top = grid, params, z_top
+        self._cache = {}
+
+    def _atoms(self, n: int):
+        k = len(self.pos)
+        if n <= k:
+            lo = (k - n) // 2
+            return self.pos[lo:lo + n], self.weights[lo:lo + n]
+        xy = self.pos[:, :2].mean(axis=0)
+        extra = []
+        below, above = self.pos[-1, 2], self.pos[0, 2]
+        for j in range(n - k):
+            if j % 2 == 0:
+                below += self.period
+                extra.append((xy[0], xy[1], below))
+            else:
+                above -= self.period
+                extra.append((xy[0], xy[1], above))
+        return (np.vstack([self.pos, np.array(extra)]),
+                np.concatenate([self.weights, np.full(n - k, float(self.weights.mean()))]))
+
+    def image(self, n: int) -> np.ndarray:
+        """The column's convolution image on the window's padded grid at ``n`` atoms."""
+        if n not in self._cache:
+            from surrogate.imaging.convolution import ENTRANCE_DEPTH, convolution_from_positions
+
+            if n == 0:
+                self._cache[n] = np.zeros(self.grid.shape)
+            else:
+                xyz, w = self._atoms(n)
+                depth = np.maximum(xyz[:, 2] - self.z_top + ENTRANCE_DEPTH, 0.0)
+                sig = np.sqrt(self.params.sigma ** 2 + (self.params.depth_blur * depth) ** 2)
+                self._cache[n] = convolution_from_positions(xyz[:, :2], w, self.grid, sig)
+        return self._cache[n]
 
 
 def _model_vacuum(model) -> float:

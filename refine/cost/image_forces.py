@@ -66,7 +66,7 @@ class ImageTerm:
         -------
         chi2 : float
         grad : ndarray, shape (n, 3) or None
-            ∂χ²/∂r in 1/Å (z column 0: the image does not see z).
+            ∂χ²/∂r in 1/Å (z column 0 unless the model has a depth blur: the image sees z only then).
         """
         f = self.fitness
         pos = np.ascontiguousarray(positions, dtype=np.float64)
@@ -89,8 +89,18 @@ class ImageTerm:
         dconv = self.gradient.convolution_vjp(conv, upstream)
         dx = f.image.pixel_size
         x0, y0 = f.grid.origin
-        grad[:, :2] = positions_vjp(pos[:, :2], f.renderer.atom_weights, (x0 + (i0 - h) * dx, y0 + (j0 - h) * dx), dx,
-                                    f.params.sigma, dconv)
+        origin = (x0 + (i0 - h) * dx, y0 + (j0 - h) * dx)
+        sigmas = f.renderer.sigmas  # per-atom PSF widths of this render (a depth-blur model), else None
+        if sigmas is None:
+            grad[:, :2] = positions_vjp(pos[:, :2], f.renderer.atom_weights, origin, dx, f.params.sigma, dconv)
+        else:
+            # σᵢ² = σ² + β²dᵢ², dᵢ = zᵢ − z_top + entrance: ∂σᵢ/∂zᵢ = β²dᵢ/σᵢ (the first atom plane z_top held)
+            dsigma = np.zeros(len(pos))
+            grad[:, :2] = positions_vjp(pos[:, :2], f.renderer.atom_weights, origin, dx, sigmas, dconv,
+                                        sigma_out=dsigma)
+            beta = f.params.depth_blur
+            depth = np.sqrt(np.maximum(sigmas ** 2 - f.params.sigma ** 2, 0.0)) / beta
+            grad[:, 2] = dsigma * beta * beta * depth / sigmas
         return chi2, grad
 
 

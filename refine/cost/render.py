@@ -16,6 +16,11 @@ Per render nothing image-sized is allocated: the convolution and output
 buffers and the xy array are reused, and views of them cover the box. One
 pass over the convolution box (:func:`max_value`) gives its largest pixel,
 for the fitness's check of the model's training range.
+
+With a depth-blur model (``ConvolutionParameters.depth_blur`` > 0) every
+render computes each atom's PSF width from its depth below the candidate's
+first atom plane (:meth:`ConvolutionParameters.sigmas`), and the box and the
+splat's window grow with the widest atom.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import time
 import numba
 import numpy as np
 
-from surrogate.imaging import CUTOFF_SIGMAS, atom_weights, splat_gaussians
+from surrogate.imaging import CUTOFF_SIGMAS, atom_weights, scratch_rows, splat_gaussians
+from surrogate.imaging.convolution import splat_gaussians_varying
 
 __all__ = ["BoxRenderer", "max_value"]
 
@@ -129,6 +135,7 @@ class BoxRenderer:
         self._gy = np.zeros(window)
         self._xy = np.zeros((0, 2))
         self.atom_weights = None
+        self.sigmas = None  # per-atom PSF widths of the last render (depth blur), else None
 
     def set_atoms(self, numbers) -> None:
         """Per-atom weights κ·Z^n of the atomic numbers ``numbers`` (n_atoms,) for the next renders."""
@@ -174,14 +181,25 @@ class BoxRenderer:
         m, n = self.grid.shape
         dx = self.grid.pixel_size
         x0, y0 = self.grid.origin
-        i0, i1, j0, j1 = _xy_box(positions, shift[0], shift[1], x0, y0, dx, self.reach, m, n, self._xy)
+        reach = self.reach
+        self.sigmas = self.params.sigmas(positions[:, 2]) if self.params.depth_blur else None
+        if self.sigmas is not None and len(self.sigmas):
+            widest = float(self.sigmas.max())
+            reach = int(math.ceil(CUTOFF_SIGMAS * widest / dx)) + 2 + self.h
+            if len(self._gx) < 2 * (int(math.ceil(CUTOFF_SIGMAS * widest / dx)) + 1) + 1:
+                self._gx, self._gy = scratch_rows(widest, dx)
+        i0, i1, j0, j1 = _xy_box(positions, shift[0], shift[1], x0, y0, dx, reach, m, n, self._xy)
         bi, bj = i1 - i0, j1 - j0
         if bi == 0 or bj == 0:
             return self._out_buf[:0].reshape(0, 0), 0, 0, -np.inf
         h = self.h
         conv = self.convolution_box(bi, bj)
-        splat_gaussians(self._xy, self.atom_weights, x0 + (i0 - h) * dx, y0 + (j0 - h) * dx, dx, self.params.sigma,
-                        CUTOFF_SIGMAS, conv, self._gx, self._gy)
+        if self.sigmas is None:
+            splat_gaussians(self._xy, self.atom_weights, x0 + (i0 - h) * dx, y0 + (j0 - h) * dx, dx,
+                            self.params.sigma, CUTOFF_SIGMAS, conv, self._gx, self._gy)
+        else:
+            splat_gaussians_varying(self._xy, self.atom_weights, self.sigmas, x0 + (i0 - h) * dx,
+                                    y0 + (j0 - h) * dx, dx, CUTOFF_SIGMAS, conv, self._gx, self._gy)
         conv_max = max_value(conv)
         t1 = time.perf_counter() if timings is not None else 0.0
         sim = self._out_buf[: bi * bj].reshape(bi, bj)

@@ -73,6 +73,11 @@ def add_arguments(parser):
     p.add_argument("--rods", type=int, default=0, metavar="N",
                    help="column rods added (a zone axis along the beam, 8-16 atoms per column): for images of "
                         "particles thicker than the size range's compact shapes (default 0)")
+    p.add_argument("--depth-blur", type=float, default=0.0, metavar="β",
+                   help="PSF width grows with depth below the entrance surface as sqrt(σ² + (β·depth)²) (Å per Å); "
+                        "columns longer than the probe's depth of focus then look as they do (default 0: the "
+                        "paper's depth-blind convolution image; 0.01 for the paper's 200 kV microscope, "
+                        "docs/benchmarks.md)")
     p.add_argument("--rod-heights", metavar="MIN:MAX",
                    help="atoms per column of the rods (default 8:16; taller rods, longer than the probe's "
                         "depth of focus, make the model worse)")
@@ -168,7 +173,7 @@ def settings_from_args(args):
         interpolation=DEFAULTS["interpolation"] if args.interpolation is None else args.interpolation,
         phonons=DEFAULTS["phonons"] if args.phonons is None else args.phonons,
         seed=args.seed, fit_source=args.fit_source, fit_source_pixel_size=args.pixel_size,
-        polynomial=_polynomial(args))
+        polynomial=_polynomial(args), depth_blur=args.depth_blur)
     return settings.validate(), from_image
 
 

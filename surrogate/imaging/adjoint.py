@@ -260,9 +260,15 @@ def _vjp_general(conv, up, h, offsets, log_term, log_floor, parent, last, pair_v
                 out[a + h, b + h] += u * dv[n_pix] / xc
 
 
-def positions_vjp(xy: np.ndarray, weights: np.ndarray, origin, pixel_size: float, sigma: float,
-                  dconv: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def positions_vjp(xy: np.ndarray, weights: np.ndarray, origin, pixel_size: float, sigma,
+                  dconv: np.ndarray, out: np.ndarray | None = None, *, sigma_out: np.ndarray | None = None
+                  ) -> np.ndarray:
     """∂χ²/∂(x, y) of each atom (1/Å · units of χ²) from ∂χ²/∂C.
+
+    With one PSF width per atom (``sigma`` of shape (n,): a depth-blur model,
+    :func:`surrogate.imaging.convolution.atom_sigmas`) ``sigma_out`` (n,), if
+    given, receives ∂χ²/∂σᵢ as well, from which the caller makes the z
+    gradient (σᵢ depends on the atom's depth).
 
     Parameters
     ----------
@@ -287,6 +293,18 @@ def positions_vjp(xy: np.ndarray, weights: np.ndarray, origin, pixel_size: float
     xy = np.ascontiguousarray(xy, dtype=np.float64)
     if out is None:
         out = np.zeros((len(xy), 2))
+    if np.ndim(sigma) == 1:
+        sig = np.ascontiguousarray(sigma, dtype=np.float64)
+        widest = float(sig.max()) if sig.size else 1.0
+        half = int(np.ceil(CUTOFF_SIGMAS * widest / pixel_size)) + 1
+        grads = np.zeros((len(xy), 3))
+        _positions_vjp_varying(xy, np.ascontiguousarray(weights, dtype=np.float64), sig, float(origin[0]),
+                               float(origin[1]), float(pixel_size), float(CUTOFF_SIGMAS), np.ascontiguousarray(dconv),
+                               grads, np.empty((5, 2 * half + 1)))
+        out[:, :] = grads[:, :2]
+        if sigma_out is not None:
+            sigma_out[:] = grads[:, 2]
+        return out
     half = int(np.ceil(CUTOFF_SIGMAS * sigma / pixel_size)) + 1
     scratch = np.empty((4, 2 * half + 1))
     _positions_vjp(xy, np.ascontiguousarray(weights, dtype=np.float64), float(origin[0]), float(origin[1]),
@@ -338,3 +356,60 @@ def _positions_vjp(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, dconv, out, sc
             sy += gx[i - i0] * r_dg
         out[a, 0] = wa * sx
         out[a, 1] = wa * sy
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _positions_vjp_varying(xy, weights, sigmas, x0, y0, dx, cutoff_sigmas, dconv, out, scratch):  # pragma: no cover
+    # As _positions_vjp with σ per atom (the splat of convolution.splat_gaussians_varying), plus ∂/∂σ:
+    # ∂/∂σ [w/(2πσ²)·exp(−r²/2σ²)] = w/(2πσ²)·exp(−r²/2σ²)·(r²/σ³ − 2/σ), r² = dx² + dy² (separable sums).
+    nx, ny = dconv.shape
+    gx = scratch[0]
+    gy = scratch[1]
+    dgx = scratch[2]
+    dgy = scratch[3]
+    d2y = scratch[4]
+    for a in range(xy.shape[0]):
+        sigma = sigmas[a]
+        half = int(np.ceil(cutoff_sigmas * sigma / dx)) + 1
+        fi, fj, ci, cj, i0, i1, j0, j1 = atom_window(xy[a, 0], xy[a, 1], x0, y0, dx, half, nx, ny)
+        out[a, 0] = 0.0
+        out[a, 1] = 0.0
+        out[a, 2] = 0.0
+        if i0 >= i1 or j0 >= j1:
+            continue
+        wa = weights[a] / (2.0 * np.pi * sigma * sigma)
+        inv2s2 = 1.0 / (2.0 * sigma * sigma)
+        inv_s2 = 1.0 / (sigma * sigma)
+        for i in range(i0, i1):
+            d = (i - fi) * dx
+            g = math.exp(-d * d * inv2s2)
+            gx[i - i0] = g
+            dgx[i - i0] = g * d * inv_s2
+        for j in range(j0, j1):
+            d = (j - fj) * dx
+            g = math.exp(-d * d * inv2s2)
+            gy[j - j0] = g
+            dgy[j - j0] = g * d * inv_s2
+            d2y[j - j0] = g * d * d
+        sx = 0.0
+        sy = 0.0
+        s_r2 = 0.0
+        s_0 = 0.0
+        n = j1 - j0
+        for i in range(i0, i1):
+            row = dconv[i, j0:j1]
+            r_g = 0.0
+            r_dg = 0.0
+            r_d2 = 0.0
+            for k in range(n):
+                r_g += row[k] * gy[k]
+                r_dg += row[k] * dgy[k]
+                r_d2 += row[k] * d2y[k]
+            di = (i - fi) * dx
+            sx += dgx[i - i0] * r_g
+            sy += gx[i - i0] * r_dg
+            s_r2 += gx[i - i0] * (di * di * r_g + r_d2)
+            s_0 += gx[i - i0] * r_g
+        out[a, 0] = wa * sx
+        out[a, 1] = wa * sy
+        out[a, 2] = wa * (s_r2 / (sigma * sigma * sigma) - 2.0 * s_0 / sigma)

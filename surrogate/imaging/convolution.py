@@ -16,6 +16,19 @@ We expose exactly that: ``cross_section=κ`` multiplies the image so that each
 atom's integrated intensity is κ·Z^n Å² (its integrated cross-section in this
 model). ``cross_section=None`` leaves raw weights (units Z^n Å⁻²).
 
+Depth blur (optional, not in the paper)
+---------------------------------------
+The probe is focused at the particle's entrance surface and spreads as it
+goes down (and channels along columns), so an atom deep in a column is seen
+through a wider PSF than one at the top. With ``depth_blur=β`` each atom's
+PSF width is σᵢ = sqrt(σ² + (β·dᵢ)²), dᵢ = zᵢ − min(z) + :data:`ENTRANCE_DEPTH`
+its depth below the entrance plane in Å (the beam travels along +z, as in
+the ground truth of :mod:`surrogate.groundtruth.multislice`, whose potential
+starts 1 Å above the first atom). Each atom still contributes κ·w_i to the
+image integral; the convolution image then depends on depth, which a
+column's HAADF intensity does once columns are longer than the probe's depth
+of focus (docs/benchmarks.md, session 24). β = 0 is the paper's image.
+
 Pixels are point samples of I at the probe positions of a :class:`ProbeGrid`
 (see :mod:`surrogate.imaging.grid`): ``image[i, j] = I(x0 + iΔ, y0 + jΔ)``.
 """
@@ -39,8 +52,11 @@ __all__ = [
     "DEFAULT_SIGMA",
     "DEFAULT_EXPONENT",
     "CUTOFF_SIGMAS",
+    "ENTRANCE_DEPTH",
+    "atom_sigmas",
     "scratch_rows",
     "splat_gaussians",
+    "splat_gaussians_varying",
 ]
 
 #: Å, Gaussian PSF width of the paper.
@@ -53,6 +69,9 @@ COMBS2019_CROSS_SECTION = 8.1767245e-7
 #: the PSF is evaluated within ±CUTOFF_SIGMAS·σ of each atom; the Gaussian mass
 #: outside that square is < 3e-12 of the atom's weight.
 CUTOFF_SIGMAS = 7.0
+#: Å from the entrance plane (the probe's focus) to the first atom plane: the ground truth's potential starts
+#: 1 Å above the first atom (surrogate.groundtruth.multislice)
+ENTRANCE_DEPTH = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,9 @@ class ConvolutionParameters:
         Probe step in Å.
     weights : dict
         Per-element weights that override Z^n, e.g. ``{"Mo": 500.0}``.
+    depth_blur : float
+        β ≥ 0: the PSF width grows with depth as sqrt(σ² + (β·d)²) (Å per Å of
+        depth; see the module docstring). 0: the paper's depth-blind image.
     """
 
     sigma: float = DEFAULT_SIGMA
@@ -78,6 +100,7 @@ class ConvolutionParameters:
     cross_section: float | None = COMBS2019_CROSS_SECTION
     pixel_size: float = DEFAULT_PIXEL_SIZE
     weights: dict = field(default_factory=dict)
+    depth_blur: float = 0.0
 
     def __post_init__(self):
         if not (np.isfinite(self.sigma) and self.sigma > 0):
@@ -88,6 +111,9 @@ class ConvolutionParameters:
             raise InputError(f"cross_section must be positive or None, got {self.cross_section!r}")
         if not (np.isfinite(self.pixel_size) and self.pixel_size > 0):
             raise InputError(f"pixel size must be a positive number of Å, got {self.pixel_size!r}")
+        if isinstance(self.depth_blur, bool) or not (np.isfinite(self.depth_blur) and 0 <= self.depth_blur < 1):
+            raise InputError(f"depth blur must be a number in [0, 1) (Å of PSF width per Å of depth), "
+                             f"got {self.depth_blur!r}")
         for sym, w in dict(self.weights).items():
             if sym not in atomic_numbers:
                 raise InputError(f"unknown element {sym!r} in convolution weights")
@@ -99,8 +125,24 @@ class ConvolutionParameters:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConvolutionParameters":
-        known = {k: d[k] for k in ("sigma", "exponent", "cross_section", "pixel_size", "weights") if k in d}
+        known = {k: d[k] for k in ("sigma", "exponent", "cross_section", "pixel_size", "weights", "depth_blur")
+                 if k in d}
         return cls(**known)
+
+    def sigmas(self, z) -> np.ndarray | None:
+        """Per-atom PSF widths σᵢ in Å of atoms at heights ``z`` (n,) Å, or None without depth blur."""
+        return atom_sigmas(z, self.sigma, self.depth_blur)
+
+
+def atom_sigmas(z, sigma: float, depth_blur: float) -> np.ndarray | None:
+    """σᵢ = sqrt(σ² + (β·dᵢ)²), dᵢ = zᵢ − min(z) + :data:`ENTRANCE_DEPTH` (Å), shape (n,); None when β = 0."""
+    if not depth_blur:
+        return None
+    z = np.asarray(z, dtype=np.float64)
+    if z.size == 0:
+        return np.zeros(0)
+    depth = z - z.min() + ENTRANCE_DEPTH
+    return np.sqrt(sigma * sigma + (depth_blur * depth) ** 2)
 
 
 def atom_weights(numbers, exponent: float = DEFAULT_EXPONENT, weights: dict | None = None) -> np.ndarray:
@@ -149,20 +191,32 @@ def convolution_image(atoms, grid: ProbeGrid | None = None, params: ConvolutionP
     positions = np.asarray(atoms.positions, dtype=np.float64)
     if not np.all(np.isfinite(positions)):
         raise InputError("structure has non-finite atomic positions")
-    return convolution_from_positions(positions[:, :2], weights, grid, params.sigma, out=out)
+    sigma = params.sigmas(positions[:, 2])
+    return convolution_from_positions(positions[:, :2], weights, grid, params.sigma if sigma is None else sigma,
+                                      out=out)
 
 
-def convolution_from_positions(xy: np.ndarray, weights: np.ndarray, grid: ProbeGrid, sigma: float,
+def convolution_from_positions(xy: np.ndarray, weights: np.ndarray, grid: ProbeGrid, sigma,
                                *, out: np.ndarray | None = None) -> np.ndarray:
     """Low-level form of :func:`convolution_image` on plain arrays.
 
-    ``xy`` (n, 2) Å and ``weights`` (n,) already include κ. Allocates nothing
-    when ``out`` is given.
+    ``xy`` (n, 2) Å and ``weights`` (n,) already include κ; ``sigma`` is one
+    PSF width (Å) or one per atom, shape (n,) (:func:`atom_sigmas`). Allocates
+    nothing image-sized when ``out`` is given.
     """
     if out is None:
         out = np.empty(grid.shape, dtype=np.float64)
     elif out.shape != grid.shape or out.dtype != np.float64 or not out.flags.c_contiguous:
         raise InputError(f"out must be a C-contiguous float64 array of shape {grid.shape}")
+    if np.ndim(sigma) == 1:
+        sig = np.ascontiguousarray(sigma, dtype=np.float64)
+        if sig.shape != (len(xy),):
+            raise InputError(f"{sig.shape[0]} PSF widths for {len(xy)} atoms")
+        rows = scratch_rows(float(sig.max()) if sig.size else 1.0, grid.pixel_size)
+        splat_gaussians_varying(np.ascontiguousarray(xy, dtype=np.float64),
+                                np.ascontiguousarray(weights, dtype=np.float64), sig, grid.origin[0], grid.origin[1],
+                                grid.pixel_size, CUTOFF_SIGMAS, out, *rows)
+        return out
     splat_gaussians(np.ascontiguousarray(xy, dtype=np.float64), np.ascontiguousarray(weights, dtype=np.float64),
                     grid.origin[0], grid.origin[1], grid.pixel_size, float(sigma), CUTOFF_SIGMAS, out,
                     *scratch_rows(sigma, grid.pixel_size))
@@ -286,3 +340,35 @@ def splat_gaussians(xy, weights, x0, y0, dx, sigma, cutoff_sigmas, out, gx, gy):
             row = out[i, j0:j1]
             for k in range(n):
                 row[k] += g * gyw[k]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def splat_gaussians_varying(xy, weights, sigmas, x0, y0, dx, cutoff_sigmas, out, gx, gy):  # pragma: no cover
+    """:func:`splat_gaussians` with one PSF width per atom (``sigmas``, shape (n_atoms,), Å): the depth blur.
+
+    Each atom is evaluated on its own ±(⌈cutoff_sigmas·σᵢ/dx⌉ + 1)-pixel
+    window (:func:`atom_window`); ``gx``, ``gy`` must hold the widest window
+    (:func:`scratch_rows` of the largest σᵢ). Overwrites ``out``.
+    """
+    nx, ny = out.shape
+    out[:, :] = 0.0
+    for a in range(xy.shape[0]):
+        sigma = sigmas[a]
+        half = int(np.ceil(cutoff_sigmas * sigma / dx)) + 1
+        fi, fj, ci, cj, i0, i1, j0, j1 = atom_window(xy[a, 0], xy[a, 1], x0, y0, dx, half, nx, ny)
+        if i0 >= i1 or j0 >= j1:
+            continue
+        inv2s2 = 1.0 / (2.0 * sigma * sigma)
+        wa = weights[a] / (2.0 * np.pi * sigma * sigma)
+        for i in range(i0, i1):
+            d = (i - fi) * dx
+            gx[i - i0] = wa * np.exp(-d * d * inv2s2)
+        for j in range(j0, j1):
+            d = (j - fj) * dx
+            gy[j - j0] = np.exp(-d * d * inv2s2)
+        n = j1 - j0
+        for i in range(i0, i1):
+            g = gx[i - i0]
+            row = out[i, j0:j1]
+            for k in range(n):
+                row[k] += g * gy[k]

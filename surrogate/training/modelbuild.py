@@ -102,6 +102,11 @@ class BuildSettings:
         Particle k draws from ``default_rng([seed, k])``; CV folds from ``seed``.
     polynomial : dict
         :class:`surrogate.imaging.PolynomialSurrogate` hyper-parameters.
+    depth_blur : float
+        β of the convolution images (:class:`surrogate.imaging.ConvolutionParameters`;
+        0: the paper's depth-blind image). Applied when fitting, to convolution
+        images made again from the training structures, so the simulations in
+        the work folder serve every β (and every polynomial).
     fit_source : str or None
         An image whose column widths give the source size (stage 0), when the
         microscope's source size is None.
@@ -121,6 +126,7 @@ class BuildSettings:
     phonons: int = DEFAULTS["phonons"]
     seed: int = 0
     polynomial: dict = field(default_factory=lambda: dict(_POLYNOMIAL))
+    depth_blur: float = 0.0
     fit_source: str | None = None
     fit_source_pixel_size: float | None = None
 
@@ -159,6 +165,8 @@ class BuildSettings:
             raise InputError(f"PRISM interpolation must be a positive integer, got {self.interpolation}")
         if int(self.phonons) != self.phonons or self.phonons < 1:
             raise InputError(f"phonons must be a positive integer, got {self.phonons}")
+        if not (math.isfinite(self.depth_blur) and 0 <= self.depth_blur < 1):
+            raise InputError(f"--depth-blur must be in [0, 1) (Å of PSF width per Å of depth), got {self.depth_blur:g}")
         return self
 
     def to_dict(self) -> dict:
@@ -292,7 +300,7 @@ def build_model(settings: BuildSettings, out, *, scheduler: str | None = None, w
         raise InputError(f"the model file must end in .npz, got {out!r}")
     work = work_dir_for_model(out)
     os.makedirs(work, exist_ok=True)
-    _check_settings(work, settings)
+    first_fit = _check_settings(work, settings)
     seconds = {}
     t_all = time.perf_counter()
 
@@ -319,8 +327,16 @@ def build_model(settings: BuildSettings, out, *, scheduler: str | None = None, w
                            progress=progress, command=command)
     seconds["particles"] = round(time.perf_counter() - t0, 1)
     conv, ms = list(ds.convolution_images), list(ds.multislice_images)
-    template = PolynomialSurrogate(**settings.polynomial,
-                                   convolution=ConvolutionParameters.from_dict(ds.meta["convolution"]))
+    params = ConvolutionParameters.from_dict(ds.meta["convolution"])
+    if settings.depth_blur != params.depth_blur:
+        from dataclasses import replace
+
+        from surrogate.imaging import convolution_image
+
+        params = replace(params, depth_blur=float(settings.depth_blur))
+        conv = [convolution_image(a, g, params) for a, g in zip(ds.atoms, ds.grids)]
+        say(f"  convolution images with depth blur β = {params.depth_blur:g}")
+    template = PolynomialSurrogate(**settings.polynomial, convolution=params)
 
     t0 = time.perf_counter()
     say("stage 2/3: image-based 2-fold cross-validation (2 repeats) and the model-error calibration")
@@ -337,7 +353,7 @@ def build_model(settings: BuildSettings, out, *, scheduler: str | None = None, w
                                             f"{len(conv)} training images")
         return {"cv": cv, "discrepancy": disc.to_dict()}
 
-    validation = _cached(os.path.join(work, "validation.json"), validate)
+    validation = _cached(os.path.join(work, _validation_file(settings, first_fit)), validate)
     cv = validation["cv"]
     say(f"  CV 1 − R² = {cv['one_minus_r2']:.4f}, fractional RMS = {cv['frms']:.3f} over {cv['n_pixels']} pixels")
     seconds["validation"] = round(time.perf_counter() - t0, 1)
@@ -362,19 +378,39 @@ def build_model(settings: BuildSettings, out, *, scheduler: str | None = None, w
     return model, record
 
 
-def _check_settings(work: str, settings: BuildSettings) -> None:
+#: settings that only the fit uses: a work folder's simulations serve any value of them
+_FIT_ONLY = ("polynomial", "depth_blur")
+
+
+def _validation_file(settings: BuildSettings, first: dict) -> str:
+    """The stage-2 cache of these fit settings: ``validation.json`` for those the work folder was made with
+    (``first``, what :func:`_check_settings` returns), ``validation-HASH.json`` for any other."""
+    mine = json.loads(json.dumps({k: settings.to_dict()[k] for k in _FIT_ONLY}))
+    if mine == first:
+        return "validation.json"
+    import hashlib
+
+    return f"validation-{hashlib.sha256(json.dumps(mine, sort_keys=True).encode()).hexdigest()[:12]}.json"
+
+
+def _check_settings(work: str, settings: BuildSettings) -> dict:
+    """Refuse a work folder of other simulations; return the fit settings it was first made with."""
     path = os.path.join(work, "settings.json")
     mine = json.loads(json.dumps(settings.to_dict()))
-    if os.path.exists(path):
-        with open(path) as fh:
-            theirs = json.load(fh)
-            theirs.setdefault("rods", 0)  # builds from before column rods existed had none
-            theirs.setdefault("rod_heights", list(ROD_COLUMN_HEIGHTS))
-            theirs.get("polynomial", {}).setdefault("saturation", None)  # nor an input saturation
-            if theirs != mine:
-                raise InputError(f"{work} holds a build with other settings; delete it or choose another output")
-    else:
+    if not os.path.exists(path):
         write_json(path, mine, indent=1, sort_keys=True)
+        return {k: mine[k] for k in _FIT_ONLY}
+    with open(path) as fh:
+        theirs = json.load(fh)
+    theirs.setdefault("rods", 0)  # builds from before column rods existed had none
+    theirs.setdefault("rod_heights", list(ROD_COLUMN_HEIGHTS))
+    theirs.setdefault("depth_blur", 0.0)  # nor a depth blur
+    theirs.get("polynomial", {}).setdefault("saturation", None)  # nor an input saturation
+    first = {k: theirs.pop(k) for k in _FIT_ONLY}
+    # compared without what only the fit uses: stage 2 is cached per fit setting (_validation_file)
+    if theirs != {k: v for k, v in mine.items() if k not in _FIT_ONLY}:
+        raise InputError(f"{work} holds a build with other settings; delete it or choose another output")
+    return first
 
 
 def _cached(path: str, compute):

@@ -50,6 +50,7 @@ def tiny_build(tmp_path_factory):
     (["--rods", "2", "--rod-heights", "tall"], "--rod-heights takes MIN:MAX"),
     (["--defocus", "30"], "focused probe"),
     (["--source-size", "-1"], "source size"),
+    (["--depth-blur", "-0.1"], "--depth-blur"),
 ])
 def test_bad_settings_are_one_line_errors(capsys, tmp_path, flags, message):
     rc, _, err = run_cli(capsys, "model", "build", "-o", tmp_path / "m.npz", *flags)
@@ -263,6 +264,32 @@ def test_a_rerun_resumes_and_other_settings_are_refused(capsys, tiny_build):
     assert json.loads(out)["seconds"]["particles"] < 5
     rc, _, err = run_cli(capsys, "model", "build", "-o", tiny_build, *TINY, "--phonons", "2")
     assert rc == 2 and "other settings" in err
+
+
+def test_a_depth_blur_refits_the_same_simulations(capsys, tiny_build, tmp_path):
+    # the work folder's abTEM images serve another β: nothing is simulated again, the convolution images are
+    # made again with the blur, and the CV is cached apart from the first fit's
+    import shutil
+
+    from surrogate.imaging import convolution_image, load_model
+    from surrogate.training import read_dataset
+
+    out = tmp_path / "tiny.npz"
+    shutil.copytree(str(tiny_build) + ".work", str(out) + ".work")
+    work = Path(str(out) + ".work")
+    stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*.npz")}
+    first = json.loads((work / "validation.json").read_text())
+    rc, out_text, _ = run_cli(capsys, "model", "build", "-o", out, "--json", *TINY, "--depth-blur", "0.05")
+    assert rc == 0 and {p: p.stat().st_mtime_ns for p in work.rglob("*.npz")} == stamps
+    model = load_model(out)
+    assert model.convolution_parameters.depth_blur == 0.05
+    assert json.loads((work / "validation.json").read_text()) == first  # the first fit's cache is untouched
+    assert len(list(work.glob("validation-*.json"))) == 1
+    assert model.provenance_["cv"]["one_minus_r2"] != first["cv"]["one_minus_r2"]
+    ds = read_dataset(work / "dataset.npz")
+    blurred = convolution_image(ds.atoms[0], ds.grids[0], model.convolution_parameters)
+    assert model.input_range_[1] >= blurred.max() * (1 - 1e-12)
+    assert not np.allclose(blurred, ds.convolution_images[0])
 
 
 def test_show_prints_the_record(capsys, tiny_build):

@@ -206,6 +206,55 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
 
 
+#: ``info["origin"]`` of the starts built from the image (the first member of their population, unrattled)
+BUILT_STARTS = ("counts", "matched+counts")
+
+
+def _built_start_as_answer(ga, start):
+    """With no generations, the built start itself is the answer, not the best of its population.
+
+    The other members are the start rattled by 0.1 Å, diversity for a search. With a depth-blur model the
+    image sees z, and a rattled copy can fit the pixels better at an energy no search would keep (the Au
+    counted reconstruction: one seed in three answered +0.075 eV/atom higher, 68 atom pairs closer than
+    2.5 Å; docs/benchmarks.md, session 24). ``--generations 0`` promises the counted (or matched)
+    reconstruction alone.
+    """
+    from dataclasses import replace
+
+    best = start.copy()
+    best.info = dict(start.info, generation=0)
+    if ga.alpha is not None:
+        best.info["alpha"] = ga.alpha
+    return replace(ga, best=best)
+
+
+def _recount_after_slides(slid, image, model, calculator, composition):
+    """The slid counted start with its columns' ends grown or trimmed to the image's counts again.
+
+    With a depth-blur model a column's cross-section depends on where its atoms sit along the beam, so the
+    slides move some columns' counts by one; counting the slid structure again and growing or trimming the
+    ends (:func:`refine.search.template_counts.counted_template`, relaxed in columns) restores them. On the
+    real images: counts equal to the image's 63 → 80 % (Au), 86 → 92 % (Pt–Ir) at +0.000–0.002 eV/atom
+    (docs/benchmarks.md, session 24). A depth-blind model is left as it is: there the recount cost energy
+    and counts (session 22).
+    """
+    from scipy.spatial import cKDTree
+
+    from refine.analysis.cross_sections import projected_columns
+    from refine.search.template_counts import counted_template
+
+    info = dict(slid.info)
+    out = counted_template(slid, image, model, relax=column_relaxation(calculator, composition))
+    out.info = dict(info, recounted_after_slides=True)
+    xy0, n0, _ = projected_columns(slid.positions)
+    xy1, n1, _ = projected_columns(out.positions)
+    dist, k = cKDTree(xy1).query(xy0)
+    changed = int(np.count_nonzero((dist > 0.5) | (n1[k] != n0)))
+    log.info("counted start recounted after the slides (depth-blur model): %d of %d columns changed their count",
+             changed, len(n0))
+    return out
+
+
 def column_relaxation(calculator, composition):
     """Atoms → Atoms: the counted start's relaxation on the energy with every atom tied to its column.
 
@@ -262,6 +311,8 @@ def _run_refinement(inputs: RefinementInputs, *, t_start: float, folder_log=None
 
     # 4. the GA
     ga = run_search(inputs, fitness, population, rng, record=record, resuming=resuming, folder_log=folder_log)
+    if inputs.settings.stopping.generations == 0 and population and population[0].info.get("origin") in BUILT_STARTS:
+        ga = _built_start_as_answer(ga, population[0])
 
     # 5. the outputs, summary.json last
     out = inputs.out
@@ -324,6 +375,8 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         start = [slide_columns(counted, calculator, rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])
+        if getattr(inputs.model.convolution_parameters, "depth_blur", 0.0):
+            start = [_recount_after_slides(start[0], img, inputs.model, calculator, comp)]
     elif start == "matched":
         from refine.search.shape_match import matched_structure
         from refine.search.template_counts import counted_template

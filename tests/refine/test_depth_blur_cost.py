@@ -88,3 +88,50 @@ def test_counts_of_its_own_image_are_the_column_heights(model, crystal, grid):
     _, heights, _ = projected_columns(atoms.positions)
     assert len(np.unique(heights)) >= 4
     assert np.mean(table.atoms_image == table.atoms_3d) >= 0.95
+
+
+def test_the_counted_start_of_a_depth_blur_model_is_recounted_after_its_slides(model, crystal, tmp_path, caplog):
+    """``--start counts`` with a depth-blur model: the slides move counts, so the start is counted again."""
+    import csv
+
+    from refine.cli.main import main
+    from surrogate.imaging.model import save_model
+
+    rng = np.random.default_rng(3)
+    atoms = crystal.copy()
+    del atoms[rng.choice(len(atoms), 10, replace=False).tolist()]
+    atoms.positions -= atoms.positions.min(axis=0) - 5.0
+    grid = ProbeGrid(origin=(0.0, 0.0), shape=(int(atoms.positions[:, 0].max() / PIXEL) + 50,
+                                               int(atoms.positions[:, 1].max() / PIXEL) + 50), pixel_size=PIXEL)
+    np.save(tmp_path / "image.npy", model.simulate(atoms, grid))
+    path = save_model(model, tmp_path / "depth.npz")
+    out = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["refine", str(tmp_path / "image.npy"), "-c", f"Pt{len(atoms)}", "-m", str(path),
+                     "--pixel-size", str(PIXEL), "--start", "counts", "--generations", "0", "--population", "4",
+                     "-o", str(out), "--no-progress"]) == 0
+    assert any("recounted after the slides" in r.getMessage() for r in caplog.records)
+    rows = list(csv.DictReader(open(out / "counts.csv")))
+    equal = np.mean([r["atoms_3d"] == r["atoms_image"] for r in rows])
+    assert len(rows) >= 20 and equal >= 0.9
+
+
+def test_with_no_generations_the_built_start_is_the_answer_not_a_rattled_copy(crystal):
+    # the population's other members are the start rattled by 0.1 Å (diversity for a search); a copy can fit a
+    # depth-blur model's image better at an energy no search would keep, so --generations 0 answers the start
+    from deap import tools
+
+    from refine.search.settings import GAResult
+    from refine.workflows.refinement import BUILT_STARTS, _built_start_as_answer
+
+    start = crystal.copy()
+    start.info = {"origin": "counts", "columns": 30}
+    rattled = crystal.copy()
+    rattled.positions += np.random.default_rng(0).normal(0, 0.1, rattled.positions.shape)
+    ga = GAResult(best=rattled, population=[start, rattled], hall_of_fame=[rattled, start], pareto_front=[],
+                  logbook=tools.Logbook(), generation=0, stop_reason="generations", alpha=0.07, evaluations=2)
+    out = _built_start_as_answer(ga, start)
+    np.testing.assert_array_equal(out.best.positions, start.positions)
+    assert out.best.info == {"origin": "counts", "columns": 30, "generation": 0, "alpha": 0.07}
+    assert out.population == ga.population and out.best is not start
+    assert "counts" in BUILT_STARTS and "matched+counts" in BUILT_STARTS

@@ -392,14 +392,13 @@ class _DepthColumn:
     def image(self, n: int) -> np.ndarray:
         """The column's convolution image on the window's padded grid at ``n`` atoms."""
         if n not in self._cache:
-            from surrogate.imaging.convolution import ENTRANCE_DEPTH, convolution_from_positions
+            from surrogate.imaging.convolution import atom_sigmas, convolution_from_positions
 
             if n == 0:
                 self._cache[n] = np.zeros(self.grid.shape)
             else:
                 xyz, w = self._atoms(n)
-                depth = np.maximum(xyz[:, 2] - self.z_top + ENTRANCE_DEPTH, 0.0)
-                sig = np.sqrt(self.params.sigma ** 2 + (self.params.depth_blur * depth) ** 2)
+                sig = atom_sigmas(xyz[:, 2], self.params.sigma, self.params.depth_blur, z_top=self.z_top)
                 self._cache[n] = convolution_from_positions(xyz[:, :2], w, self.grid, sig)
         return self._cache[n]
 

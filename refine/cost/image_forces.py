@@ -26,6 +26,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from surrogate.imaging import SurrogateGradient, positions_vjp
+from surrogate.imaging.convolution import entrance_depths
 
 from surrogate.common import InputError
 
@@ -99,8 +100,7 @@ class ImageTerm:
             grad[:, :2] = positions_vjp(pos[:, :2], f.renderer.atom_weights, origin, dx, sigmas, dconv,
                                         sigma_out=dsigma)
             beta = f.params.depth_blur
-            depth = np.sqrt(np.maximum(sigmas ** 2 - f.params.sigma ** 2, 0.0)) / beta
-            grad[:, 2] = dsigma * beta * beta * depth / sigmas
+            grad[:, 2] = dsigma * beta * beta * entrance_depths(pos[:, 2]) / sigmas
         return chi2, grad
 
 

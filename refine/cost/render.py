@@ -185,8 +185,9 @@ class BoxRenderer:
         self.sigmas = self.params.sigmas(positions[:, 2]) if self.params.depth_blur else None
         if self.sigmas is not None and len(self.sigmas):
             widest = float(self.sigmas.max())
-            reach = int(math.ceil(CUTOFF_SIGMAS * widest / dx)) + 2 + self.h
-            if len(self._gx) < 2 * (int(math.ceil(CUTOFF_SIGMAS * widest / dx)) + 1) + 1:
+            cutoff_px = int(math.ceil(CUTOFF_SIGMAS * widest / dx))
+            reach = cutoff_px + 2 + self.h  # as in __init__, for the widest atom
+            if len(self._gx) < 2 * (cutoff_px + 1) + 1:  # the splat's scratch rows for it
                 self._gx, self._gy = scratch_rows(widest, dx)
         i0, i1, j0, j1 = _xy_box(positions, shift[0], shift[1], x0, y0, dx, reach, m, n, self._xy)
         bi, bj = i1 - i0, j1 - j0

@@ -54,6 +54,7 @@ __all__ = [
     "CUTOFF_SIGMAS",
     "ENTRANCE_DEPTH",
     "atom_sigmas",
+    "entrance_depths",
     "scratch_rows",
     "splat_gaussians",
     "splat_gaussians_varying",
@@ -134,15 +135,24 @@ class ConvolutionParameters:
         return atom_sigmas(z, self.sigma, self.depth_blur)
 
 
-def atom_sigmas(z, sigma: float, depth_blur: float) -> np.ndarray | None:
-    """σᵢ = sqrt(σ² + (β·dᵢ)²), dᵢ = zᵢ − min(z) + :data:`ENTRANCE_DEPTH` (Å), shape (n,); None when β = 0."""
-    if not depth_blur:
-        return None
+def entrance_depths(z, z_top: float | None = None) -> np.ndarray:
+    """dᵢ = zᵢ − z_top + :data:`ENTRANCE_DEPTH` (Å, ≥ 0): depth below the entrance plane, shape (n,).
+
+    ``z_top`` is the first atom plane, default min(z); atoms above it (a column grown upwards while
+    counting) are at depth 0.
+    """
     z = np.asarray(z, dtype=np.float64)
     if z.size == 0:
         return np.zeros(0)
-    depth = z - z.min() + ENTRANCE_DEPTH
-    return np.sqrt(sigma * sigma + (depth_blur * depth) ** 2)
+    top = z.min() if z_top is None else float(z_top)
+    return np.maximum(z - top + ENTRANCE_DEPTH, 0.0)
+
+
+def atom_sigmas(z, sigma: float, depth_blur: float, z_top: float | None = None) -> np.ndarray | None:
+    """σᵢ = sqrt(σ² + (β·dᵢ)²), dᵢ from :func:`entrance_depths` (Å), shape (n,); None when β = 0."""
+    if not depth_blur:
+        return None
+    return np.sqrt(sigma * sigma + (depth_blur * entrance_depths(z, z_top)) ** 2)
 
 
 def atom_weights(numbers, exponent: float = DEFAULT_EXPONENT, weights: dict | None = None) -> np.ndarray:

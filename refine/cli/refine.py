@@ -44,6 +44,21 @@ description = __doc__
 _alpha = alpha_arg  # one --alpha grammar (refine, cost)
 
 
+def _count_weight(text):
+    """--count-weight: a positive number, 'inf' or 'none'."""
+    import argparse
+
+    if text == "none":
+        return None
+    try:
+        w = float(text)
+    except ValueError:
+        w = float("nan")
+    if not w > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, 'inf' or 'none', got {text!r}")
+    return w
+
+
 def add_arguments(parser):
     parser.add_argument("image", metavar="IMAGE",
                         help="experimental image: TIFF, .npy, .npz, text, DM3/DM4, EMD, ... (rosettasciio)")
@@ -88,6 +103,11 @@ def add_arguments(parser):
                    help="FIRE steps on every offspring (default 20 with --search anneal, else 0)")
     g.add_argument("--start-relax-steps", type=int, default=0, metavar="N",
                    help="FIRE steps on every random starting cluster (default 0)")
+    g.add_argument("--count-weight", type=_count_weight, default=defaults.COUNT_WEIGHT, metavar="W",
+                   help="--start counts: weight of the image's count of a column against the energy when the "
+                        "counted columns are settled (docs/search.md); larger keeps more counts, 'inf' keeps "
+                        f"every count and settles the depths only, 'none' leaves the columns as counted "
+                        f"(default {defaults.COUNT_WEIGHT:g})")
     g.add_argument("--calculator", default="auto",
                    help="energy: auto (asap3 EMT / the Pt-Mo potential), emt, ase-emt, or package.module:Class")
     g.add_argument("--image-forces", action="store_true", default=None,
@@ -178,7 +198,7 @@ def refinement_keywords(args) -> dict:
                 start=args.start, noise=args.noise, dose=args.dose, model_error=args.model_error,
                 multi_objective=args.pareto,
                 calculator=args.calculator, stagnation=args.stagnation, relax_steps=args.relax_steps,
-                start_relax_steps=args.start_relax_steps, progress=args.progress,
+                start_relax_steps=args.start_relax_steps, count_weight=args.count_weight, progress=args.progress,
                 alpha_scale=args.alpha_scale, workers=args.workers, ga_options=ga_options, search=args.search,
                 log_file=True, checkpoint_every=args.checkpoint_every)
 

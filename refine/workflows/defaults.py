@@ -34,6 +34,9 @@ NOISE = "estimate"
 MODEL_ERROR = True
 #: starting population: random compact clusters
 START = "random"
+#: the counted start's count evidence weight (:data:`refine.search.column_stacks.COUNT_WEIGHT`; None: columns
+#: left as counted)
+COUNT_WEIGHT = 3.0
 #: processes for the image-restrained annealings (2: the cores of a laptop-class machine; a run's result does
 #: not depend on it, its wall time does)
 WORKERS = 2

@@ -51,6 +51,7 @@ __all__ = [
     "ga_settings",
     "validate_workers",
     "validate_start_relax_steps",
+    "validate_count_weight",
     "validate_alpha_scale",
     "warn_if_image_too_small",
     "warn_if_microscope_differs",
@@ -105,6 +106,8 @@ class RefinementInputs:
         Processes for the annealings.
     start_relax_steps : int
         FIRE steps on each random starting cluster.
+    count_weight : float or None
+        The counted start's count evidence weight (:class:`refine.workflows.StartSettings`).
     fitness_options : dict
         Further :class:`refine.cost.Fitness` keywords.
     model_error : bool
@@ -131,6 +134,7 @@ class RefinementInputs:
     multi_objective: bool
     workers: int
     start_relax_steps: int
+    count_weight: float | None = None
     fitness_options: dict = field(default_factory=dict)
     model_error: bool = True
     composition_estimate: object = None
@@ -472,6 +476,19 @@ def validate_workers(workers):
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise InputError(f"workers must be a positive integer, got {workers!r}")
     return workers
+
+
+def validate_count_weight(count_weight):
+    """``count_weight``: None, a positive number or inf (a float)."""
+    if count_weight is None:
+        return None
+    try:
+        w = float(count_weight)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if isinstance(count_weight, bool) or not w > 0:
+        raise InputError(f"count_weight must be a positive number, inf, or none, got {count_weight!r}")
+    return w
 
 
 def validate_start_relax_steps(start_relax_steps):

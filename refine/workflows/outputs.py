@@ -289,6 +289,9 @@ def run_summary(inputs, fitness, ga, best: Atoms, r, files: dict, *, resuming: b
         "seed": inputs.seed,
         "resumed": resuming,
         "start": inputs.start,
+        # the counted start's count evidence weight (inf as text: JSON has no infinity)
+        "count_weight": (None if inputs.start != "counts" or inputs.count_weight is None
+                         else float(inputs.count_weight) if np.isfinite(inputs.count_weight) else "inf"),
         "model": _model_info(inputs.model, inputs.model_source),
         "image": {"source": img.source, "shape": list(img.shape), "pixel_size": img.pixel_size,
                   "origin": list(img.origin), "n_valid": img.n_valid,

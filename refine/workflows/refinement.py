@@ -55,6 +55,7 @@ from refine.workflows.inputs import (
     load_model_or_default,
     resuming_run,
     validate_alpha_scale,
+    validate_count_weight,
     validate_image_settings,
     validate_noise,
     validate_out_dir,
@@ -195,13 +196,14 @@ def refine_image(image, composition, *, out_dir, model=None, search: GASettings 
         settings = ga_settings(search, cost, run)
         workers = validate_workers(run.workers)
         start_relax_steps = validate_start_relax_steps(start.relax_steps)
+        count_weight = validate_count_weight(start.count_weight)
         alpha_scale = validate_alpha_scale(cost.alpha_scale)
         inputs = RefinementInputs(
             model=mdl, model_source=model_source, composition=comp, image=img, start=source, noise=noise_model,
             dose=dose, out=out, resume=run.resume, settings=settings, seed=seed, alpha=cost.alpha,
             alpha_scale=alpha_scale, calculator=cost.calculator, model_error=bool(cost.model_error),
             multi_objective=bool(settings.multi_objective),
-            workers=workers, start_relax_steps=start_relax_steps, fitness_options=dict(cost.fitness_options or {}),
+            workers=workers, start_relax_steps=start_relax_steps, count_weight=count_weight, fitness_options=dict(cost.fitness_options or {}),
             composition_estimate=estimate)
         return _run_refinement(inputs, t_start=t_start, folder_log=handler)
 
@@ -372,6 +374,11 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
 
         counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS,
                                     relax=column_relaxation(calculator, comp))
+        if inputs.count_weight is not None:
+            from refine.search.column_stacks import settle_columns
+
+            counted = settle_columns(counted, img, inputs.model, rng, weight=inputs.count_weight,
+                                     relax=column_relaxation(calculator, comp))
         start = [slide_columns(counted, calculator, rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])

@@ -144,10 +144,15 @@ class StartSettings:
         clusters following the image, or the frames of a structure file.
     relax_steps : int
         FIRE steps on each starting cluster (0: none).
+    count_weight : float or None
+        The counted start (``source="counts"``): the weight of the image's count evidence against the
+        energy when its columns are settled (:func:`refine.search.column_stacks.settle_columns`); ``inf``
+        keeps every count and settles the depths only, None leaves the columns as counted.
     """
 
     source: str = defaults.START
     relax_steps: int = 0
+    count_weight: float | None = defaults.COUNT_WEIGHT
 
 
 @dataclass
@@ -200,6 +205,7 @@ KEYWORDS = {
     "stagnation": ("search", "stagnation"),
     "relax_steps": ("search", "relax_steps"),
     "start_relax_steps": ("start", "relax_steps"),
+    "count_weight": ("start", "count_weight"),
     "resample": ("image_settings", "resample"),
     "checkpoint_every": ("run", "checkpoint_every"),
     "progress": ("run", "progress"),

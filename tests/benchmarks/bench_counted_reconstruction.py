@@ -60,12 +60,14 @@ def _energy_per_atom(atoms, relax: bool = False) -> float:
     return float(a.get_potential_energy()) / len(a)
 
 
-def reference_image(work: Path, atoms, grid, model, phonons: int, interpolation: int = 4) -> np.ndarray:
-    """The abTEM image of ``bench_tall_columns.py`` (same file name, the model's microscope), simulated once."""
+def reference_image(work: Path, atoms, grid, model, phonons: int, interpolation: int = 4,
+                    name: str = "") -> np.ndarray:
+    """The abTEM image of ``bench_tall_columns.py`` (same file name, the model's microscope), simulated once;
+    ``name`` is added to the file name of another truth."""
     from bench_tall_columns import _save_npy, reference_settings
 
     params, tag = reference_settings(model)
-    path = work / f"abtem_110_{len(atoms)}_f{interpolation}_p{phonons}{tag}.npy"
+    path = work / f"abtem_110_{len(atoms)}{name}_f{interpolation}_p{phonons}{tag}.npy"
     if path.is_file():
         return np.load(path)
     from surrogate.groundtruth import haadf_image
@@ -76,6 +78,53 @@ def reference_image(work: Path, atoms, grid, model, phonons: int, interpolation:
     _save_npy(path, image)
     print(f"abTEM, {len(atoms)} atoms, {grid.shape} px: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return image
+
+
+def rough_particle(atoms, moves: int, seed: int = 0):
+    """``atoms`` (columns along z) with ``moves`` end atoms of random columns put on random columns' ends.
+
+    A test of counts that the energy would rather smooth: each move takes the top or bottom atom of a column
+    of ≥ 2 and puts it on top of (or under) another column, on a site of at least 3 bonds (an ad-atom or a
+    step on a facet, not a needle), so that the truth's top and bottom facets carry real one-atom steps.
+    Relaxed freely on EMT afterwards (FIRE, 0.02 eV/Å).
+    """
+    from ase import Atoms
+    from ase.optimize import FIRE
+
+    from refine.cost import make_calculator
+    from refine.search.column_stacks import ColumnStacks
+
+    st = ColumnStacks.from_atoms(atoms, nearest_neighbour_distance_pt())
+    rng = np.random.default_rng(seed)
+    m, done = len(st.counts), 0
+    while done < int(moves):
+        src, dst = (int(c) for c in rng.integers(m, size=2))
+        if src == dst or st.counts[src] < 2:
+            continue
+        from_top, to_top = rng.random() < 0.5, rng.random() < 0.5
+        k_old = st.first[src] + st.counts[src] - 1 if from_top else st.first[src]
+        k_new = st.first[dst] + st.counts[dst] if to_top else st.first[dst] - 1
+        off, on = st.site(src, k_old), st.site(dst, k_new)
+        st._flip(off, on)
+        if st.coordination[on] < 3:
+            st._flip(on, off)
+            continue
+        st.first[src] += 0 if from_top else 1
+        st.counts[src] -= 1
+        st.first[dst] -= 0 if to_top else 1
+        st.counts[dst] += 1
+        done += 1
+    out = Atoms(atoms.numbers, positions=st.positions())
+    out.cell = np.diag(np.ptp(out.positions, axis=0) + 20.0)
+    out.calc = make_calculator("auto", ("Pt",))
+    FIRE(out, logfile=None).run(fmax=0.02, steps=3000)
+    return Atoms(atoms.numbers, positions=out.positions - out.positions.mean(axis=0))
+
+
+def nearest_neighbour_distance_pt() -> float:
+    from refine.search.geometry import nearest_neighbour_distance
+
+    return nearest_neighbour_distance({"Pt": 1})
 
 
 def _relaxer(stiffness):
@@ -106,10 +155,12 @@ def _relaxer(stiffness):
 
 
 def reconstruct(image, model, guess: int, stiffness, *, known_total: bool = False, seed: int = 0,
-                slides: bool = True):
+                slides: bool = True, count_weight: float | None = None):
     """What ``refine -c Pt --start counts --generations 0`` builds: the number of atoms from the column counts
     (unless ``known_total``), then the counted structure, each counting round on the relaxed structure, then
-    (with a stiffness > 0 and ``slides``) its columns slid along the beam."""
+    (with ``count_weight``) its columns settled on the coordination proxy with the image's count evidence
+    (:func:`refine.search.column_stacks.settle_columns`), then (with a stiffness > 0 and ``slides``) its columns
+    slid along the beam."""
     from refine.search.column_start import (COUNT_ROUNDS, RELAXED_COUNT_ROUNDS, column_count_total,
                                             counted_structure)
 
@@ -118,6 +169,10 @@ def reconstruct(image, model, guess: int, stiffness, *, known_total: bool = Fals
     n = guess if known_total else column_count_total(image, model, "Pt", guess, rounds=rounds, relax=relax)[0]
     rng = np.random.default_rng(seed)
     atoms = counted_structure(image, model, f"Pt{n}", rng, rounds=rounds, relax=relax)
+    if count_weight is not None:
+        from refine.search.column_stacks import settle_columns
+
+        atoms = settle_columns(atoms, image, model, rng, weight=count_weight, relax=relax)
     if stiffness and slides:  # the product's last step: columns slid along the beam
         from refine.cost import make_calculator
         from refine.search.column_restraint import slide_columns
@@ -158,15 +213,25 @@ def main(argv=None) -> int:
                    help="eV/Å², comma-separated; 0 = free relaxation, none = unrelaxed (default none,0,0.5,1,1.5,2,8)")
     p.add_argument("--known-total", action="store_true", help="use the truth's number of atoms, not the estimate")
     p.add_argument("--no-slides", action="store_true", help="leave out the column slides (k > 0 only)")
+    p.add_argument("--count-weight", default="none",
+                   help="count weights w of settle_columns, comma-separated; none = not settled, inf = slides on "
+                        "the proxy only (default none)")
+    p.add_argument("--rough", type=int, default=0, metavar="N",
+                   help="the truth with N end atoms moved to other columns' ends (rough_particle; default 0: "
+                        "the truncated octahedron itself)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     model = load_model(args.model)
     truth = test_particle("110", 800)
-    grid = ProbeGrid.around(truth, pixel_size=model.convolution_parameters.pixel_size)
-    clean = reference_image(args.work, truth, grid, model, args.phonons)
+    if args.rough:
+        truth = rough_particle(truth, args.rough)
+    # the ideal truth's image is centred on the particle; a rough truth keeps that grid, so the two compare
+    grid = ProbeGrid.around(test_particle("110", 800), pixel_size=model.convolution_parameters.pixel_size)
+    clean = reference_image(args.work, truth, grid, model, args.phonons, name=f"_rough{args.rough}" if args.rough else "")
     e_truth = _energy_per_atom(truth, relax=True)
     ks = [None if s.strip() == "none" else float(s) for s in args.stiffness.split(",") if s.strip()]
+    ws = [None if s.strip() == "none" else float(s) for s in args.count_weight.split(",") if s.strip()]
     rows = []
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         data = clean
@@ -176,15 +241,17 @@ def main(argv=None) -> int:
         image = ExperimentalImage(data=np.asarray(data, float), pixel_size=grid.pixel_size,
                                   mask=np.ones(grid.shape, bool), origin=tuple(grid.origin))
         n = len(truth) if args.known_total else int(estimate_atom_number(image, model, "Pt").n)
-        for k in ks:
+        for k, w in [(k, w) for k in ks for w in ws]:
             t0 = time.perf_counter()
-            rec = reconstruct(image, model, n, k, known_total=args.known_total, slides=not args.no_slides)
-            row = {"seed": seed, "dose": args.dose, "stiffness": k, **measure(rec, truth, image, model, e_truth),
-                   "seconds": time.perf_counter() - t0}
+            rec = reconstruct(image, model, n, k, known_total=args.known_total, slides=not args.no_slides,
+                              count_weight=w)
+            row = {"seed": seed, "dose": args.dose, "stiffness": k, "count_weight": w,
+                   **measure(rec, truth, image, model, e_truth), "seconds": time.perf_counter() - t0}
             rows.append(row)
             if not args.json:
                 label = "unrelaxed" if k is None else ("free" if k == 0 else f"k={k:g}")
-                print(f"seed {seed} {label:9s} atoms {row['atoms']} (truth {len(truth)})  E/atom {row['energy_per_atom']:.4f} "
+                label += "" if w is None else f" w={w:g}"
+                print(f"seed {seed} {label:15s} atoms {row['atoms']} (truth {len(truth)})  E/atom {row['energy_per_atom']:.4f} "
                       f"(truth {e_truth:.4f}, {row['above_truth']:+.4f})  within 0.5 Å {row['within_0.5']:.1%}  "
                       f"columns = truth {row['columns_equal_truth']:.1%}  counts.csv: {row['counts_equal']:.1%} equal, "
                       f"{row['counts_within_1']:.1%} ±1 ({row['n_columns']} columns)  {row['seconds']:.0f} s", flush=True)

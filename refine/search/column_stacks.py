@@ -323,8 +323,9 @@ def settle_columns(atoms: Atoms, image, model, rng: np.random.Generator, *, weig
     changed = int(np.count_nonzero(stacks.counts != counts_before))
     if relax is not None:
         out = relax(out)
-    out.info = dict(atoms.info, column_settle={"slides": moves["slides"], "transfers": moves["transfers"],
-                                               "columns_recounted": changed, "weight": w})
+    out.info = {**atoms.info, **out.info,  # the relaxation's own notes (stiffness, largest shift) kept
+                "column_settle": {"slides": moves["slides"], "transfers": moves["transfers"],
+                                  "columns_recounted": changed, "weight": w}}
     log.info("counted start settled on its columns (count weight %g): %d slides, %d transfers, %d of %d columns "
              "changed their count; proxy energy %.1f -> %.1f", w, moves["slides"], moves["transfers"], changed,
              len(counts_before), *moves["proxy_energy"])

@@ -479,8 +479,8 @@ def validate_workers(workers):
 
 
 def validate_count_weight(count_weight):
-    """``count_weight``: None, a positive number or inf (a float)."""
-    if count_weight is None:
+    """``count_weight``: None (or "none"), a positive number or inf (a float)."""
+    if count_weight is None or (isinstance(count_weight, str) and count_weight.strip().lower() == "none"):
         return None
     try:
         w = float(count_weight)

@@ -149,3 +149,13 @@ def test_refine_settles_the_counted_start_as_asked(tmp_path, caplog):
         assert len(messages) == (1 if settled else 0)
         if settled:
             assert "0 of" in messages[0] and "changed their count" in messages[0]  # inf: no count moves
+
+
+def test_the_count_weight_of_a_manifest_or_the_api_is_checked_at_the_boundary():
+    from refine.workflows.inputs import validate_count_weight
+
+    assert validate_count_weight(None) is None and validate_count_weight("none") is None
+    assert validate_count_weight("inf") == np.inf and validate_count_weight(2) == 2.0
+    for bad in (0, -1.0, "x", True, float("nan")):
+        with pytest.raises(InputError, match="count_weight"):
+            validate_count_weight(bad)

@@ -518,6 +518,13 @@ class CountTable:
                 for (x, y), a, b, s, r in zip(self.xy, self.atoms_3d, self.atoms_image, self.cross_section,
                                               self.is_resolved)]
 
+    def distance_in_atoms(self) -> np.ndarray:
+        """(σ_c − s·L_c(n)) / Δ_c, shape (n_columns, n_max + 1): how far each column's cross-section lies from
+        the library's value for n atoms, in units of the column's mean library step per atom Δ_c."""
+        lib = self.scale * np.asarray(self.library, dtype=float)
+        step = np.maximum(np.diff(lib, axis=1).mean(axis=1), 1e-12)
+        return (np.asarray(self.cross_section, dtype=float)[:, None] - lib) / step[:, None]
+
     def counts_at(self, scale: float) -> np.ndarray:
         """The image's counts (int, shape (n_columns,)) had the library been scaled by ``scale`` instead."""
         return _nearest(self.cross_section, self.library, float(scale)).astype(int)

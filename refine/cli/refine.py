@@ -45,18 +45,16 @@ _alpha = alpha_arg  # one --alpha grammar (refine, cost)
 
 
 def _count_weight(text):
-    """--count-weight: a positive number, 'inf' or 'none'."""
+    """--count-weight: a positive number, 'inf' or 'none' (:func:`refine.workflows.inputs.validate_count_weight`)."""
     import argparse
 
-    if text == "none":
-        return None
+    from refine.workflows.inputs import validate_count_weight
+    from surrogate.common import InputError
+
     try:
-        w = float(text)
-    except ValueError:
-        w = float("nan")
-    if not w > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, 'inf' or 'none', got {text!r}")
-    return w
+        return validate_count_weight(text)
+    except InputError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, 'inf' or 'none', got {text!r}") from None
 
 
 def add_arguments(parser):

@@ -163,8 +163,18 @@ class ColumnStacks:
             out.append(np.c_[np.tile(self.centres[c], (len(k), 1)), (k + self.fraction[c]) * self.period])
         return np.concatenate(out)
 
-    def _flip(self, off: int, on: int) -> float:
-        """Empty site ``off``, fill site ``on``; the change of the proxy energy."""
+    def move_end_atom(self, src: int, from_top: bool, dst: int, to_top: bool) -> float | None:
+        """Take the top (or bottom) atom of column ``src`` to the top (or bottom) of column ``dst``.
+
+        ``src == dst`` with opposite ends is a slide (the column moves one period); otherwise a transfer.
+        The reverse move, ``move_end_atom(dst, to_top, src, from_top)``, undoes it exactly. Returns the
+        change of :meth:`proxy_energy`, or None (nothing done) where ``dst`` has no room left on that side.
+        """
+        k_new = self.first[dst] + self.counts[dst] if to_top else self.first[dst] - 1
+        if not self.low[dst] <= k_new < self.high[dst]:
+            return None
+        k_old = self.first[src] + self.counts[src] - 1 if from_top else self.first[src]
+        off, on = self.site(src, k_old), self.site(dst, k_new)
         region = np.unique(np.r_[off, on, self.neighbours[off], self.neighbours[on]])
         region = region[region < len(self.occupied) - 1]
         before = -(self.occupied[region] * np.sqrt(self.coordination[region])).sum()
@@ -172,10 +182,11 @@ class ColumnStacks:
         self.coordination[self.neighbours[off]] -= 1
         self.coordination[self.neighbours[on]] += 1
         self.coordination[-1] = 0
+        self.first[src] += 0 if from_top else 1
+        self.counts[src] -= 1
+        self.first[dst] -= 0 if to_top else 1
+        self.counts[dst] += 1
         return float(-(self.occupied[region] * np.sqrt(self.coordination[region])).sum() - before)
-
-    def _in_range(self, column: int, k: int) -> bool:
-        return bool(self.low[column] <= k < self.high[column])
 
 
 def count_evidence(table, centres, weight: float) -> np.ndarray:
@@ -195,10 +206,7 @@ def count_evidence(table, centres, weight: float) -> np.ndarray:
     ndarray, shape (m, n_max + 1)
     """
     _, where = cKDTree(table.xy).query(np.asarray(centres, dtype=float).reshape(-1, 2))
-    lib = table.scale * np.asarray(table.library, dtype=float)[where]
-    step = np.maximum(np.diff(lib, axis=1).mean(axis=1), 1e-12)
-    distance = (np.asarray(table.cross_section, dtype=float)[where][:, None] - lib) / step[:, None]
-    return float(weight) * distance ** 2
+    return float(weight) * table.distance_in_atoms()[where] ** 2
 
 
 def anneal_stacks(stacks: ColumnStacks, rng: np.random.Generator, *, evidence=None, moves: int | None = None,
@@ -241,36 +249,22 @@ def anneal_stacks(stacks: ColumnStacks, rng: np.random.Generator, *, evidence=No
             from_top, to_top = rng.random() < 0.5, rng.random() < 0.5
             if src == dst or stacks.counts[src] <= 1 or stacks.counts[dst] + 1 >= evidence.shape[1]:
                 continue
-            k_new = stacks.first[dst] + stacks.counts[dst] if to_top else stacks.first[dst] - 1
-            if not stacks._in_range(dst, k_new):
-                continue
-            k_old = stacks.first[src] + stacks.counts[src] - 1 if from_top else stacks.first[src]
             d_img = (evidence[src, stacks.counts[src] - 1] - evidence[src, stacks.counts[src]]
                      + evidence[dst, stacks.counts[dst] + 1] - evidence[dst, stacks.counts[dst]])
-            off, on = stacks.site(src, k_old), stacks.site(dst, k_new)
-            d_e = stacks._flip(off, on)
-            if d_e + d_img <= 0 or rng.random() < np.exp(-(d_e + d_img) / temperature):
-                transfers += 1
-                stacks.first[src] += 0 if from_top else 1
-                stacks.counts[src] -= 1
-                stacks.first[dst] -= 0 if to_top else 1
-                stacks.counts[dst] += 1
-            else:
-                stacks._flip(on, off)
         else:
-            c = int(rng.integers(m))
-            up = rng.random() < 0.5  # bottom atom to the top (the column moves up one period), or the reverse
-            k_old, k_new = ((stacks.first[c], stacks.first[c] + stacks.counts[c]) if up
-                            else (stacks.first[c] + stacks.counts[c] - 1, stacks.first[c] - 1))
-            if not stacks._in_range(c, k_new):
-                continue
-            off, on = stacks.site(c, k_old), stacks.site(c, k_new)
-            d_e = stacks._flip(off, on)
-            if d_e <= 0 or rng.random() < np.exp(-d_e / temperature):
+            src = dst = int(rng.integers(m))
+            to_top = rng.random() < 0.5  # bottom atom to the top (the column moves up one period), or the reverse
+            from_top, d_img = not to_top, 0.0
+        d_e = stacks.move_end_atom(src, from_top, dst, to_top)
+        if d_e is None:
+            continue
+        if d_e + d_img <= 0 or rng.random() < np.exp(-(d_e + d_img) / temperature):
+            if src == dst:
                 slides += 1
-                stacks.first[c] += 1 if up else -1
             else:
-                stacks._flip(on, off)
+                transfers += 1
+        else:
+            stacks.move_end_atom(dst, to_top, src, from_top)
     img_end = float(evidence[np.arange(m), stacks.counts].sum()) if evidence is not None else 0.0
     return {"slides": slides, "transfers": transfers, "proxy_energy": (e_start, stacks.proxy_energy()),
             "evidence": (img_start, img_end)}

@@ -172,10 +172,8 @@ def image_counts(table, xy, total: int | None = None, *, present=None) -> np.nda
     n_img = np.where(present, table.atoms_image[where], 0).astype(int)
     if total is None:
         return n_img
-    lib = table.scale * table.library
-    level = lib[where, np.clip(n_img, 0, lib.shape[1] - 1)]
-    step = np.maximum(np.diff(lib, axis=1).mean(axis=1)[where], 1e-12)
-    excess = np.where(present, (table.cross_section[where] - level) / step, -np.inf)
+    distance = table.distance_in_atoms()[where]
+    excess = np.where(present, distance[np.arange(len(xy)), np.clip(n_img, 0, distance.shape[1] - 1)], -np.inf)
     return _adjust_total(n_img, excess, int(total))
 
 

@@ -374,13 +374,13 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
         from refine.search.column_restraint import slide_columns
         from refine.search.column_start import RELAXED_COUNT_ROUNDS, counted_structure
 
-        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS,
-                                    relax=column_relaxation(calculator, comp))
+        in_columns = column_relaxation(calculator, comp)
+        counted = counted_structure(img, inputs.model, comp, rng, rounds=RELAXED_COUNT_ROUNDS, relax=in_columns)
         if inputs.count_weight is not None:
             from refine.search.column_stacks import settle_columns
 
             counted = settle_columns(counted, img, inputs.model, rng, weight=inputs.count_weight,
-                                     relax=column_relaxation(calculator, comp))
+                                     relax=in_columns)
         start = [slide_columns(counted, calculator, rng)]
         log.info("counted start relaxed in its columns: %d slides along the beam accepted",
                  start[0].info["column_slides"])

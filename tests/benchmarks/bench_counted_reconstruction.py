@@ -116,17 +116,12 @@ def rough_particle(atoms, moves: int, seed: int = 0):
         if src == dst or st.counts[src] < 2:
             continue
         from_top, to_top = rng.random() < 0.5, rng.random() < 0.5
-        k_old = st.first[src] + st.counts[src] - 1 if from_top else st.first[src]
-        k_new = st.first[dst] + st.counts[dst] if to_top else st.first[dst] - 1
-        off, on = st.site(src, k_old), st.site(dst, k_new)
-        st._flip(off, on)
-        if st.coordination[on] < 3:
-            st._flip(on, off)
+        if st.move_end_atom(src, from_top, dst, to_top) is None:
             continue
-        st.first[src] += 0 if from_top else 1
-        st.counts[src] -= 1
-        st.first[dst] -= 0 if to_top else 1
-        st.counts[dst] += 1
+        on = st.site(dst, st.first[dst] + st.counts[dst] - 1 if to_top else st.first[dst])
+        if st.coordination[on] < 3:
+            st.move_end_atom(dst, to_top, src, from_top)
+            continue
         done += 1
     out = Atoms(atoms.numbers, positions=st.positions())
     out.cell = np.diag(np.ptp(out.positions, axis=0) + 20.0)

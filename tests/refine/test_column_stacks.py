@@ -1,7 +1,5 @@
 """Column stacks: whole columns annealed on a coordination proxy, with the image's count evidence."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from ase import Atoms
@@ -71,9 +69,12 @@ def test_slides_bring_a_displaced_column_back_and_keep_every_count():
 
 def _table(stacks, reading, steps=1.0):
     """A count table whose every column reads ``reading`` atoms on a linear library."""
+    from refine.analysis.cross_sections import CountTable
+
     n_max = int(stacks.counts.max()) + 3
-    return SimpleNamespace(xy=stacks.centres, scale=1.0, library=np.tile(np.arange(n_max + 1) * steps, (len(reading), 1)),
-                           cross_section=np.asarray(reading, float) * steps)
+    return CountTable(xy=stacks.centres, atoms_3d=stacks.counts.copy(), atoms_image=np.rint(reading).astype(int),
+                      cross_section=np.asarray(reading, float) * steps,
+                      library=np.tile(np.arange(n_max + 1) * steps, (len(reading), 1)), scale=1.0)
 
 
 def test_count_evidence_is_the_weighted_squared_distance_in_atoms():

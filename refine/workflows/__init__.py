@@ -12,7 +12,8 @@ One refinement (:func:`refine_image`, what ``stem-refine refine`` and
 - :mod:`~refine.workflows.inputs` — check every input before anything is
   written (model, composition, image, start, noise, output folder, GA
   settings) into one :class:`~refine.workflows.inputs.RefinementInputs`;
-  ``inputs.json`` and the checks of a resumed run against it.
+  :mod:`~refine.workflows.resume` — ``inputs.json`` and the checks of a
+  resumed run against it.
 - :mod:`~refine.workflows.cost` — the run's :class:`refine.cost.Fitness`
   (E + α·χ²; :class:`~refine.workflows.cost.ScaledAlphaFitness` for
   ``alpha_scale``).

@@ -61,7 +61,8 @@ from ase import Atoms
 from refine.io import ExperimentalImage
 from refine.io.preparation import preparation_measured
 from refine.workflows.figures import plot_history, plot_images
-from refine.workflows.inputs import calculator_description, in_detector_units
+from refine.workflows.inputs import in_detector_units
+from refine.workflows.resume import calculator_description
 from surrogate.common import atomic_write_with, write_json
 
 __all__ = ["COUNT_FILES", "OUTPUT_FILES", "SUMMARY_VERSION", "best_on_image", "write_column_counts", "write_outputs",

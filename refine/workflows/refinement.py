@@ -51,9 +51,7 @@ from refine.workflows.inputs import (
     composition_from_image,
     elements_only,
     ga_settings,
-    input_record,
     load_model_or_default,
-    resuming_run,
     validate_alpha_scale,
     validate_count_weight,
     validate_image_settings,
@@ -67,6 +65,7 @@ from refine.workflows.inputs import (
     warn_if_microscope_differs,
 )
 from refine.workflows.outputs import best_on_image, run_summary, write_outputs
+from refine.workflows.resume import input_record, resuming_run
 from refine.workflows.runlog import run_log
 from refine.workflows.settings import CostSettings, ImageSettings, RunSettings, StartSettings
 from surrogate.common import InputError, write_json

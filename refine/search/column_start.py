@@ -10,7 +10,10 @@ start is already a crystal with the image's columns and counts, and the
 search only has to settle the surfaces. Steps (:func:`counted_structure`):
 
 1. **Columns** (:func:`refine.io.peaks.find_columns`): the local maxima
-   of the smoothed image above the vacuum level.
+   of the smoothed image above the vacuum level, and the columns missing
+   among them (:func:`refine.io.peaks.missing_columns`: a hole inside the
+   particle the size of a column, which a stack of the peaks alone would
+   leave as a channel of vacancies through the particle).
 2. **Counts**: a first guess proportional to each peak's height above
    vacuum, then :data:`COUNT_ROUNDS` rounds of the cross-section count of
    :mod:`refine.analysis.cross_sections` on the structure built from the
@@ -52,7 +55,7 @@ from scipy.spatial import cKDTree
 
 from surrogate.common import InputError
 from refine.analysis.columns import median_neighbour_distance
-from refine.io.peaks import find_columns
+from refine.io.peaks import find_columns, missing_columns
 from refine.search.geometry import nearest_neighbour_distance
 from refine.search.population import validate_composition
 
@@ -144,16 +147,32 @@ def _adjust_total(counts: np.ndarray, excess: np.ndarray, total: int) -> np.ndar
     return counts
 
 
-def _columns(image, comp: dict, total: int):
-    """The image's columns (at most ``total``), their sublattices, the period and a first count ∝ peak height."""
+def _columns(image, comp: dict, total: int, *, check_lattice: bool = False):
+    """The image's columns (at most ``total``), their sublattices, the period and a first count ∝ peak height.
+
+    The columns are the image's peaks and the columns missing among them
+    (:func:`refine.io.peaks.missing_columns`); a missing column's first
+    count is its neighbours' smallest (the count rounds then read it).
+    Last, with ``check_lattice``, whether the peaks are one crystal
+    (:func:`_check_one_crystal`'s fit; otherwise None).
+    """
     nn = nearest_neighbour_distance(comp)
     xy, height = find_columns(image, nn)
     if len(xy) > total:
         xy, height = xy[:total], height[:total]  # the faintest peaks would be columns of less than one atom
+    lattice = _check_one_crystal(xy, nn) if check_lattice else None
+    missing = missing_columns(xy, nn)
+    if len(missing):
+        _, near = cKDTree(xy).query(missing, k=min(4, len(xy)))
+        height = np.r_[height, height[np.atleast_2d(near)].min(axis=1)]
+        xy = np.vstack([xy, missing])
+        log.info("start from the image's counts: %d columns added where the peaks leave a hole the size of a "
+                 "column inside the particle (a column the image does not resolve as a peak of its own)",
+                 len(missing))
     sublattice, period = column_sublattices(xy, nn)
     # every peak found holds at least one atom to begin with: a column left empty here would never be counted
     counts = _adjust_total(np.maximum(np.floor(total * height / height.sum()), 1).astype(int), height, total)
-    return xy, sublattice, period, counts
+    return xy, sublattice, period, counts, lattice
 
 
 def image_counts(table, xy, total: int | None = None, *, present=None) -> np.ndarray:
@@ -236,8 +255,7 @@ def counted_structure(image, model, composition, rng: np.random.Generator, *, ro
     comp = validate_composition(composition)
     total = sum(comp.values())
     symbol = max(comp, key=comp.get)
-    xy, sublattice, period, counts = _columns(image, comp, total)
-    lattice = _check_one_crystal(xy, nearest_neighbour_distance(comp))
+    xy, sublattice, period, counts, lattice = _columns(image, comp, total, check_lattice=True)
     counts, _ = _count_rounds(image, model, symbol, xy, sublattice, period, counts, rounds, "total", relax)
     atoms = Atoms(f"{symbol}{total}", positions=stack_columns(xy, counts, period, sublattice))
     species = np.repeat([s for s in comp], [comp[s] for s in comp])
@@ -287,7 +305,7 @@ def column_count_total(image, model, element: str, guess: int, *, rounds: int = 
     the mean, 4 % rms: docs/benchmarks.md). ``relax`` as in :func:`counted_structure`.
     """
     comp = {element: int(guess)}
-    xy, sublattice, period, counts = _columns(image, comp, int(guess))
+    xy, sublattice, period, counts, _ = _columns(image, comp, int(guess))
     counts, table = _count_rounds(image, model, element, xy, sublattice, period, counts, max(1, int(rounds)), "model",
                                   relax)
     low, high = (int(table.counts_at(1.0 + d).sum()) for d in (calibration, -calibration))

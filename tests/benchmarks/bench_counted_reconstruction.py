@@ -16,16 +16,20 @@ the stacked structure unrelaxed; every counting round counts the relaxed
 structure), with the number of atoms taken from the image as ``-c Pt
 --start counts`` does (the sum of the column counts; ``--known-total`` gives
 the truth's instead), and for k > 0 with the columns then slid along the
-beam as the product does (``--no-slides`` leaves that out), it reports:
+beam on EMT as the product does where it does not settle the columns
+(``--no-slides`` leaves that out), it reports:
 
 ``--count-weight`` (comma-separated; ``none`` = not settled, ``inf`` = depths
 only) settles the counted columns with that weight of the image's count
-evidence before the slides, as ``refine --count-weight`` does
+evidence instead of the EMT slides, as ``refine --count-weight`` does
 (:mod:`refine.search.column_stacks`). ``--rough N`` replaces the truth by
 the same particle with N end atoms moved to other columns' ends and
 relaxed (:func:`rough_particle`: one-atom steps and ad-atoms on its top and
 bottom facets, real counts that the energy would rather smooth away; its
 abTEM image is made once into ``--work``, 4 phonons ~18 min on 2 cores).
+``--shape decahedron`` takes a twinned truth instead: a 780-atom Marks
+decahedron down its five-fold axis (five [110] grains around one column,
+:func:`decahedron_particle`; its image is made once, ~15–20 min with 4 phonons).
 ``--seeds`` seeds both the noise and the reconstruction's moves, so that a
 clean image with several seeds shows the moves' spread.
 
@@ -130,6 +134,23 @@ def rough_particle(atoms, moves: int, seed: int = 0):
     return Atoms(atoms.numbers, positions=out.positions - out.positions.mean(axis=0))
 
 
+def decahedron_particle():
+    """A 780-atom Pt Marks decahedron (:class:`ase.cluster.Decahedron` (7, 2, 1)) with its five-fold axis along z,
+    relaxed on EMT (FIRE, 0.02 eV/Å) and centred: a twinned truth, five [110] grains around one column."""
+    from ase import Atoms
+    from ase.cluster import Decahedron
+    from ase.optimize import FIRE
+
+    from refine.cost import make_calculator
+
+    atoms = Decahedron("Pt", 7, 2, 1, latticeconstant=3.92)
+    out = Atoms(atoms.numbers, positions=atoms.positions - atoms.positions.mean(axis=0))
+    out.cell = np.diag(np.ptp(out.positions, axis=0) + 20.0)
+    out.calc = make_calculator("auto", ("Pt",))
+    FIRE(out, logfile=None).run(fmax=0.02, steps=3000)
+    return Atoms(atoms.numbers, positions=out.positions - out.positions.mean(axis=0))
+
+
 def nearest_neighbour_distance_pt() -> float:
     from refine.search.geometry import nearest_neighbour_distance
 
@@ -168,8 +189,8 @@ def reconstruct(image, model, guess: int, stiffness, *, known_total: bool = Fals
     """What ``refine -c Pt --start counts --generations 0`` builds: the number of atoms from the column counts
     (unless ``known_total``), then the counted structure, each counting round on the relaxed structure, then
     (with ``count_weight``) its columns settled on the coordination proxy with the image's count evidence
-    (:func:`refine.search.column_stacks.settle_columns`), then (with a stiffness > 0 and ``slides``) its columns
-    slid along the beam."""
+    (:func:`refine.search.column_stacks.settle_columns`), or else (with a stiffness > 0 and ``slides``) its
+    columns slid along the beam on EMT."""
     from refine.search.column_start import (COUNT_ROUNDS, RELAXED_COUNT_ROUNDS, column_count_total,
                                             counted_structure)
 
@@ -182,7 +203,7 @@ def reconstruct(image, model, guess: int, stiffness, *, known_total: bool = Fals
         from refine.search.column_stacks import settle_columns
 
         atoms = settle_columns(atoms, image, model, rng, weight=count_weight, relax=relax)
-    if stiffness and slides:  # the product's last step: columns slid along the beam
+    elif stiffness and slides:  # the product's last step where it does not settle: columns slid along the beam
         from refine.cost import make_calculator
         from refine.search.column_restraint import slide_columns
 
@@ -237,17 +258,20 @@ def main(argv=None) -> int:
                         "the truncated octahedron itself)")
     p.add_argument("--axis", choices=("110", "100"), default="110",
                    help="zone axis of the truth along the beam (default 110; a 100 image is made once into --work)")
+    p.add_argument("--shape", choices=("octahedron", "decahedron"), default="octahedron",
+                   help="the truth: the 800-atom truncated octahedron (default) or a 780-atom Marks decahedron "
+                        "down its five-fold axis (decahedron_particle: five twinned [110] grains; --axis is ignored)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     model = load_model(args.model)
-    truth = test_particle(args.axis, 800)
-    if args.rough:
-        truth = rough_particle(truth, args.rough)
+    ideal = decahedron_particle() if args.shape == "decahedron" else test_particle(args.axis, 800)
+    truth = rough_particle(ideal, args.rough) if args.rough else ideal
     # the ideal truth's image is centred on the particle; a rough truth keeps that grid, so the two compare
-    grid = ProbeGrid.around(test_particle(args.axis, 800), pixel_size=model.convolution_parameters.pixel_size)
-    clean = reference_image(args.work, truth, grid, model, args.phonons, name=f"_rough{args.rough}" if args.rough else "",
-                            axis=args.axis)
+    grid = ProbeGrid.around(ideal, pixel_size=model.convolution_parameters.pixel_size)
+    name = ("_decahedron" if args.shape == "decahedron" else "") + (f"_rough{args.rough}" if args.rough else "")
+    clean = reference_image(args.work, truth, grid, model, args.phonons, name=name,
+                            axis="110" if args.shape == "decahedron" else args.axis)
     e_truth = _energy_per_atom(truth, relax=True)
     ks = [None if s.strip() == "none" else float(s) for s in args.stiffness.split(",") if s.strip()]
     ws = [None if s.strip() == "none" else float(s) for s in args.count_weight.split(",") if s.strip()]

@@ -124,7 +124,8 @@ def test_settle_columns_keeps_the_atoms_and_refuses_bad_weights():
 
 
 def test_refine_settles_the_counted_start_as_asked(tmp_path, caplog):
-    """``--count-weight`` reaches the counted start: settled with counts kept (inf), or left as counted (none)."""
+    """``--count-weight`` reaches the counted start: settled with counts kept (inf), or left as counted and slid
+    along the beam on EMT (none); a settled start is not slid on EMT afterwards."""
     import json
     import sys
     from pathlib import Path
@@ -140,7 +141,7 @@ def test_refine_settles_the_counted_start_as_asked(tmp_path, caplog):
     for weight, settled in (("inf", True), ("none", False)):
         out = tmp_path / weight
         caplog.clear()
-        with caplog.at_level("INFO", logger="refine.search.column_stacks"):
+        with caplog.at_level("INFO"):
             assert main(["refine", str(path), "-c", f"Pt{len(atoms)}", "--pixel-size", str(image.pixel_size),
                          "--start", "counts", "--generations", "0", "--population", "4", "-o", str(out),
                          "--count-weight", weight, "--no-progress"]) == 0
@@ -148,6 +149,8 @@ def test_refine_settles_the_counted_start_as_asked(tmp_path, caplog):
         assert summary["count_weight"] == (weight if settled else None)
         messages = [r.getMessage() for r in caplog.records if "settled on its columns" in r.getMessage()]
         assert len(messages) == (1 if settled else 0)
+        slid = [r for r in caplog.records if "slides along the beam accepted" in r.getMessage()]
+        assert len(slid) == (0 if settled else 1)
         if settled:
             assert "0 of" in messages[0] and "changed their count" in messages[0]  # inf: no count moves
 
@@ -160,3 +163,40 @@ def test_the_count_weight_of_a_manifest_or_the_api_is_checked_at_the_boundary():
     for bad in (0, -1.0, "x", True, float("nan")):
         with pytest.raises(InputError, match="count_weight"):
             validate_count_weight(bad)
+
+
+def test_each_settling_round_reads_the_evidence_off_the_last_rounds_structure(monkeypatch):
+    """Round 2 counts the structure round 1 left (relaxed), not the input; ``inf`` has nothing to read: one round."""
+    import refine.analysis.cross_sections as cross_sections
+
+    atoms = _particle()
+    asked = []
+
+    def table_of(structure, image, model, scale):
+        asked.append(structure.positions.copy())
+        st = ColumnStacks.from_atoms(structure, NN)
+        return _table(st, st.counts + 0.5)  # every column half-way: the energy decides
+
+    def relax(a):  # a stand-in relaxation that leaves a mark: the structure it returns is not the annealed one
+        out = a.copy()
+        out.positions[:, 2] += 0.01
+        return out
+
+    monkeypatch.setattr(cross_sections, "column_count_table", table_of)
+    out = settle_columns(atoms, None, None, np.random.default_rng(0), weight=3.0, relax=relax, nn_distance=NN,
+                         rounds=2)
+    assert len(asked) == 2
+    assert np.allclose(_sorted(asked[0]), _sorted(atoms.positions))
+    assert not np.allclose(_sorted(asked[1]), _sorted(asked[0]))
+
+    def phase(z):  # Å, where the sites sit modulo half a period (both sublattices)
+        return np.angle(np.mean(np.exp(2j * np.pi * z / (NN / 2)))) * (NN / 2) / (2 * np.pi)
+
+    assert phase(asked[1][:, 2]) - phase(atoms.positions[:, 2]) == pytest.approx(0.01, abs=1e-6)  # relaxed, round 1
+    assert out.info["column_settle"]["rounds"] == 2 and len(out) == len(atoms)
+    asked.clear()
+    out = settle_columns(atoms, None, None, np.random.default_rng(0), weight=np.inf, nn_distance=NN, rounds=3)
+    assert asked == [] and out.info["column_settle"]["rounds"] == 1
+    for bad in (0, 1.5, -2):
+        with pytest.raises(InputError, match="rounds"):
+            settle_columns(atoms, None, None, np.random.default_rng(0), weight=3.0, nn_distance=NN, rounds=bad)

@@ -138,9 +138,9 @@ def missing_columns(xy, nn_distance: float, *, radius: float = GAP_RADIUS, neigh
     surround it (no angle between them, seen from it, wider than
     ``opening`` degrees). The column goes to the place in that circle
     where most of the surrounding columns' own neighbour vectors point
-    (:func:`_lattice_site`: a lattice site, where a hole of two columns
-    would put one between them), and the search is repeated until no such
-    circle is left, widest first.
+    (:func:`_lattice_site`: a lattice site; the circle's centre would put
+    one column half-way between the two sites of a two-column hole), and
+    the search is repeated until no such circle is left, widest first.
 
     Parameters
     ----------
@@ -186,13 +186,12 @@ def missing_columns(xy, nn_distance: float, *, radius: float = GAP_RADIUS, neigh
 def _lattice_site(points, tree, centre, radius: float, nn_distance: float) -> np.ndarray:
     """The lattice site in the empty circle (``centre``, ``radius``) that most columns around it point to (Å, (2,)).
 
-    The neighbour vectors of the columns near the circle (within 3 bonds of
-    it; pairs closer than
-    1.3 × their median nearest distance p: the local lattice, whatever the
-    grain) are added to each column around the circle; the proposals inside
-    the circle and at least 0.75·p from every column vote, and the place
-    with votes from the most different columns (within 0.4 Å) wins. With no
-    proposal, the circle's centre.
+    The neighbour vectors of the columns within 3 bonds of the circle
+    (pairs closer than 1.3 × their median nearest distance p: the local
+    lattice, whichever grain it is) are added to each column around the
+    circle; the proposals inside the circle and at least 0.75·p from every
+    column vote, and the place with votes from the most different columns
+    (within 0.4 Å) wins. With no proposal, the circle's centre.
     """
     from refine.analysis.columns import median_neighbour_distance
 

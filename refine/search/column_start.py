@@ -286,7 +286,8 @@ def _check_one_crystal(xy, nn_distance: float):
                 + ", ".join(f"{100 * f:.0f} %" for f in grains) + ")") if len(grains) > 1 else ""
         log.warning("start from the image's counts: only %.0f %% of the %d columns lie on one lattice (%.0f %% "
                     "expected of one crystal)%s: a twinned particle, or grains in several orientations; the counted "
-                    "start stacks one crystal and will be wrong for it (--start matched fits twinned shapes)",
+                    "start is right for twins that share the zone axis and wrong for a grain off it (--start "
+                    "matched fits twinned shapes)",
                     100 * fit.fraction, len(xy), 100 * ONE_LATTICE, held)
     return fit
 

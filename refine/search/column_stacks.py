@@ -319,11 +319,13 @@ def settle_columns(atoms: Atoms, image, model, rng: np.random.Generator, *, weig
     if nn_distance is None:
         symbols = atoms.get_chemical_symbols()
         nn_distance = nearest_neighbour_distance({s: symbols.count(s) for s in set(symbols)})
-    before = ColumnStacks.from_atoms(atoms, float(nn_distance))
+    stacks = ColumnStacks.from_atoms(atoms, float(nn_distance))
+    centres_before, counts_before = stacks.centres.copy(), stacks.counts.copy()
     done = int(rounds) if np.isfinite(w) else 1  # without evidence a second annealing has nothing new to read
     current, slides, transfers, proxy = atoms, 0, 0, []
-    for _ in range(done):
-        stacks = ColumnStacks.from_atoms(current, float(nn_distance))
+    for r in range(done):
+        if r:  # the columns of the structure the last round relaxed
+            stacks = ColumnStacks.from_atoms(current, float(nn_distance))
         evidence = None
         if np.isfinite(w):
             table = column_count_table(current, image, model, scale="total")
@@ -334,24 +336,25 @@ def settle_columns(atoms: Atoms, image, model, rng: np.random.Generator, *, weig
         out = Atoms(rng.permutation(current.numbers), positions=stacks.positions())
         current = relax(out) if relax is not None else out
     out = current
-    changed = _columns_recounted(before, ColumnStacks.from_atoms(out, float(nn_distance)), float(nn_distance))
+    # the relaxation in columns keeps every count, so the last annealed stacks hold the answer's
+    changed = _columns_recounted(centres_before, counts_before, stacks, float(nn_distance))
     out.info = {**atoms.info, **out.info,  # the relaxation's own notes (stiffness, largest shift) kept
                 "column_settle": {"slides": slides, "transfers": transfers, "columns_recounted": changed,
                                   "weight": w, "rounds": done}}
     log.info("counted start settled on its columns (count weight %g, %d round%s): %d slides, %d transfers, %d of "
              "%d columns changed their count; proxy energy %.1f -> %.1f", w, done, "" if done == 1 else "s",
-             slides, transfers, changed, len(before.counts), proxy[0][0], proxy[-1][1])
+             slides, transfers, changed, len(counts_before), proxy[0][0], proxy[-1][1])
     return out
 
 
-def _columns_recounted(before: ColumnStacks, after: ColumnStacks, nn_distance: float) -> int:
-    """How many of ``before``'s columns hold another number of atoms in ``after`` (matched by their (x, y); a
-    column with no match within half a bond holds none)."""
-    if not len(before.counts):
+def _columns_recounted(centres, counts, after: ColumnStacks, nn_distance: float) -> int:
+    """How many of the columns at ``centres`` (Å, (m, 2)) that held ``counts`` hold another number in ``after``
+    (matched by their (x, y); a column with no match within half a bond holds none)."""
+    if not len(counts):
         return 0
-    counts_after = np.zeros(len(before.counts), dtype=int)
+    counts_after = np.zeros(len(counts), dtype=int)
     if len(after.counts):
-        d, k = cKDTree(after.centres).query(before.centres)
+        d, k = cKDTree(after.centres).query(centres)
         near = d < 0.5 * nn_distance
         counts_after[near] = after.counts[k[near]]
-    return int(np.count_nonzero(counts_after != before.counts))
+    return int(np.count_nonzero(counts_after != counts))

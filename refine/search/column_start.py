@@ -164,7 +164,7 @@ def _columns(image, comp: dict, total: int, *, check_lattice: bool = False):
     missing = missing_columns(xy, nn)
     if len(missing):
         _, near = cKDTree(xy).query(missing, k=min(4, len(xy)))
-        height = np.r_[height, height[np.atleast_2d(near)].min(axis=1)]
+        height = np.r_[height, height[near].min(axis=1)]  # a hole has ≥ 3 columns around it: near is (k, ≥3)
         xy = np.vstack([xy, missing])
         log.info("start from the image's counts: %d columns added where the peaks leave a hole the size of a "
                  "column inside the particle (a column the image does not resolve as a peak of its own)",

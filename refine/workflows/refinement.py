@@ -340,9 +340,9 @@ def starting_population(inputs: RefinementInputs, rng: np.random.Generator) -> l
     orientations), clusters following the image, the image's columns
     stacked with its own atom counts (``"counts"``,
     :mod:`refine.search.column_start`, then relaxed with every atom tied to
-    its column, settled as whole columns with the image's count evidence
-    weighted by ``count_weight``, :mod:`refine.search.column_stacks`, and
-    slid along the beam to lower the energy,
+    its column, then settled as whole columns with the image's count
+    evidence weighted by ``count_weight``, :mod:`refine.search.column_stacks`,
+    or, with ``count_weight`` None, slid along the beam on the energy,
     :mod:`refine.search.column_restraint`: the first member as built, the
     others rattled), the relaxed shape whose zone-axis image fits the image
     best with its columns given the image's counts (``"matched"``,

@@ -106,10 +106,6 @@ def rough_particle(atoms, moves: int, seed: int = 0):
     step on a facet, not a needle), so that the truth's top and bottom facets carry real one-atom steps.
     Relaxed freely on EMT afterwards (FIRE, 0.02 eV/Å).
     """
-    from ase import Atoms
-    from ase.optimize import FIRE
-
-    from refine.cost import make_calculator
     from refine.search.column_stacks import ColumnStacks
 
     st = ColumnStacks.from_atoms(atoms, nearest_neighbour_distance_pt())
@@ -127,28 +123,30 @@ def rough_particle(atoms, moves: int, seed: int = 0):
             st.move_end_atom(dst, to_top, src, from_top)
             continue
         done += 1
-    out = Atoms(atoms.numbers, positions=st.positions())
-    out.cell = np.diag(np.ptp(out.positions, axis=0) + 20.0)
-    out.calc = make_calculator("auto", ("Pt",))
-    FIRE(out, logfile=None).run(fmax=0.02, steps=3000)
-    return Atoms(atoms.numbers, positions=out.positions - out.positions.mean(axis=0))
+    return _relaxed_centred(atoms.numbers, st.positions())
 
 
 def decahedron_particle():
     """A 780-atom Pt Marks decahedron (:class:`ase.cluster.Decahedron` (7, 2, 1)) with its five-fold axis along z,
     relaxed on EMT (FIRE, 0.02 eV/Å) and centred: a twinned truth, five [110] grains around one column."""
-    from ase import Atoms
     from ase.cluster import Decahedron
+
+    atoms = Decahedron("Pt", 7, 2, 1, latticeconstant=3.92)
+    return _relaxed_centred(atoms.numbers, atoms.positions - atoms.positions.mean(axis=0))
+
+
+def _relaxed_centred(numbers, positions):
+    """Pt atoms relaxed freely on EMT (FIRE, 0.02 eV/Å, at most 3000 steps), centred on their mean, no cell."""
+    from ase import Atoms
     from ase.optimize import FIRE
 
     from refine.cost import make_calculator
 
-    atoms = Decahedron("Pt", 7, 2, 1, latticeconstant=3.92)
-    out = Atoms(atoms.numbers, positions=atoms.positions - atoms.positions.mean(axis=0))
+    out = Atoms(numbers, positions=positions)
     out.cell = np.diag(np.ptp(out.positions, axis=0) + 20.0)
     out.calc = make_calculator("auto", ("Pt",))
     FIRE(out, logfile=None).run(fmax=0.02, steps=3000)
-    return Atoms(atoms.numbers, positions=out.positions - out.positions.mean(axis=0))
+    return Atoms(numbers, positions=out.positions - out.positions.mean(axis=0))
 
 
 def nearest_neighbour_distance_pt() -> float:
